@@ -1,0 +1,27 @@
+"""c2s: self-supervised MRI denoising with Corruption2Self (Tu, Shi & Lam, ICLR 2025).
+
+Importing the package is cheap (no torch); the Python API is loaded on first use::
+
+    from c2s_cli import Denoiser
+    den = Denoiser(model="default", device="auto")
+    out = den.denoise(volume_or_array)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from c2s_cli.api import Denoiser
+
+__all__ = ["Denoiser", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Denoiser":
+        from c2s_cli.api import Denoiser
+
+        return Denoiser
+    raise AttributeError(name)

@@ -1,0 +1,3 @@
+from c2s_cli.cli import main
+
+main()

@@ -1,0 +1,174 @@
+"""Python API: ``Denoiser`` loads a model once and denoises arrays or volumes (the CLI is a thin layer over it)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from c2s_cli.checkpoint import load_model, resolve_model, sha256
+from c2s_cli.errors import C2SError, InputError, UsageError
+from c2s_cli.noise.estimate import NoiseEstimate, estimate_noise
+from c2s_cli.volume import Volume
+
+
+@dataclass
+class DenoiseReport:
+    """What happened to one 3D volume (or each 3D volume of a 4D one)."""
+
+    noise: list[NoiseEstimate] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Denoiser:
+    """A loaded C2S model.
+
+    Args:
+        model: a model name (``default``, others in ``weights/`` or ``$C2S_WEIGHTS``) or a ``.safetensors`` path.
+        device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        batch_size: slices per forward pass (the output does not depend on it).
+        threads: CPU threads for torch (None: torch's default).
+    Example:
+        >>> den = Denoiser()                       # doctest: +SKIP
+        >>> clean = den.denoise(noisy_array)       # (X, Y, Z) float array, σ estimated  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | Path = "default",
+        device: str = "auto",
+        *,
+        batch_size: int | None = None,
+        threads: int | None = None,
+    ) -> None:
+        import torch
+
+        from c2s_cli.infer import pick_device
+
+        if threads is not None:
+            if threads < 1:
+                raise UsageError(f"--threads must be ≥ 1, got {threads}")
+            torch.set_num_threads(threads)
+        try:
+            self.device = pick_device(device)
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(str(exc)) from None
+        t0 = time.perf_counter()
+        self.path, expected = resolve_model(str(model))
+        self.sha256 = sha256(self.path)
+        if expected is not None and expected != self.sha256:
+            raise C2SError(
+                f"{self.path}: SHA-256 {self.sha256[:16]}… does not match the registry ({expected[:16]}…); "
+                "the shipped weights are damaged, reinstall c2s"
+            )
+        self.model, self.config, self.meta = load_model(self.path)
+        self.model.to(self.device)
+        self.load_seconds = time.perf_counter() - t0
+        self.batch_size = batch_size or (16 if self.device.type == "cuda" else 4)
+        self.bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def estimate(self, data: NDArray[np.floating], *, coils: int = 1, slice_axis: int = 2) -> NoiseEstimate:
+        """Noise estimate of a 3D magnitude volume (image units)."""
+        try:
+            return estimate_noise(data, coils=coils, slice_axis=slice_axis)
+        except ValueError as exc:
+            raise InputError(f"cannot estimate the noise: {exc}; pass --sigma") from None
+
+    def denoise(
+        self,
+        x: Volume | NDArray[np.floating],
+        sigma: float | None = None,
+        *,
+        strength: float = 1.0,
+        use_vst: bool | None = None,
+        coils: int | None = None,
+        slice_axis: int | None = None,
+        guides: list[NDArray[np.floating]] | None = None,
+        report: DenoiseReport | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> NDArray[np.float32]:
+        """Denoise a (X, Y, Z) or (X, Y, Z, T) magnitude volume; returns the same shape in the same units.
+
+        Args:
+            x: a :class:`Volume` or an array (image units).
+            sigma: noise std in image units (None: estimated per 3D volume).
+            strength: multiplies σ for the network's conditioning (1 = as estimated).
+            use_vst / coils: override the model's noise-domain settings.
+            slice_axis: axis to slice along (default: the volume's acquisition axis, or 2 for arrays).
+            guides: co-registered other contrasts (same shape) for multi-contrast models.
+        """
+        from c2s_cli.infer import denoise_array
+
+        data = x.data if isinstance(x, Volume) else np.asarray(x, dtype=np.float32)
+        axis = slice_axis if slice_axis is not None else (x.slice_axis if isinstance(x, Volume) else 2)
+        if data.ndim not in (3, 4):
+            raise InputError(f"expected a 3D or 4D volume, got shape {data.shape}")
+        if not np.all(np.isfinite(data)):
+            raise InputError(f"{getattr(x, 'path', 'input')}: contains NaN or infinite voxels")
+        if np.iscomplexobj(data):
+            raise InputError("complex data: give the magnitude image")
+        if data.min() < 0 and (use_vst if use_vst is not None else self.config.noise.vst):
+            raise InputError(
+                f"{getattr(x, 'path', 'input')}: negative intensities, not a magnitude image; use --no-vst for "
+                "signed data"
+            )
+        n_guides = len(guides or [])
+        if n_guides != self.config.model.guides:
+            if self.config.model.guides == 0:
+                raise UsageError(f"model {self.name} is single-contrast; it does not take --guide")
+            raise UsageError(f"model {self.name} needs {self.config.model.guides} --guide contrast(s), got {n_guides}")
+        vst_on = self.config.noise.vst if use_vst is None else use_vst
+        n_coils = self.config.noise.coils if coils is None else coils
+        if strength <= 0:
+            raise UsageError(f"--strength must be > 0, got {strength}")
+        report = report if report is not None else DenoiseReport()
+        vols = [data] if data.ndim == 3 else [data[..., t] for t in range(data.shape[3])]
+        out = np.empty(data.shape, dtype=np.float32)
+        for t, v in enumerate(vols):
+            if not np.any(v):
+                raise InputError(f"{getattr(x, 'path', 'input')}: volume {t} is all zeros")
+            t0 = time.perf_counter()
+            if sigma is None:
+                est = self.estimate(v, coils=n_coils, slice_axis=axis)
+            else:
+                if sigma <= 0:
+                    raise UsageError(f"--sigma must be > 0, got {sigma}")
+                est = NoiseEstimate(sigma=float(sigma), method="user", coils=n_coils)
+            report.noise.append(est)
+            report.seconds["noise"] = report.seconds.get("noise", 0.0) + time.perf_counter() - t0
+            g = [(gv if gv.ndim == 3 else gv[..., t], self.estimate(gv if gv.ndim == 3 else gv[..., t]).sigma) for gv in guides or []]
+            t0 = time.perf_counter()
+            res = denoise_array(
+                self.model,
+                v,
+                est.sigma,
+                use_vst=vst_on,
+                coils=n_coils,
+                strength=strength,
+                slice_axis=axis,
+                guides=g or None,
+                batch_size=self.batch_size,
+                device=self.device,
+                bf16=self.bf16,
+                on_progress=on_progress,
+            )
+            if not np.all(np.isfinite(res)):
+                raise C2SError("the network produced NaN or infinite values")
+            report.seconds["inference"] = report.seconds.get("inference", 0.0) + time.perf_counter() - t0
+            if data.ndim == 3:
+                out = res
+            else:
+                out[..., t] = res
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.name, "path": str(self.path), "sha256": self.sha256, "device": str(self.device)}

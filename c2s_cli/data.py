@@ -1,0 +1,172 @@
+"""From volumes to the network's domain and back, and training batches (arrays in, arrays / tensors out).
+
+Domain: magnitude data go through the Rician / nc-χ VST (noise std 1), then are divided by a per-volume scale
+(the 99.5th percentile of the valid voxels), so the network sees intensities ≈ [0, 1] with noise
+σ_d = 1/scale. With ``vst=False`` the data are only divided by the scale, σ_d = σ/scale. The scale and σ are kept
+so outputs return exactly to the input's units (through the exact unbiased inverse with the VST).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from c2s_cli.noise import vst
+from c2s_cli.noise.estimate import valid_mask
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Maps image units ↔ network units for one volume."""
+
+    sigma: float  # noise std in image units
+    scale: float  # divisor after the (optional) VST
+    use_vst: bool
+    coils: int = 1
+
+    @property
+    def sigma_d(self) -> float:
+        """Noise std in network units."""
+        return (1.0 if self.use_vst else self.sigma) / self.scale
+
+    @staticmethod
+    def fit(data: NDArray[np.floating], sigma: float, *, use_vst: bool, coils: int = 1) -> Normalizer:
+        """Choose the scale for ``data`` (X, Y, Z[, T]) with noise σ (image units, > 0)."""
+        if not np.isfinite(sigma) or sigma <= 0:
+            raise ValueError(f"noise level must be a positive number, got {sigma}")
+        valid = valid_mask(data)
+        values = data[valid] if valid.any() else data.ravel()
+        stab = vst.forward(values, sigma, coils) if use_vst else values
+        scale = float(np.percentile(stab, 99.5))
+        if not np.isfinite(scale) or scale <= 0:
+            scale = float(np.max(np.abs(stab))) or 1.0
+        return Normalizer(float(sigma), scale, use_vst, coils)
+
+    def forward(self, data: NDArray[np.floating]) -> NDArray[np.float32]:
+        out = vst.forward(data, self.sigma, self.coils) if self.use_vst else np.asarray(data, np.float32)
+        return (out / self.scale).astype(np.float32)
+
+    def inverse(self, x: NDArray[np.floating]) -> NDArray[np.float32]:
+        e = np.asarray(x, np.float64) * self.scale
+        return vst.inverse(e, self.sigma, self.coils) if self.use_vst else e.astype(np.float32)
+
+
+def slice_stack(vol: NDArray[np.float32], k: NDArray[np.int64], context: int) -> NDArray[np.float32]:
+    """2.5D stacks: for slices ``k`` of ``vol`` (Z, H, W) return (len(k), 2·context + 1, H, W), edges replicated."""
+    offsets = np.arange(-context, context + 1)
+    idx = np.clip(k[:, None] + offsets[None, :], 0, vol.shape[0] - 1)
+    return vol[idx]
+
+
+@dataclass
+class TrainVolume:
+    """One normalised training volume in slice-first layouts for each requested plane."""
+
+    planes: list[NDArray[np.float32]]  # each (Z, H, W), Z the slicing axis of that plane
+    masks: list[NDArray[np.bool_]]
+    guides: list[list[NDArray[np.float32]]]  # per plane, per guide: (Z, H, W)
+    sigma_d: float
+    name: str
+
+
+PLANE_AXES = {"axial": 2, "coronal": 1, "sagittal": 0}
+
+
+def make_train_volume(
+    data: NDArray[np.float32],
+    norm: Normalizer,
+    *,
+    slice_axis: int,
+    planes: tuple[str, ...],
+    name: str,
+    guides: list[NDArray[np.float32]] | None = None,
+) -> TrainVolume:
+    """Normalise a (X, Y, Z) volume and lay it out slice-first for each plane.
+
+    "axial" means the acquisition's slice axis; "coronal"/"sagittal" the other two axes.
+    """
+    x = norm.forward(data)
+    valid = valid_mask(data)
+    order = [slice_axis, *[a for a in range(3) if a != slice_axis]]
+    axes = {"axial": order[0], "coronal": order[1], "sagittal": order[2]}
+    out_p, out_m, out_g = [], [], []
+    for p in planes:
+        a = axes[p]
+        out_p.append(np.ascontiguousarray(np.moveaxis(x, a, 0)))
+        out_m.append(np.ascontiguousarray(np.moveaxis(valid, a, 0)))
+        out_g.append([np.ascontiguousarray(np.moveaxis(g, a, 0)) for g in (guides or [])])
+    return TrainVolume(out_p, out_m, out_g, norm.sigma_d, name)
+
+
+class PatchSampler:
+    """Random 2.5D patches (with augmentation) from in-memory volumes; no file I/O per step.
+
+    Each draw picks a volume (weighted by voxel count), a plane, a slice whose centre has enough valid voxels,
+    and a patch position; patches larger than the slice are zero-padded and masked.
+    """
+
+    def __init__(
+        self,
+        volumes: list[TrainVolume],
+        *,
+        patch: int,
+        context: int,
+        augment: bool,
+        slices: list[list[NDArray[np.int64]]] | None = None,
+    ) -> None:
+        self.volumes = volumes
+        self.patch = patch
+        self.context = context
+        self.augment = augment
+        # candidate slices per volume and plane: at least 5 % valid voxels
+        if slices is None:
+            slices = [
+                [np.nonzero(m.reshape(m.shape[0], -1).mean(1) > 0.05)[0] for m in v.masks] for v in volumes
+            ]
+        self.slices = slices
+        sizes = np.array([sum(len(s) for s in ss) for ss in slices], dtype=np.float64)
+        if sizes.sum() == 0:
+            raise ValueError("no slice with enough non-zero voxels to train on")
+        self.weights = torch.tensor(sizes / sizes.sum())
+
+    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns y (B, C, P, P), σ_d (B,), mask (B, 1, P, P) as float32 tensors."""
+        p, c = self.patch, self.context
+        n_g = len(self.volumes[0].guides[0]) if self.volumes[0].guides else 0
+        ys = np.zeros((batch, 2 * c + 1 + n_g, p, p), np.float32)
+        ms = np.zeros((batch, 1, p, p), np.float32)
+        sd = np.zeros(batch, np.float32)
+        vidx = torch.multinomial(self.weights, batch, replacement=True, generator=generator).tolist()
+        for b, vi in enumerate(vidx):
+            v = self.volumes[vi]
+            planes = [i for i, s in enumerate(self.slices[vi]) if len(s)]
+            pi = planes[int(torch.randint(len(planes), (1,), generator=generator))]
+            cand = self.slices[vi][pi]
+            k = int(cand[int(torch.randint(len(cand), (1,), generator=generator))])
+            vol, msk = v.planes[pi], v.masks[pi]
+            _, h, w = vol.shape
+            i0 = int(torch.randint(max(h - p, 0) + 1, (1,), generator=generator))
+            j0 = int(torch.randint(max(w - p, 0) + 1, (1,), generator=generator))
+            hh, ww = min(p, h), min(p, w)
+            stack = slice_stack(vol, np.array([k]), c)[0, :, i0 : i0 + hh, j0 : j0 + ww]
+            ys[b, : 2 * c + 1, :hh, :ww] = stack
+            for g, gv in enumerate(v.guides[pi]):
+                ys[b, 2 * c + 1 + g, :hh, :ww] = gv[k, i0 : i0 + hh, j0 : j0 + ww]
+            ms[b, 0, :hh, :ww] = msk[k, i0 : i0 + hh, j0 : j0 + ww]
+            sd[b] = v.sigma_d
+            if self.augment:
+                r = torch.randint(8, (1,), generator=generator).item()
+                ys[b] = np.rot90(ys[b], r % 4, axes=(1, 2))
+                ms[b] = np.rot90(ms[b], r % 4, axes=(1, 2))
+                if r >= 4:
+                    ys[b], ms[b] = ys[b][:, :, ::-1], ms[b][:, :, ::-1]
+                if c > 0 and torch.rand((1,), generator=generator).item() < 0.5:
+                    ys[b, : 2 * c + 1] = ys[b, : 2 * c + 1][::-1].copy()  # reverse the slice order
+                # intensity scaling: the noise scales with the data
+                gain = float(0.75 + 0.5 * torch.rand((1,), generator=generator).item())
+                ys[b, : 2 * c + 1] *= gain
+                sd[b] *= gain
+        return torch.from_numpy(ys), torch.from_numpy(sd), torch.from_numpy(ms)

@@ -1,0 +1,44 @@
+"""Exceptions with one-line messages and the exit codes the CLI maps them to.
+
+Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 partial failure (batch), 4 input rejected, 130 interrupted.
+Messages name files, flags and values, never patient attributes.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_INPUT = 4
+EXIT_INTERRUPTED = 130
+
+
+class C2SError(Exception):
+    """Base class: a one-line, user-facing message and an exit code."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class UsageError(C2SError):
+    """Bad flags or arguments (wrong combination, existing output without --force, ...)."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(C2SError):
+    """An input file or folder is missing, unreadable, unsupported or inconsistent."""
+
+    exit_code = EXIT_INPUT
+
+
+class CheckpointError(C2SError):
+    """A model file is missing, corrupted, of an unknown format version or does not match its config."""
+
+    exit_code = EXIT_INPUT
+
+
+class OutputError(C2SError):
+    """An output cannot be written (exists, read-only, inside the input folder, ...)."""
+
+    exit_code = EXIT_USAGE

@@ -1,0 +1,120 @@
+"""NIfTI-1/2 reading and writing with nibabel, keeping the header (never reoriented or resampled)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from c2s_cli.errors import InputError
+from c2s_cli.volume import Volume
+
+MAX_VOXELS = 2_000_000_000  # refuse absurd headers before allocating
+
+
+def is_nifti(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def _slice_axis(img: object, zooms: tuple[float, ...]) -> int:
+    """The acquisition's through-plane axis: dim_info's slice dim, else the thickest spatial axis, else 2."""
+    _, _, slice_dim = img.header.get_dim_info()  # type: ignore[attr-defined]
+    if slice_dim is not None and slice_dim < 3:
+        return int(slice_dim)
+    z = np.asarray(zooms[:3], dtype=float)
+    if z.max() > 1.2 * np.median(z):
+        return int(np.argmax(z))
+    return 2
+
+
+def read_nifti(path: Path) -> Volume:
+    """Read a .nii / .nii.gz (NIfTI-1 or -2, 3D or 4D) as float32 with scl_slope/inter applied."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise InputError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{path}: not a NIfTI-1/2 image ({type(img).__name__})")
+    shape = img.shape
+    if len(shape) < 3 or len(shape) > 4:
+        raise InputError(f"{path}: expected a 3D or 4D image, got shape {shape}")
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if any(s <= 0 for s in shape) or int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
+        raise InputError(f"{path}: header declares an implausible size {shape}")
+    dtype = img.get_data_dtype()
+    if np.issubdtype(dtype, np.complexfloating) or dtype.names is not None:
+        raise InputError(f"{path}: data type {dtype} is not supported (complex or RGB); give a magnitude image")
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
+    except Exception as exc:
+        raise InputError(f"{path}: voxel data unreadable or truncated ({type(exc).__name__})") from None
+    zooms = img.header.get_zooms()
+    meta = {
+        "dtype": str(dtype),
+        "format": type(img).__name__.replace("Image", ""),
+        "descrip": img.header["descrip"].item().decode("latin-1", "replace").strip() if "descrip" in img.header else "",
+        "sform_code": int(img.header["sform_code"]),
+        "qform_code": int(img.header["qform_code"]),
+    }
+    return Volume(data, img.affine.astype(np.float64), img, "nifti", str(path), _slice_axis(img, zooms), meta)
+
+
+def write_nifti(
+    vol: Volume, data: NDArray[np.float32], path: Path, *, dtype: str = "float32", note: str = "c2s"
+) -> int:
+    """Write ``data`` with ``vol``'s header (affine, s/qform and codes, pixdim, units, dim_info, extensions).
+
+    Args:
+        dtype: "float32" (default) or "input" (round and clip to the input's on-disk type, scl_slope 1 / inter 0).
+        note: prefix written into ``descrip`` (80 bytes).
+    Returns:
+        the number of voxels clipped to the output type's range (0 for float32).
+    """
+    import nibabel as nib
+
+    src = vol.source
+    header = src.header.copy()
+    clipped = 0
+    out_data: NDArray[np.generic]
+    if dtype == "input":
+        dt = np.dtype(vol.meta["dtype"])
+        if np.issubdtype(dt, np.integer):
+            info = np.iinfo(dt)
+            rounded = np.rint(data)
+            clipped = int(np.count_nonzero((rounded < info.min) | (rounded > info.max)))
+            out_data = np.clip(rounded, info.min, info.max).astype(dt)
+        else:
+            out_data = data.astype(dt)
+        header.set_data_dtype(dt)
+    else:
+        out_data = data.astype(np.float32)
+        header.set_data_dtype(np.float32)
+    out_data = out_data.reshape(src.shape)
+    img = type(src)(out_data, src.affine, header)
+    img.set_sform(src.get_sform(), int(src.header["sform_code"]))
+    img.set_qform(src.get_qform(), int(src.header["qform_code"]))
+    img.header.set_slope_inter(1.0, 0.0)
+    img.header["cal_min"] = 0
+    img.header["cal_max"] = 0
+    old = vol.meta.get("descrip", "")
+    img.header["descrip"] = (f"{note}; {old}" if old else note).encode("latin-1", "replace")[:79]
+    nib.save(img, str(path))
+    return clipped
+
+
+def write_nifti_from(vol: Volume, data: NDArray[np.float32], path: Path) -> int:
+    """Write a non-NIfTI volume (e.g. a DICOM series) as float32 NIfTI-1, sform = qform = scanner (code 1)."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.asarray(data, np.float32), vol.affine)
+    img.set_sform(vol.affine, 1)
+    img.set_qform(vol.affine, 1)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["descrip"] = b"c2s denoised"
+    nib.save(img, str(path))
+    return 0

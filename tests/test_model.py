@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from c2s_cli.config import ModelConfig
+from c2s_cli.infer import denoise_array, denoise_normalized
+from c2s_cli.model import Precond
+
+SMALL = ModelConfig(channels=(8, 16, 16), emb_dim=16)
+
+
+def test_shapes_and_dtype_any_size() -> None:
+    torch.manual_seed(0)
+    m = Precond(SMALL).eval()
+    for h, w in [(32, 32), (37, 50), (5, 9)]:
+        y = m(torch.rand(2, 3, h, w), torch.tensor([0.1, 0.2]))
+        assert y.shape == (2, 1, h, w) and y.dtype == torch.float32
+
+
+def test_small_sigma_is_identity() -> None:
+    """c_skip → 1 and c_out → 0 as σ → 0: D(x, σ) → centre slice, whatever the (random) weights."""
+    torch.manual_seed(1)
+    m = Precond(SMALL).eval()
+    x = torch.rand(3, 3, 24, 24)
+    out = m(x, torch.full((3,), 1e-4))
+    torch.testing.assert_close(out, x[:, 1:2], atol=1e-3, rtol=0)
+    far = m(x, torch.full((3,), 1.0))
+    assert (far - x[:, 1:2]).abs().max() > 1e-2
+
+
+def test_guides_are_not_rescaled() -> None:
+    cfg = ModelConfig(channels=(8, 16), emb_dim=16, guides=1, context=0)
+    m = Precond(cfg).eval()
+    assert cfg.in_channels == 2
+    y = m(torch.rand(1, 2, 16, 16), torch.tensor([0.1]))
+    assert y.shape == (1, 1, 16, 16)
+
+
+def test_inference_independent_of_batch_size_and_deterministic(phantom: np.ndarray) -> None:
+    torch.manual_seed(2)
+    m = Precond(SMALL).eval()
+    x = phantom.astype(np.float32)
+    a = denoise_normalized(m, x, 0.05, batch_size=1)
+    b = denoise_normalized(m, x, 0.05, batch_size=7)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(a, denoise_normalized(m, x, 0.05, batch_size=7), atol=1e-6)
+
+
+def test_zeros_and_saturation_pass_through(phantom: np.ndarray) -> None:
+    torch.manual_seed(3)
+    m = Precond(SMALL).eval()
+    data = phantom * 1000 + 50
+    data[:5] = 0.0
+    data[10:12, 10:12] = data.max()  # saturated plateau (16 × 2 × 2 = 64 voxels > 10)
+    out = denoise_array(m, data, 20.0)
+    assert np.all(out[:5] == 0)
+    np.testing.assert_array_equal(out[10:12, 10:12], data[10:12, 10:12])
+    assert np.all(np.isfinite(out))
+
+
+def test_attention_variant_runs() -> None:
+    m = Precond(ModelConfig(channels=(8, 16), emb_dim=16, attention=True, attention_heads=2))
+    y = m(torch.rand(1, 3, 16, 16), torch.tensor([0.3]))
+    assert y.shape == (1, 1, 16, 16)
+    with pytest.raises(AssertionError):
+        assert torch.isnan(y).any()

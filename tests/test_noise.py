@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from phantoms import head_phantom, rician, zero_filled_rician
+from c2s_cli.noise import vst
+from c2s_cli.noise.estimate import estimate_noise
+
+
+@pytest.fixture(scope="module")
+def clean() -> np.ndarray:
+    return head_phantom((128, 128, 24), seed=0)
+
+
+@pytest.mark.parametrize("snr", [3, 10, 30])
+def test_estimators_on_known_sigma(clean: np.ndarray, snr: int) -> None:
+    sigma = 1.0 / snr  # WM ≈ 1
+    y = rician(clean, sigma, seed=snr)
+    est = estimate_noise(y)
+    assert abs(est.sigma_object / sigma - 1) <= 0.05
+    assert est.sigma_background is not None and abs(est.sigma_background / sigma - 1) <= 0.03
+    assert est.method == "background" and 0.9 <= est.ratio <= 1.1
+    assert abs(est.background_acf) < 0.05
+    assert est.warnings == ()
+
+
+@pytest.mark.parametrize("snr", [3, 10, 30])
+def test_skull_stripped(clean: np.ndarray, snr: int) -> None:
+    sigma = 1.0 / snr
+    y = np.where(clean > 0, rician(clean, sigma, seed=10 + snr), 0)
+    est = estimate_noise(y)
+    assert abs(est.sigma_object / sigma - 1) <= 0.05
+    assert est.sigma_background is None and est.background_status.startswith("unavailable")
+    assert est.method == "object" and est.sigma == est.sigma_object
+
+
+def test_sum_of_squares_is_flagged_and_handled(clean: np.ndarray) -> None:
+    y = rician(clean, 0.1, seed=4, coils=4)
+    est = estimate_noise(y)
+    assert est.ratio < 0.8 and abs(est.background_acf) < 0.05
+    assert any("non-central χ" in w for w in est.warnings)
+    est4 = estimate_noise(y, coils=4)
+    assert abs(est4.sigma_background / 0.1 - 1) <= 0.06
+    assert 0.9 <= est4.ratio <= 1.1
+
+
+def test_correlated_noise_is_flagged(clean: np.ndarray) -> None:
+    est = estimate_noise(zero_filled_rician(clean, 0.1, seed=2))
+    assert est.ratio < 0.8 and est.background_acf > 0.15
+    assert any("correlated" in w for w in est.warnings)
+
+
+def test_scale_equivariance_and_quantisation(clean: np.ndarray) -> None:
+    y = rician(clean, 0.1, seed=7)
+    a = estimate_noise(y)
+    b = estimate_noise(y * 37.0)
+    assert b.sigma_object == pytest.approx(37.0 * a.sigma_object, rel=5e-3)
+    assert b.sigma_background == pytest.approx(37.0 * a.sigma_background, rel=5e-3)
+    # uint16 storage with σ = 12 units
+    q = np.rint(y * 120.0).astype(np.uint16)
+    c = estimate_noise(q)
+    assert abs(c.sigma_object / 12.0 - 1) <= 0.03 + abs(a.sigma_object / 0.1 - 1)
+    assert abs(c.sigma / 12.0 - 1) <= 0.03
+
+
+@pytest.mark.parametrize("nu", [0, 0.5, 1, 2, 3, 5, 10, 30])
+def test_vst_stabilises(nu: float) -> None:
+    rng = np.random.default_rng(int(nu * 10))
+    n = 400_000
+    z = np.abs(nu + rng.standard_normal(n) + 1j * rng.standard_normal(n))
+    assert 0.97 <= vst.forward(z, 1.0).std() <= 1.03
+
+
+def test_vst_scale_equivariance() -> None:
+    z = np.linspace(0, 200, 1001)
+    np.testing.assert_allclose(vst.forward(z, 7.5), vst.forward(z / 7.5, 1.0), rtol=1e-6, atol=1e-6)
+    e = np.linspace(0, 40, 101)
+    np.testing.assert_allclose(vst.inverse(e, 7.5), 7.5 * vst.inverse(e, 1.0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("nu", [0.5, 1, 2, 3, 5, 10])
+def test_exact_unbiased_inverse(nu: float) -> None:
+    rng = np.random.default_rng(100 + int(nu * 10))
+    z = np.abs(nu + rng.standard_normal((4000, 64)) + 1j * rng.standard_normal((4000, 64)))
+    est = vst.inverse(vst.forward(z, 1.0).mean(axis=1), 1.0)
+    assert abs(est.mean() - nu) <= 0.05
+    # plain averaging of magnitudes is biased at low SNR: the inverse is what removes it
+    if nu <= 1:
+        assert z.mean() - nu > 0.3
+
+
+def test_nc_chi_vst() -> None:
+    rng = np.random.default_rng(0)
+    for nu in (0.0, 2.0, 10.0):
+        ch = rng.standard_normal((4, 2, 200_000))
+        ch[0, 0] += nu
+        z = np.sqrt((ch**2).sum(axis=(0, 1)))
+        assert 0.97 <= vst.forward(z, 1.0, coils=4).std() <= 1.03
