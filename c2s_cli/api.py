@@ -170,5 +170,52 @@ class Denoiser:
                 out[..., t] = res
         return out
 
+    def adapted(
+        self,
+        data: NDArray[np.floating],
+        steps: int,
+        *,
+        sigma: float | None = None,
+        slice_axis: int = 2,
+        guides: list[NDArray[np.floating]] | None = None,
+        seed: int = 0,
+        lr: float = 2e-4,
+        on_log: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Denoiser:
+        """A copy of this denoiser fine-tuned on one scan with the GDSM loss (self-supervised, nothing but the scan).
+
+        Args:
+            data: (X, Y, Z) magnitude volume in image units.
+            steps: optimisation steps (a few hundred are minutes on a CPU).
+            lr: peak learning rate (small: this fine-tunes trained weights).
+        """
+        import copy
+        import dataclasses
+
+        from c2s_cli.data import Normalizer, make_train_volume
+        from c2s_cli.train import train
+
+        if steps < 1:
+            raise UsageError(f"--adapt must be ≥ 1, got {steps}")
+        data = np.asarray(data, dtype=np.float32)
+        s = sigma if sigma is not None else self.estimate(data, coils=self.config.noise.coils, slice_axis=slice_axis).sigma
+        norm = Normalizer.fit(data, s, use_vst=self.config.noise.vst, coils=self.config.noise.coils)
+        gn = [Normalizer.fit(g, self.estimate(g).sigma, use_vst=self.config.noise.vst).forward(g) for g in guides or []]
+        planes = ("axial", "coronal", "sagittal") if min(data.shape) >= 16 else ("axial",)
+        tv = make_train_volume(data, norm, slice_axis=slice_axis, planes=planes, name="adapt", guides=gn)
+        cfg = dataclasses.replace(
+            self.config,
+            train=dataclasses.replace(
+                self.config.train, steps=steps, lr=lr, warmup=min(20, max(1, steps // 5)), val_fraction=0.0,
+                patch_size=64, batch_size=8, ema_halflife=max(5, steps // 5), planes=planes, seed=seed,
+                log_every=max(1, steps // 20), add_noise=None,
+            ),
+        )
+        res = train(cfg, [tv], None, None, data_summary={}, init=self.model.cpu(), on_log=on_log)
+        other = copy.copy(self)
+        other.model = res.model.eval().to(self.device)
+        self.model.to(self.device)
+        return other
+
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "path": str(self.path), "sha256": self.sha256, "device": str(self.device)}

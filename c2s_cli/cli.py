@@ -358,7 +358,11 @@ def denoise(
     slice_axis: Annotated[Optional[int], typer.Option(min=0, max=2, help="Axis to slice along (default: acquisition).")] = None,
     dtype: Annotated[str, typer.Option(help="NIfTI output type: float32 or input.")] = "float32",
     suffix: Annotated[str, typer.Option(help="Suffix of output names in folder mode.")] = "_c2s",
-    noise_map: Annotated[Optional[Path], typer.Option(help="Also write input − output (NIfTI inputs, one input).")] = None,
+    noise_map: Annotated[Optional[Path], typer.Option(help="Also write input − output as NIfTI (one input).")] = None,
+    preview: Annotated[Optional[Path], typer.Option(help="Write a before/after/residual PNG (one input).")] = None,
+    mask: Annotated[Optional[Path], typer.Option(help="NIfTI mask on the input's grid: voxels outside are returned unchanged.")] = None,
+    guide: Annotated[Optional[list[Path]], typer.Option(help="Co-registered other contrast(s) for a multi-contrast model.")] = None,
+    adapt: Annotated[int, typer.Option(min=0, help="Fine-tune the model on each input for this many steps first.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose output exists.")] = False,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Continue after a failed input (exit 3).")] = False,
@@ -397,8 +401,9 @@ def denoise(
         for p, s, o in plan:
             typer.echo(json.dumps({"input": str(p), "series": s, "output": str(o), "model": model, "device": device}))
         return
-    if noise_map is not None and len(plan) != 1:
-        raise UsageError("--noise-map needs exactly one input")
+    for flag, value in (("--noise-map", noise_map), ("--preview", preview), ("--mask", mask), ("--guide", guide)):
+        if value and len(plan) != 1:
+            raise UsageError(f"{flag} needs exactly one input")
     if not single:
         output.mkdir(parents=True, exist_ok=True)
     from c2s_cli.api import Denoiser
@@ -415,7 +420,8 @@ def denoise(
             try:
                 check_output(o, [p], force=force)
                 rec = _denoise_one(den, p, s, o, log, sigma=sigma, coils=coils, no_vst=no_vst, strength=strength,
-                                   slice_axis=slice_axis, dtype=dtype, noise_map=noise_map, force=force)
+                                   slice_axis=slice_axis, dtype=dtype, noise_map=noise_map, force=force,
+                                   preview=preview, mask=mask, guides=guide or [], adapt=adapt)
             except C2SError as exc:
                 if not keep_going:
                     raise
@@ -433,6 +439,35 @@ def denoise(
     if failures:
         log.warn(f"{len(failures)} of {len(plan)} input(s) failed:\n  " + "\n  ".join(failures))
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _same_grid(other: Any, vol: Any, path: Path, flag: str) -> None:
+    import numpy as np
+
+    if other.data.shape[:3] != vol.data.shape[:3] or not np.allclose(other.affine, vol.affine, atol=1e-3):
+        raise InputError(
+            f"{flag} {path}: not on the input's voxel grid (shape {other.data.shape[:3]} vs {vol.data.shape[:3]} or a "
+            "different affine); resample it first, e.g. with ANTs antsApplyTransforms or FSL flirt -applyxfm"
+        )
+
+
+def _read_mask(path: Path, vol: Any) -> Any:
+    from c2s_cli.io import read_volume
+
+    m, _ = read_volume(path)
+    _same_grid(m, vol, path, "--mask")
+    keep = m.data[..., 0] > 0 if m.data.ndim == 4 else m.data > 0
+    return keep if vol.data.ndim == 3 else keep[..., None]
+
+
+def _read_guide(path: Path, vol: Any) -> Any:
+    from c2s_cli.io import read_volume
+
+    g, _ = read_volume(path)
+    _same_grid(g, vol, path, "--guide")
+    if g.data.ndim != vol.data.ndim:
+        raise InputError(f"--guide {path}: {g.data.ndim}D, the input is {vol.data.ndim}D")
+    return g.data
 
 
 def _series_labels(items: list[tuple[Path, str | None]]) -> list[str | None]:
@@ -455,6 +490,7 @@ def _series_labels(items: list[tuple[Path, str | None]]) -> list[str | None]:
 def _denoise_one(
     den: Any, path: Path, series: str | None, out: Path, log: _Log, *, sigma: float | None, coils: int | None,
     no_vst: bool, strength: float, slice_axis: int | None, dtype: str, noise_map: Path | None, force: bool,
+    preview: Path | None = None, mask: Path | None = None, guides: list[Path] | None = None, adapt: int = 0,
 ) -> dict[str, Any]:
     import numpy as np
 
@@ -468,7 +504,20 @@ def _denoise_one(
     t_read = time.perf_counter() - t0
     for w in warnings:
         log.warn(f"{path}: {w}")
+    for extra in [p for p in (noise_map, preview) if p is not None]:
+        check_output(extra, [path], force=force)
+    keep = _read_mask(mask, vol) if mask is not None else None
+    guide_data = [_read_guide(g, vol) for g in guides or []]
     rep = DenoiseReport()
+    axis = slice_axis if slice_axis is not None else vol.slice_axis
+    if adapt:
+        if vol.data.ndim != 3:
+            raise UsageError("--adapt supports 3D inputs only")
+        log.info(f"{path}: adapting {den.name} for {adapt} steps")
+        with log.progress() as prog:
+            task = prog.add_task("adapt", total=adapt, status="")
+            den = den.adapted(vol.data, adapt, sigma=sigma, slice_axis=axis, guides=guide_data or None,
+                              on_log=lambda r: prog.update(task, completed=r["step"], status=f"loss {r['loss']:.4f}"))
     with log.progress() as prog:
         task = prog.add_task(f"{path.name}", total=None, status="")
 
@@ -476,7 +525,9 @@ def _denoise_one(
             prog.update(task, completed=done, total=total)
 
         result = den.denoise(vol, sigma, strength=strength, use_vst=False if no_vst else None, coils=coils,
-                             slice_axis=slice_axis, report=rep, on_progress=on_progress)
+                             slice_axis=slice_axis, guides=guide_data or None, report=rep, on_progress=on_progress)
+    if keep is not None:
+        result = np.where(keep, result, vol.data).astype(np.float32)
     for est in rep.noise[:1]:
         log.info(f"{path}: σ = {est.sigma:.4g} ({est.method})")
         for w in est.warnings:
@@ -500,8 +551,13 @@ def _denoise_one(
                 clipped = write_nifti_from(vol, result, tmp)
     else:
         raise UsageError(f"-o {out}: a NIfTI input needs a .nii or .nii.gz output")
+    if preview is not None:
+        from c2s_cli.io.preview import write_preview
+
+        with atomic_path(preview) as tmp:
+            first = (vol.data, result) if vol.data.ndim == 3 else (vol.data[..., 0], result[..., 0])
+            write_preview(*first, tmp, sigma=rep.noise[0].sigma, slice_axis=axis, title=path.name)
     if noise_map is not None:
-        check_output(noise_map, [path], force=force)
         from c2s_cli.io.nifti import write_nifti, write_nifti_from
 
         with atomic_path(noise_map) as tmp:
@@ -521,6 +577,7 @@ def _denoise_one(
         **den.describe(),
         "noise": [e.to_dict() for e in rep.noise],
         "clipped_voxels": clipped,
+        "adapt_steps": adapt,
         "seconds": {"model_load": round(den.load_seconds, 3), "read": round(t_read, 3), **{k: round(v, 3) for k, v in rep.seconds.items()},
                     "write": round(t_write, 3), "total": round(time.perf_counter() - t_start, 3)},
     }
@@ -564,6 +621,9 @@ def train(
     target_fraction: Annotated[Optional[float], typer.Option(help="Detail refinement: σ_tg = fraction·σ_d.")] = None,
     context: Annotated[Optional[int], typer.Option(min=0, help="Neighbouring slices on each side (2.5D).")] = None,
     channels: Annotated[Optional[str], typer.Option(help="U-Net widths, e.g. 24,48,96,128.")] = None,
+    guide: Annotated[Optional[list[Path]], typer.Option(help="Other contrast(s) on each target's grid, K per target, in input order (multi-contrast).")] = None,
+    guide_names: Annotated[Optional[str], typer.Option(help="Comma list naming the K guide contrasts (e.g. FLAIR).")] = None,
+    guide_dropout: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability of zeroing a guide channel per sample.")] = 0.0,
     init: Annotated[Optional[str], typer.Option(help="Start from this model (name or path): fine-tuning.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder.")] = None,
     run_dir: Annotated[Optional[Path], typer.Option(help="Run folder (default: OUTPUT without suffix + '.run').")] = None,
@@ -605,6 +665,18 @@ def train(
             ipath, _ = resolve_model(init)
             icfg = check_meta(ipath, read_header(ipath)[0])
             m, g = icfg.model, icfg.gdsm
+        n_targets = len(_expand(inputs, series))
+        n_guides = len(guide or [])
+        if n_guides % max(n_targets, 1):
+            raise UsageError(f"--guide given {n_guides} times for {n_targets} input(s): give K guides per input")
+        k = n_guides // max(n_targets, 1)
+        names = tuple(x.strip() for x in guide_names.split(",")) if guide_names else tuple(f"guide{i + 1}" for i in range(k))
+        if len(names) != k:
+            raise UsageError(f"--guide-names lists {len(names)} names for {k} guide contrast(s)")
+        if init is None:
+            m = dataclasses.replace(m, guides=k, guide_names=names)
+        elif m.guides != k:
+            raise UsageError(f"--init model takes {m.guides} guide contrast(s), {k} given")
         m = dataclasses.replace(
             m,
             **({"context": context} if context is not None else {}),
@@ -620,6 +692,7 @@ def train(
             planes=plane_list,
             add_noise=_parse_range(add_noise, "--add-noise"),
             noisy_copies=noisy_copies,
+            guide_dropout=guide_dropout,
             **{k: v for k, v in {"steps": steps, "batch_size": batch_size, "patch_size": patch_size, "lr": lr,
                                  "val_fraction": val_fraction}.items() if v is not None},
         )
@@ -631,8 +704,15 @@ def train(
         return
     from c2s_cli.io.atomic import check_output
 
-    check_output(output, [p for p, _ in items], force=force)
-    if resume is None:
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 checks, logs and writes
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and resume is not None:
+        raise UsageError("--resume is not supported under torchrun yet; resume on a single process")
+    if rank != 0:
+        quiet = True
+        log = _Log(quiet=True)
+    else:
+        check_output(output, [p for p, _ in items], force=force)
+    if resume is None and rank == 0:
         if rd.exists() and any(rd.iterdir()) and not force:
             raise UsageError(f"run folder {rd} exists; pass --resume {rd} to continue or --force to start over")
         rd.mkdir(parents=True, exist_ok=True)
@@ -646,7 +726,7 @@ def train(
         dev = pick_device(device)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    volumes, summary = _load_training(items, cfg, log)
+    volumes, summary = _load_training(items, cfg, log, guide or [])
     if epochs is not None and resume is None:
         n_slices = sum(v.planes[0].shape[0] for v in volumes)
         per_epoch = max(1, n_slices // cfg.train.batch_size)
@@ -672,13 +752,21 @@ def train(
 
         from c2s_cli.io.atomic import atomic_path
 
+        if rank != 0:
+            res = run_training(cfg, volumes, None, None, data_summary=summary, init=init_model, resume=False,
+                               device=str(dev))
+            return
         with atomic_path(output) as tmp:
             res = run_training(cfg, volumes, tmp, rd, data_summary=summary, init=init_model, resume=resume is not None,
                                device=str(dev), on_log=on_log)
-    log.info(f"wrote {output} ({res.steps} steps, {res.seconds:.0f} s, final loss {res.loss:.4f})")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ranks = f", {world} ranks with identical weights" if world > 1 else ""
+    log.info(f"wrote {output} ({res.steps} steps, {res.seconds:.0f} s, final loss {res.loss:.4f}{ranks})")
 
 
-def _load_training(items: list[tuple[Path, str | None]], cfg: Any, log: _Log) -> tuple[list[Any], dict[str, Any]]:
+def _load_training(
+    items: list[tuple[Path, str | None]], cfg: Any, log: _Log, guides: list[Path]
+) -> tuple[list[Any], dict[str, Any]]:
     import numpy as np
 
     from c2s_cli.data import Normalizer, make_train_volume
@@ -687,10 +775,14 @@ def _load_training(items: list[tuple[Path, str | None]], cfg: Any, log: _Log) ->
 
     rng = np.random.default_rng(cfg.train.seed)
     volumes, records = [], []
-    for p, s in items:
+    k = cfg.model.guides
+    if len(guides) != k * len(items):
+        raise UsageError(f"the model takes {k} guide contrast(s) per input: give {k * len(items)} --guide, got {len(guides)}")
+    for i, (p, s) in enumerate(items):
         vol, warnings = read_volume(p, series=s)
         for w in warnings:
             log.warn(f"{p}: {w}")
+        gvols = [_read_guide(g, vol) for g in guides[i * k : (i + 1) * k]]
         frames = [vol.data] if vol.data.ndim == 3 else [vol.data[..., t] for t in range(vol.data.shape[3])]
         for t, data in enumerate(frames):
             copies: list[tuple[Any, float | None]] = [(data, None)]
@@ -713,8 +805,13 @@ def _load_training(items: list[tuple[Path, str | None]], cfg: Any, log: _Log) ->
                         raise InputError(f"{p}: cannot estimate the noise ({exc}); pass --sigma") from None
                     sigma, method = est.sigma, est.method
                 norm = Normalizer.fit(data_c, sigma, use_vst=cfg.noise.vst, coils=cfg.noise.coils)
+                gn = []
+                for g in gvols:
+                    gt = g if g.ndim == 3 else g[..., t]
+                    gs = estimate_noise(gt, slice_axis=vol.slice_axis).sigma
+                    gn.append(Normalizer.fit(gt, gs, use_vst=cfg.noise.vst).forward(gt))
                 volumes.append(make_train_volume(data_c, norm, slice_axis=vol.slice_axis, planes=cfg.train.planes,
-                                                 name=f"{p.name}[{t}]"))
+                                                 name=f"{p.name}[{t}]", guides=gn))
                 records.append({"input": p.name, "frame": t, "shape": list(data_c.shape), "sigma": round(sigma, 6),
                                 "sigma_method": method, "sigma_d": round(norm.sigma_d, 6), "added_noise": frac,
                                 "contrast": vol.meta.get("series_description", "")})

@@ -116,8 +116,10 @@ class PatchSampler:
         context: int,
         augment: bool,
         slices: list[list[NDArray[np.int64]]] | None = None,
+        guide_dropout: float = 0.0,
     ) -> None:
         self.volumes = volumes
+        self.guide_dropout = guide_dropout
         self.patch = patch
         self.context = context
         self.augment = augment
@@ -165,6 +167,10 @@ class PatchSampler:
                     ys[b], ms[b] = ys[b][:, :, ::-1], ms[b][:, :, ::-1]
                 if c > 0 and torch.rand((1,), generator=generator).item() < 0.5:
                     ys[b, : 2 * c + 1] = ys[b, : 2 * c + 1][::-1].copy()  # reverse the slice order
+                # guide dropout: the model stays useful when a guide is weak or missing
+                for g in range(n_g):
+                    if torch.rand((1,), generator=generator).item() < self.guide_dropout:
+                        ys[b, 2 * c + 1 + g] = 0.0
                 # intensity scaling: the noise scales with the data
                 gain = float(0.75 + 0.5 * torch.rand((1,), generator=generator).item())
                 ys[b, : 2 * c + 1] *= gain

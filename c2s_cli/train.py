@@ -31,6 +31,7 @@ class TrainResult:
     seconds: float
     loss: float
     val_loss: float | None
+    model: Precond  # the EMA weights
 
 
 def _split_slices(
@@ -82,8 +83,8 @@ def _load_opt(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], tens
 def train(
     cfg: RunConfig,
     volumes: list[TrainVolume],
-    out_model: Path,
-    run_dir: Path,
+    out_model: Path | None,
+    run_dir: Path | None,
     *,
     data_summary: dict[str, Any],
     init: Precond | None = None,
@@ -97,23 +98,34 @@ def train(
     Args:
         cfg: the full run config (model, GDSM, noise, training).
         volumes: normalised training volumes.
-        out_model: final ``.safetensors`` (written at the end; the run folder holds periodic snapshots).
-        run_dir: folder for ``config.json``, ``stats.jsonl``, ``model.safetensors``, ``state.safetensors``.
+        out_model: final ``.safetensors`` (written at the end; the run folder holds periodic snapshots); None: keep
+            the result in memory only (``TrainResult.model``).
+        run_dir: folder for ``config.json``, ``stats.jsonl``, ``model.safetensors``, ``state.safetensors``; None:
+            no files at all (per-scan adaptation).
         init: start from these weights (fine-tuning) instead of a fresh initialisation.
         resume: continue from ``run_dir/state.safetensors``.
     """
     t = cfg.train
+    world, rank = _dist_setup(device)
+    if rank != 0:  # only rank 0 logs and writes
+        out_model, run_dir, on_log = None, None, None
     torch.manual_seed(t.seed)
-    gen = torch.Generator().manual_seed(t.seed)
+    gen = torch.Generator().manual_seed(t.seed + 1000 * rank)  # each rank draws its own patches and noise
     model = Precond(cfg.model) if init is None else copy.deepcopy(init)
     model.to(device).train()
     model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     params = list(model.parameters())
+    net: Any = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = _DDPNet(DistributedDataParallel(model), model)
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     loss_fn = GDSMLoss(cfg.gdsm)
     train_slices, val_slices = _split_slices(volumes, t.val_fraction, t.seed)
-    sampler = PatchSampler(volumes, patch=t.patch_size, context=cfg.model.context, augment=t.augment, slices=train_slices)
+    sampler = PatchSampler(volumes, patch=t.patch_size, context=cfg.model.context, augment=t.augment, slices=train_slices,
+                           guide_dropout=t.guide_dropout)
     val_batches = None
     if val_slices is not None:
         vs = PatchSampler(volumes, patch=t.patch_size, context=cfg.model.context, augment=False, slices=val_slices)
@@ -121,21 +133,25 @@ def train(
         val_batches = [(*vs.sample(t.batch_size, vg), torch.Generator().manual_seed(t.seed + 2 + i)) for i in range(4)]
 
     start = 0
-    state_path = run_dir / "state.safetensors"
-    if resume:
+    if run_dir is None and resume:
+        raise ValueError("resume needs a run folder")
+    state_path = run_dir / "state.safetensors" if run_dir is not None else None
+    if resume and state_path is not None:
         tensors, info = load_state(state_path)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         _load_opt(opt, params, tensors)
         gen.set_state(tensors["rng"])
         start = int(info["step"])
-    else:
+    elif run_dir is not None:
         (run_dir / "config.json").write_text(cfg.to_json() + "\n")
     decay = 0.5 ** (1.0 / max(1, t.ema_halflife))
-    stats = open(run_dir / "stats.jsonl", "a")
+    stats = open(run_dir / "stats.jsonl", "a") if run_dir is not None else None
     meta = {"training": {**data_summary}, **(extra_meta or {})}
 
     def snapshot(step: int, final: bool = False) -> None:
+        if run_dir is None or state_path is None:
+            return
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
         tensors.update(_opt_tensors(opt, params))
@@ -154,7 +170,7 @@ def train(
             sd, mask = sd.to(device), mask.to(device)
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg, step)
-            loss_map = loss_fn(model, y, sd, mask, generator=gen, autocast_bf16=t.bf16)
+            loss_map = loss_fn(net, y, sd, mask, generator=gen, autocast_bf16=t.bf16)
             loss = loss_map.sum() / mask.sum().clamp_min(1.0)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr")
@@ -179,8 +195,9 @@ def train(
                     "lr": opt.param_groups[0]["lr"],
                     "seconds": time.perf_counter() - t0,
                 }
-                stats.write(json.dumps(rec) + "\n")
-                stats.flush()
+                if stats is not None:
+                    stats.write(json.dumps(rec) + "\n")
+                    stats.flush()
                 if on_log:
                     on_log(rec)
             if done % t.checkpoint_every == 0 and done < t.steps:
@@ -188,11 +205,51 @@ def train(
         step = t.steps
         snapshot(step, final=True)
     finally:
-        stats.close()
+        if stats is not None:
+            stats.close()
     meta["training"]["steps"] = step
     meta["training"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    save_model(out_model, ema.state_dict(), cfg, meta)
-    return TrainResult(step, time.perf_counter() - t0, running, val_loss)
+    if world > 1:
+        _check_ranks_agree(ema, world)
+    if out_model is not None:
+        save_model(out_model, ema.state_dict(), cfg, meta)
+    return TrainResult(step, time.perf_counter() - t0, running, val_loss, ema.to("cpu"))
+
+
+class _DDPNet:
+    """A DistributedDataParallel module that still exposes the Precond attributes the loss reads."""
+
+    def __init__(self, ddp: Any, base: Precond) -> None:
+        self.ddp, self.cfg, self.n_target = ddp, base.cfg, base.n_target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.ddp(*args, **kwargs)
+
+
+def _dist_setup(device: str) -> tuple[int, int]:
+    """(world size, rank) under torchrun (env WORLD_SIZE > 1: gloo on CPU, NCCL on CUDA), else (1, 0)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 1, 0
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_world_size(), dist.get_rank()
+
+
+def _check_ranks_agree(ema: Precond, world: int) -> None:
+    """All ranks must end with the same weights (gradients are all-reduced); raise if they do not."""
+    import torch.distributed as dist
+
+    flat = torch.cat([p.detach().reshape(-1).double().cpu() for p in ema.parameters()])
+    mine = torch.stack([flat.sum(), (flat * torch.arange(flat.numel(), dtype=torch.float64)).sum()])
+    gathered = [torch.zeros_like(mine) for _ in range(world)]
+    dist.all_gather(gathered, mine)
+    if not all(torch.allclose(g, gathered[0], rtol=1e-9, atol=0) for g in gathered):
+        raise RuntimeError(f"distributed training diverged: ranks hold different weights {gathered}")
 
 
 def _validate(model: Precond, loss_fn: GDSMLoss, batches: list[Any], device: str) -> float:

@@ -18,7 +18,7 @@ PATIENT_MARKER = "ZZPATIENTMARKER^SECRET"
 
 @pytest.fixture(scope="session")
 def phantom() -> np.ndarray:
-    return head_phantom((64, 64, 16), seed=0)
+    return head_phantom((96, 96, 16), seed=0)
 
 
 @pytest.fixture

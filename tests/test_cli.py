@@ -42,7 +42,7 @@ def test_info_nifti_text_and_json(noisy_nifti: Path) -> None:
     r = c2s("info", str(noisy_nifti), "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert d["kind"] == "nifti" and d["shape"] == [64, 64, 16] and d["dtype"] == "int16"
+    assert d["kind"] == "nifti" and d["shape"] == [96, 96, 16] and d["dtype"] == "int16"
     assert d["spacing"] == pytest.approx([0.9055, 0.9055, 2.5], abs=1e-3)
     assert d["orientation"] == "RAS" and len(d["range"]) == 2
     assert d["noise"]["sigma"] == pytest.approx(40.0, rel=0.1)
@@ -61,7 +61,7 @@ def test_info_dicom_folder_and_series_list(tmp_path: Path, phantom: np.ndarray) 
     assert d["kind"] == "dicom-folder" and [s["number"] for s in d["series"]] == [3, 4]
     r = c2s("info", str(tmp_path / "study"), "--series", "4", "--json")
     d = json.loads(r.stdout)
-    assert d["kind"] == "dicom" and d["shape"] == [64, 64, 6] and "noise" in d
+    assert d["kind"] == "dicom" and d["shape"] == [96, 96, 6] and "noise" in d
     assert PATIENT_MARKER not in r.stdout + r.stderr
 
 

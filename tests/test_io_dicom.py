@@ -23,7 +23,7 @@ def _world(ds: pydicom.Dataset, i: float, j: float) -> np.ndarray:
 def test_read_sorts_by_position_and_rescales(dicom_series: Path) -> None:
     vol, warnings = read_volume(dicom_series)
     assert warnings == []
-    assert vol.data.shape == (64, 64, 16)
+    assert vol.data.shape == (96, 96, 16)
     files = [pydicom.dcmread(p) for p in sorted(dicom_series.iterdir())]
     for ds in files:
         # find the slice this file landed in by its world position
@@ -137,7 +137,7 @@ def test_single_file_and_compressed(tmp_path: Path, phantom: np.ndarray) -> None
     stored = np.rint(phantom[:, :, :1] * 1000)
     paths = make_series(tmp_path / "one", stored)
     vol, _ = read_volume(paths[0])
-    assert vol.data.shape == (64, 64, 1)
+    assert vol.data.shape == (96, 96, 1)
     ds = pydicom.dcmread(paths[0])
     ds.compress(pydicom.uid.RLELossless)
     ds.save_as(tmp_path / "rle.dcm")

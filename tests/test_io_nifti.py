@@ -13,7 +13,7 @@ from c2s_cli.io.nifti import write_nifti
 
 def test_round_trip_keeps_header(noisy_nifti: Path, tmp_path: Path) -> None:
     vol, _ = read_volume(noisy_nifti)
-    assert vol.data.dtype == np.float32 and vol.data.shape == (64, 64, 16)
+    assert vol.data.dtype == np.float32 and vol.data.shape == (96, 96, 16)
     out = tmp_path / "out.nii.gz"
     write_nifti(vol, vol.data * 0.5, out)
     a, b = nib.load(str(noisy_nifti)), nib.load(str(out))

