@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from c2s_cli.data import Normalizer, slice_stack
 from c2s_cli.model import Precond
-from c2s_cli.noise.estimate import valid_mask
+from c2s_cli.noise.estimate import saturation_level, valid_mask
 
 
 def pick_device(spec: str = "auto") -> torch.device:
@@ -94,27 +94,44 @@ def denoise_array(
 ) -> NDArray[np.float32]:
     """Denoise a (X, Y, Z) magnitude volume in image units with noise σ (image units); returns image units.
 
+    Slices are normalised, denoised and mapped back batch by batch (memory: the input, the output and a few
+    slices). Exact zeros and saturated voxels are returned unchanged.
+
     ``strength`` multiplies the conditioning noise level (FFDNet-style trade-off; 1 = the estimate).
     ``guides``: (volume, σ) pairs of co-registered other contrasts for multi-contrast models.
     """
+    device = device or torch.device("cpu")
     data = np.asarray(data, dtype=np.float32)
     norm = Normalizer.fit(data, sigma, use_vst=use_vst, coils=coils)
-    gnorm = []
-    for g, gs in guides or []:
-        gn = Normalizer.fit(g, gs, use_vst=use_vst, coils=coils)
-        gnorm.append(gn.forward(g))
-    y = denoise_normalized(
-        model,
-        norm.forward(data),
-        norm.sigma_d * strength,
-        slice_axis=slice_axis,
-        guides=gnorm,
-        batch_size=batch_size,
-        device=device,
-        bf16=bf16,
-        on_progress=on_progress,
-    )
-    out = norm.inverse(y)
-    keep = ~valid_mask(data)
-    out[keep] = data[keep]
+    gnorms = [(np.moveaxis(np.asarray(g, np.float32), slice_axis, 0), Normalizer.fit(g, gs, use_vst=use_vst, coils=coils))
+              for g, gs in guides or []]
+    if len(gnorms) != model.cfg.guides:
+        raise ValueError(f"model expects {model.cfg.guides} guide contrast(s), got {len(gnorms)}")
+    vol = np.moveaxis(data, slice_axis, 0)  # a view: (Z, H, W)
+    out = np.empty_like(data, dtype=np.float32)  # same memory order as the input (NIfTI is F-ordered)
+    out_view = np.moveaxis(out, slice_axis, 0)
+    c = model.cfg.context
+    n = vol.shape[0]
+    sigma_d = norm.sigma_d * strength
+    sat = saturation_level(data)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for s in range(0, n, batch_size):
+            k = np.arange(s, min(n, s + batch_size))
+            lo, hi = max(0, s - c), min(n, int(k[-1]) + c + 1)
+            slab = norm.forward(vol[lo:hi])  # only the slices this batch needs
+            idx = np.clip(k[:, None] + np.arange(-c, c + 1)[None, :], 0, n - 1) - lo
+            stack = slab[idx]
+            if gnorms:
+                stack = np.concatenate([stack, np.stack([gn.forward(gv[k]) for gv, gn in gnorms], axis=1)], axis=1)
+            inp = torch.from_numpy(np.ascontiguousarray(stack)).to(device).contiguous(memory_format=torch.channels_last)
+            sig = torch.full((len(k),), float(sigma_d), device=device)
+            pred = model(inp, sig, autocast_bf16=bf16)[:, 0].float().cpu().numpy()
+            res = norm.inverse(pred)
+            src = vol[k]
+            keep = ~valid_mask(src, sat)
+            res[keep] = src[keep]
+            out_view[k] = res
+            if on_progress:
+                on_progress(int(k[-1]) + 1, n)
     return out

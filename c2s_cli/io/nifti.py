@@ -92,7 +92,7 @@ def write_nifti(
             out_data = data.astype(dt)
         header.set_data_dtype(dt)
     else:
-        out_data = data.astype(np.float32)
+        out_data = np.asarray(data, dtype=np.float32)
         header.set_data_dtype(np.float32)
     out_data = out_data.reshape(src.shape)
     img = type(src)(out_data, src.affine, header)

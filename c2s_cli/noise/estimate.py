@@ -72,19 +72,32 @@ def _theta_from_mean(ratio: NDArray[np.float64], coils: int) -> NDArray[np.float
     return np.interp(ratio, means, grid, left=0.0, right=None) + np.where(ratio > means[-1], ratio - means[-1], 0.0)
 
 
-def valid_mask(data: NDArray[np.floating]) -> NDArray[np.bool_]:
+def saturation_level(data: NDArray[np.floating]) -> float | None:
+    """The value voxels are clipped at, if any: the maximum, when it occurs in more than max(10, 1e-4 · size) voxels."""
+    chunks = [data[i : i + 16] for i in range(0, data.shape[0], 16)] if data.ndim else [data]  # bounded temporaries
+    tops = [float(c[np.isfinite(c)].max()) for c in chunks if np.isfinite(c).any()]
+    if not tops:
+        return None
+    top = max(tops)
+    count = sum(int(np.count_nonzero(c == top)) for c in chunks)
+    if top != 0 and count > max(10, 1e-4 * data.size):
+        return top
+    return None
+
+
+_UNSET = object()
+
+
+def valid_mask(data: NDArray[np.floating], saturation: float | None | object = _UNSET) -> NDArray[np.bool_]:
     """Voxels that carry noisy signal: finite, not exactly zero, not saturated.
 
-    Saturation: the maximum value occurring in more than max(10, 1e-4 · size) voxels (clipped at the scanner's
-    or the file's range).
+    ``saturation``: the clipping level from :func:`saturation_level` of the whole volume (computed from ``data``
+    when not given; pass it when ``data`` is only a part of the volume).
     """
-    finite = np.isfinite(data)
-    mask = finite & (data != 0)
-    if mask.any():
-        top = data[mask].max()
-        n_top = int(np.count_nonzero(data == top))
-        if n_top > max(10, 1e-4 * data.size):
-            mask &= data != top
+    sat = saturation_level(data) if saturation is _UNSET else saturation
+    mask = np.isfinite(data) & (data != 0)
+    if sat is not None:
+        mask &= data != sat
     return mask
 
 
@@ -111,7 +124,7 @@ def _haar_hh(data: NDArray[np.floating]) -> tuple[NDArray[np.float64], NDArray[n
 
     Returns arrays of shape (X//2, Y//2, Z). For white noise of std σ, HH has std σ.
     """
-    x = data[: data.shape[0] // 2 * 2, : data.shape[1] // 2 * 2].astype(np.float64)
+    x = data[: data.shape[0] // 2 * 2, : data.shape[1] // 2 * 2].astype(np.float32, copy=False)
     a, b, c, d = x[0::2, 0::2], x[0::2, 1::2], x[1::2, 0::2], x[1::2, 1::2]
     return (a - b - c + d) / 2.0, (a + b + c + d) / 4.0
 
@@ -192,6 +205,7 @@ def estimate_noise(
     coils: int = 1,
     slice_axis: int = 2,
     per_slice: bool = True,
+    max_voxels: int = 8_000_000,
 ) -> NoiseEstimate:
     """Estimate the noise std of a magnitude volume.
 
@@ -200,6 +214,8 @@ def estimate_noise(
         coils: effective coil count N of the non-central χ model (1 = Rician: single coil, adaptive combine, SENSE).
         slice_axis: the through-plane axis; wavelet coefficients are taken in the other two axes.
         per_slice: also return per-slice object estimates and their spread.
+        max_voxels: estimate on evenly spaced slices holding at most about this many voxels (at least 8 slices;
+            bounds memory and time on big volumes).
     Returns:
         A :class:`NoiseEstimate`; ``sigma`` is the background estimate when it is available and agrees with the
         object estimate (white stationary noise), otherwise the object estimate.
@@ -212,7 +228,11 @@ def estimate_noise(
         slice_axis = 2
     if x.ndim != 3:
         raise ValueError(f"expected a 2D or 3D array, got shape {x.shape}")
-    x = np.moveaxis(x, slice_axis, 2).astype(np.float32, copy=False)
+    x = np.moveaxis(x, slice_axis, 2)
+    max_slices = max(8, max_voxels // (x.shape[0] * x.shape[1]))
+    if x.shape[2] > max_slices:
+        x = x[:, :, np.linspace(0, x.shape[2] - 1, max_slices).round().astype(int)]
+    x = x.astype(np.float32, copy=False)
     valid = valid_mask(x)
     if np.count_nonzero(valid) < 64:
         raise ValueError("too few non-zero voxels to estimate the noise")

@@ -1,0 +1,65 @@
+"""Resource bounds: bounded memory on a big volume, linear grouping of a folder with many files."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
+
+from c2s_cli.io.dicom import list_series
+
+
+def test_big_volume_peak_memory(tmp_path: Path, tiny_model: Path) -> None:
+    """512×512×400 float32 (419 MB): the whole `c2s denoise` process peaks well below 4× the volume."""
+    shape = (512, 512, 400)
+    rng = np.random.default_rng(0)
+    data = np.abs(100 + 10 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+    src = tmp_path / "big.nii"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(src))
+    del data
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    r = subprocess.run([sys.executable, "-m", "c2s_cli", "denoise", str(src), "-o", str(tmp_path / "o.nii"),
+                        "--model", str(tiny_model), "--batch-size", "8", "-q"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    peak_mb = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+    volume_mb = np.prod(shape) * 4 / 2**20
+    print(f"peak RSS {peak_mb:.0f} MB for a {volume_mb:.0f} MB volume")
+    assert peak_mb < 4 * volume_mb
+    assert nib.load(str(tmp_path / "o.nii")).shape == shape
+
+
+def _tiny_files(folder: Path, n: int) -> None:
+    folder.mkdir()
+    for i in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = f"1.2.826.0.1.3680043.8.498.{i + 1}"
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset("x", {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.8.499.{i % 50}"
+        ds.SeriesNumber = i % 50
+        ds.Modality = "MR"
+        ds.Rows = ds.Columns = 1
+        ds.save_as(folder / f"{i:05d}.dcm", enforce_file_format=True)
+
+
+def test_many_files_grouped_linearly(tmp_path: Path) -> None:
+    _tiny_files(tmp_path / "small", 2000)
+    _tiny_files(tmp_path / "large", 10000)
+    t0 = time.perf_counter()
+    small, _ = list_series(tmp_path / "small")
+    t_small = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    large, _ = list_series(tmp_path / "large")
+    t_large = time.perf_counter() - t0
+    assert len(small) == 50 and len(large) == 50 and sum(s.count for s in large) == 10000
+    print(f"2000 files: {t_small:.2f} s, 10000 files: {t_large:.2f} s")
+    assert t_large < 5 * t_small * 1.6  # linear would be 5×; quadratic 25×
