@@ -25,6 +25,16 @@ class DenoiseReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _default_batch(device: Any) -> int:
+    """Slices per pass: 4 on CPU (cache-sized); on CUDA from free memory (≈ 60 MB per 256² slice at fp32), ≤ 64."""
+    if device.type != "cuda":
+        return 4
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(1, min(64, free * 0.5 // (60 * 2**20))))
+
+
 class Denoiser:
     """A loaded C2S model.
 
@@ -69,7 +79,7 @@ class Denoiser:
         self.model, self.config, self.meta = load_model(self.path)
         self.model.to(self.device)
         self.load_seconds = time.perf_counter() - t0
-        self.batch_size = batch_size or (16 if self.device.type == "cuda" else 4)
+        self.batch_size = batch_size or _default_batch(self.device)
         self.bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     @property

@@ -631,6 +631,8 @@ def train(
     threads: Annotated[Optional[int], typer.Option(min=1)] = None,
     series: Annotated[Optional[str], typer.Option()] = None,
     description: Annotated[str, typer.Option(help="What the data are (stored in the model metadata).")] = "",
+    reference: Annotated[Optional[Path], typer.Option(help="Clean reference of the first input: report PSNR at validation.")] = None,
+    bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast (CUDA, or CPUs with native bf16).")] = False,
     force: Annotated[bool, typer.Option("--force")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False,
@@ -693,6 +695,7 @@ def train(
             add_noise=_parse_range(add_noise, "--add-noise"),
             noisy_copies=noisy_copies,
             guide_dropout=guide_dropout,
+            bf16=bf16,
             **{k: v for k, v in {"steps": steps, "batch_size": batch_size, "patch_size": patch_size, "lr": lr,
                                  "val_fraction": val_fraction}.items() if v is not None},
         )
@@ -745,6 +748,7 @@ def train(
 
         def on_log(rec: dict[str, Any]) -> None:
             val = f" val {rec['val_loss']:.4f}" if rec.get("val_loss") is not None else ""
+            val += f" PSNR {rec['psnr']:.2f} dB" if rec.get("psnr") is not None else ""
             status = f"loss {rec['loss']:.4f}{val} {rec['step'] / max(rec['seconds'], 1e-9):.2f} steps/s"
             prog.update(task, completed=rec["step"], status=status)
             if not prog.console.is_terminal and not quiet:
@@ -756,12 +760,57 @@ def train(
             res = run_training(cfg, volumes, None, None, data_summary=summary, init=init_model, resume=False,
                                device=str(dev))
             return
+        evaluate = _reference_eval(items[0], reference, cfg, log) if reference is not None else None
         with atomic_path(output) as tmp:
             res = run_training(cfg, volumes, tmp, rd, data_summary=summary, init=init_model, resume=resume is not None,
-                               device=str(dev), on_log=on_log)
+                               device=str(dev), on_log=on_log, evaluate=evaluate,
+                               extra_meta={"git_commit": _git_commit()} if _git_commit() else None)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     ranks = f", {world} ranks with identical weights" if world > 1 else ""
     log.info(f"wrote {output} ({res.steps} steps, {res.seconds:.0f} s, final loss {res.loss:.4f}{ranks})")
+
+
+def _git_commit() -> str | None:
+    """The commit of a c2s checkout this runs from, if any (recorded in trained models)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None
+
+
+def _reference_eval(item: tuple[Path, str | None], reference: Path, cfg: Any, log: _Log) -> Callable[[Any], float]:
+    """PSNR (dB, data range = the reference's 99.5th percentile, inside reference > 0) of the first input denoised
+    by the current EMA weights, on up to 8 central slices."""
+    import numpy as np
+
+    from c2s_cli.infer import denoise_array
+    from c2s_cli.io import read_volume
+    from c2s_cli.noise.estimate import estimate_noise
+
+    vol, _ = read_volume(item[0], series=item[1])
+    ref, _ = read_volume(reference)
+    _same_grid(ref, vol, reference, "--reference")
+    ax = vol.slice_axis
+    n = vol.data.shape[ax]
+    sel = np.arange(max(0, n // 2 - 4), min(n, n // 2 + 4))
+    noisy = np.take(vol.data, sel, axis=ax)
+    clean = np.take(ref.data, sel, axis=ax)
+    sigma = cfg.noise.sigma or estimate_noise(vol.data, coils=cfg.noise.coils, slice_axis=ax).sigma
+    peak = float(np.percentile(clean[clean > 0], 99.5))
+    mask = clean > 0
+
+    def evaluate(model: Any) -> float:
+        out = denoise_array(model, noisy, sigma, use_vst=cfg.noise.vst, coils=cfg.noise.coils, slice_axis=ax)
+        return float(10 * np.log10(peak**2 / np.mean((out[mask] - clean[mask]) ** 2)))
+
+    log.info(f"reference {reference}: PSNR of the noisy input {10 * np.log10(peak**2 / np.mean((noisy[mask] - clean[mask]) ** 2)):.2f} dB")
+    return evaluate
 
 
 def _load_training(

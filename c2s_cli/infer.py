@@ -77,6 +77,30 @@ def denoise_normalized(
     return np.moveaxis(out, 0, slice_axis)
 
 
+def _forward(model: Precond, stack: NDArray[np.float32], sigma_d: float, device: torch.device, bf16: bool) -> NDArray[np.float32]:
+    """One batch through D; on GPU out-of-memory, retry once in two halves, then fail with a hint."""
+    def run(x: NDArray[np.float32]) -> NDArray[np.float32]:
+        inp = torch.from_numpy(x)
+        if device.type == "cuda":
+            inp = inp.pin_memory()
+        inp = inp.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        sig = torch.full((len(x),), sigma_d, device=device)
+        return model(inp, sig, autocast_bf16=bf16)[:, 0].float().cpu().numpy()
+
+    try:
+        return run(stack)
+    except torch.OutOfMemoryError:
+        if len(stack) < 2:
+            raise MemoryError(f"out of {device} memory for a single slice; try --device cpu") from None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        h = len(stack) // 2
+        try:
+            return np.concatenate([run(stack[:h]), run(stack[h:])])
+        except torch.OutOfMemoryError:
+            raise MemoryError(f"out of {device} memory with {h} slices per batch; lower --batch-size") from None
+
+
 def denoise_array(
     model: Precond,
     data: NDArray[np.floating],
@@ -124,9 +148,7 @@ def denoise_array(
             stack = slab[idx]
             if gnorms:
                 stack = np.concatenate([stack, np.stack([gn.forward(gv[k]) for gv, gn in gnorms], axis=1)], axis=1)
-            inp = torch.from_numpy(np.ascontiguousarray(stack)).to(device).contiguous(memory_format=torch.channels_last)
-            sig = torch.full((len(k),), float(sigma_d), device=device)
-            pred = model(inp, sig, autocast_bf16=bf16)[:, 0].float().cpu().numpy()
+            pred = _forward(model, np.ascontiguousarray(stack), float(sigma_d), device, bf16)
             res = norm.inverse(pred)
             src = vol[k]
             keep = ~valid_mask(src, sat)

@@ -92,6 +92,7 @@ def train(
     device: str = "cpu",
     on_log: Callable[[dict[str, Any]], None] | None = None,
     extra_meta: dict[str, Any] | None = None,
+    evaluate: Callable[[Precond], float] | None = None,
 ) -> TrainResult:
     """Train a C2S denoiser and write its EMA weights to ``out_model``.
 
@@ -104,6 +105,7 @@ def train(
             no files at all (per-scan adaptation).
         init: start from these weights (fine-tuning) instead of a fresh initialisation.
         resume: continue from ``run_dir/state.safetensors``.
+        evaluate: optional score of the EMA model (e.g. PSNR against a reference), logged at validation ticks.
     """
     t = cfg.train
     world, rank = _dist_setup(device)
@@ -161,7 +163,7 @@ def train(
         save_state(state_path, tensors, {"step": step})
 
     t0 = time.perf_counter()
-    running, val_loss = float("nan"), None
+    running, val_loss, psnr = float("nan"), None, None
     step = start
     try:
         for step in range(start, t.steps):
@@ -186,12 +188,16 @@ def train(
             running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
             done = step + 1
             if done % t.log_every == 0 or done == t.steps:
-                if val_batches is not None and (done % (t.log_every * 4) == 0 or done == t.steps):
-                    val_loss = _validate(ema, loss_fn, val_batches, device)
+                if done % (t.log_every * 4) == 0 or done == t.steps:
+                    if val_batches is not None:
+                        val_loss = _validate(ema, loss_fn, val_batches, device)
+                    if evaluate is not None:
+                        psnr = evaluate(ema)
                 rec = {
                     "step": done,
                     "loss": running,
                     "val_loss": val_loss,
+                    "psnr": psnr,
                     "lr": opt.param_groups[0]["lr"],
                     "seconds": time.perf_counter() - t0,
                 }
