@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import struct
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,14 @@ def _walk(root: Path) -> list[Path]:
     return files
 
 
+def _has_dicm_marker(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
 def _read_headers(paths: list[Path]) -> tuple[list[tuple[Path, Any]], list[str]]:
     """Headers (no pixel data) of the DICOM image files among ``paths``, and warnings about skipped files."""
     import pydicom
@@ -68,12 +77,23 @@ def _read_headers(paths: list[Path]) -> tuple[list[tuple[Path, Any]], list[str]]
     for p in paths:
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=True)
-        except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        except InvalidDicomError:
             skipped_non_dicom += 1
             continue
-        if "Rows" not in ds or "SeriesInstanceUID" not in ds:
-            skipped_non_image[str(ds.get("Modality", "?"))] += 1
+        except Exception as exc:  # a damaged file: refuse it if it claims to be DICOM, else skip it
+            if _has_dicm_marker(p):
+                raise InputError(f"{p}: corrupted DICOM file ({type(exc).__name__}: {str(exc)[:120]})") from None
+            skipped_non_dicom += 1
             continue
+        try:
+            if "Rows" not in ds or "SeriesInstanceUID" not in ds:
+                skipped_non_image[str(ds.get("Modality", "?"))] += 1
+                continue
+            _parse_header(ds)
+        except InputError:
+            raise
+        except Exception as exc:  # pydicom parses lazily: a damaged element surfaces on access
+            raise InputError(f"{p}: corrupted DICOM header ({type(exc).__name__}: {str(exc)[:120]})") from None
         images.append((p, ds))
     warnings = []
     if skipped_non_dicom:
@@ -82,6 +102,32 @@ def _read_headers(paths: list[Path]) -> tuple[list[tuple[Path, Any]], list[str]]
         kinds = ", ".join(f"{n}×{m}" for m, n in sorted(skipped_non_image.items()))
         warnings.append(f"skipped non-image DICOM objects ({kinds})")
     return images, warnings
+
+
+_NUMERIC = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "RescaleSlope", "RescaleIntercept",
+            "SliceThickness", "SpacingBetweenSlices")
+_INTEGER = ("Rows", "Columns", "SamplesPerPixel", "NumberOfFrames", "BitsAllocated", "BitsStored",
+            "PixelRepresentation", "SeriesNumber")
+_TEXT = ("SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "SeriesDescription", "Modality", "ImageType",
+         "PhotometricInterpretation", "Manufacturer", "SequenceName", "ScanningSequence")
+
+
+def _parse_header(ds: Any) -> None:
+    """Access and convert every attribute c2s relies on, so damaged values fail here, naming the file."""
+    for tag in _NUMERIC:
+        if tag in ds and ds[tag].value not in (None, ""):
+            v = ds[tag].value
+            vals = np.asarray(list(v) if isinstance(v, (list, tuple)) or hasattr(v, "__iter__") and not isinstance(v, (str, bytes)) else [v], dtype=np.float64)
+            if not np.all(np.isfinite(vals)):
+                raise ValueError(f"{tag} is not finite")
+    for tag in _INTEGER:
+        if tag in ds and ds[tag].value not in (None, ""):
+            int(ds[tag].value)
+    for tag in _TEXT:
+        if tag in ds:
+            str(ds[tag].value)
+    if "Rows" in ds and (int(ds.Rows) <= 0 or int(ds.Columns) <= 0 or int(ds.Rows) * int(ds.Columns) > 2**28):
+        raise ValueError(f"implausible image size {ds.Rows}×{ds.Columns}")
 
 
 def _series_infos(images: list[tuple[Path, Any]]) -> list[SeriesInfo]:
@@ -219,11 +265,14 @@ def read_dicom(path: Path, series: str | None = None) -> tuple[Volume, list[str]
     data = np.empty((cols, rows, len(members)), dtype=np.float32)
     stored_dtypes = set()
     for k, (p, _) in enumerate(members):
+        ds = None
         try:
             ds = pydicom.dcmread(p)
             arr = ds.pixel_array
+            slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+            intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         except Exception as exc:
-            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) if "ds" in locals() else None
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
             name = getattr(syntax, "name", str(syntax))
             if "handler" in str(exc).lower() or "plugin" in str(exc).lower() or "decod" in str(exc).lower():
                 raise InputError(
@@ -234,8 +283,6 @@ def read_dicom(path: Path, series: str | None = None) -> tuple[Volume, list[str]
         if arr.shape != (rows, cols):
             raise InputError(f"{p}: image is {arr.shape[0]}×{arr.shape[1]}, the series is {rows}×{cols}")
         stored_dtypes.add(str(arr.dtype))
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         data[:, :, k] = (arr.astype(np.float32) * slope + intercept).T
         del ds, arr
     first = members[0][1]
@@ -345,5 +392,8 @@ def write_dicom_series(
         ds.ContentDate, ds.ContentTime = date, time
         ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
         name = names[k] if unique_names else f"IM_{k + 1:05d}.dcm"
-        ds.save_as(out_dir / name, enforce_file_format=True)
+        try:
+            ds.save_as(out_dir / name, enforce_file_format=True)
+        except (TypeError, ValueError, struct.error, OverflowError) as exc:
+            raise InputError(f"{src_path}: cannot write a derived copy, a damaged element ({str(exc)[:120]})") from None
     return clipped

@@ -53,7 +53,20 @@ def read_nifti(path: Path) -> Volume:
         data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
     except Exception as exc:
         raise InputError(f"{path}: voxel data unreadable or truncated ({type(exc).__name__})") from None
-    zooms = img.header.get_zooms()
+    try:
+        affine = np.asarray(img.affine, dtype=np.float64)
+        zooms = img.header.get_zooms()
+        if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+            raise ValueError("singular or non-finite affine")
+        nib.aff2axcodes(affine)
+        for form in (img.get_qform(), img.get_sform()):  # both are written back: both must be sane
+            if not np.all(np.isfinite(form)):
+                raise ValueError("non-finite qform/sform")
+        probe = nib.Nifti1Header()
+        probe.set_qform(img.get_qform(), 1)
+        slice_axis = _slice_axis(img, zooms)
+    except Exception as exc:
+        raise InputError(f"{path}: invalid geometry in the header ({type(exc).__name__}: {str(exc)[:100]})") from None
     meta = {
         "dtype": str(dtype),
         "format": type(img).__name__.replace("Image", ""),
@@ -61,7 +74,7 @@ def read_nifti(path: Path) -> Volume:
         "sform_code": int(img.header["sform_code"]),
         "qform_code": int(img.header["qform_code"]),
     }
-    return Volume(data, img.affine.astype(np.float64), img, "nifti", str(path), _slice_axis(img, zooms), meta)
+    return Volume(data, affine, img, "nifti", str(path), slice_axis, meta)
 
 
 def write_nifti(

@@ -295,6 +295,8 @@ def estimate_noise(
         warnings.append(f"background estimate {status.removeprefix('unavailable: ')}; σ from the object only")
     if varying and spread is not None:
         warnings.append(f"per-slice noise estimates differ by a factor {spread:.2f}: noise may vary across slices")
+    if not np.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"the estimate is {sigma} (too little usable signal)")
     return NoiseEstimate(
         sigma=float(sigma),
         method=method,

@@ -1,0 +1,124 @@
+"""Mutation fuzzing of c2s's readers and the denoise path (outside CI; figures go to benchmarks/README.md).
+
+Seeds: a small NIfTI and a 3-file DICOM series made like the tests' fixtures. Each trial mutates one seed (random
+byte flips, truncation, header-field overwrites, duplicated or dropped DICOM files) with a seeded RNG, then runs
+what `c2s denoise` runs in-process: read → noise estimate → denoise (a tiny random model) → write. A trial passes when
+it either succeeds or raises a c2s error (one-line message, distinct exit code); any other exception is a crash.
+
+Usage: python scripts/fuzz.py --trials 2000 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from conftest import make_series  # noqa: E402
+from phantoms import head_phantom, rician  # noqa: E402
+
+
+def mutate(raw: bytes, rng: np.random.Generator) -> bytes:
+    b = bytearray(raw)
+    kind = rng.integers(4)
+    if kind == 0 and len(b):  # flip random bytes
+        for _ in range(int(rng.integers(1, 20))):
+            b[int(rng.integers(len(b)))] = int(rng.integers(256))
+    elif kind == 1:  # truncate
+        b = b[: int(rng.integers(len(b) + 1))]
+    elif kind == 2 and len(b) > 400:  # overwrite a header region with extreme values
+        pos = int(rng.integers(0, 400))
+        b[pos : pos + 8] = rng.choice([b"\xff" * 8, b"\x00" * 8, b"\x7f\xff\xff\xff\xff\xff\xff\x7f"])
+    else:  # insert garbage
+        pos = int(rng.integers(len(b) + 1))
+        b[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8).tobytes()
+    return bytes(b)
+
+
+def run_once(path: Path, out: Path, model: object) -> None:
+    from c2s_cli.api import Denoiser
+    from c2s_cli.io import read_volume
+    from c2s_cli.io.dicom import write_dicom_series
+    from c2s_cli.io.nifti import write_nifti
+
+    vol, _ = read_volume(path)
+    assert isinstance(model, Denoiser)
+    res = model.denoise(vol)
+    if vol.kind == "nifti":
+        write_nifti(vol, res, out / "o.nii.gz")
+    else:
+        (out / "s").mkdir()
+        write_dicom_series(vol, res, out / "s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--trials", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    import nibabel as nib
+    import torch
+
+    from c2s_cli.api import Denoiser
+    from c2s_cli.checkpoint import save_model
+    from c2s_cli.config import ModelConfig, RunConfig
+    from c2s_cli.errors import C2SError
+    from c2s_cli.model import Precond
+
+    rng = np.random.default_rng(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="c2s_fuzz_"))
+    cfg = RunConfig(model=ModelConfig(channels=(8, 16), emb_dim=16))
+    save_model(work / "tiny.safetensors", Precond(cfg.model).state_dict(), cfg, {})
+    den = Denoiser(str(work / "tiny.safetensors"), "cpu")
+    data = np.rint(rician(head_phantom((40, 40, 6), seed=0) * 1000, 40, seed=1))
+    nib.save(nib.Nifti1Image(data.astype(np.int16), np.eye(4)), str(work / "seed.nii.gz"))
+    nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), str(work / "seed.nii"))
+    make_series(work / "seed_series", data[:, :, :3])
+    seeds = [work / "seed.nii.gz", work / "seed.nii", work / "seed_series"]
+    outcomes: collections.Counter[str] = collections.Counter()
+    crashes: list[str] = []
+    t0 = time.time()
+    for trial in range(args.trials):
+        seed = seeds[int(rng.integers(len(seeds)))]
+        case = work / f"t{trial}"
+        case.mkdir()
+        if seed.is_dir():
+            target = case / "series"
+            shutil.copytree(seed, target)
+            files = sorted(target.iterdir())
+            victim = files[int(rng.integers(len(files)))]
+            if rng.random() < 0.15:
+                victim.unlink()
+            else:
+                victim.write_bytes(mutate(victim.read_bytes(), rng))
+        else:
+            target = case / seed.name
+            target.write_bytes(mutate(seed.read_bytes(), rng))
+        out = case / "out"
+        out.mkdir()
+        try:
+            run_once(target, out, den)
+            outcomes["ok"] += 1
+        except C2SError as exc:
+            outcomes[f"rejected (exit {exc.exit_code})"] += 1
+        except Exception:  # a crash: not a c2s error
+            outcomes["CRASH"] += 1
+            crashes.append(f"trial {trial} ({seed.name}): {traceback.format_exc(limit=3)}")
+        shutil.rmtree(case, ignore_errors=True)
+    print(f"{args.trials} inputs in {time.time() - t0:.0f} s (seed {args.seed}): {dict(outcomes)}")
+    for c in crashes[:10]:
+        print(c)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
