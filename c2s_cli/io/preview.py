@@ -31,6 +31,6 @@ def write_preview(
     header = 14
     canvas = Image.new("L", (img.shape[1], img.shape[0] + header), 0)
     canvas.paste(Image.fromarray(img), (0, header))
-    ImageDraw.Draw(canvas).text((2, 1), f"{title}  input | c2s | residual (±3σ), σ = {sigma:.4g}", fill=255)
+    ImageDraw.Draw(canvas).text((2, 1), f"{title}  input | c2s | residual (+-3 sigma), sigma = {sigma:.4g}", fill=255)
     canvas.save(path, format="PNG")
     return canvas.size
