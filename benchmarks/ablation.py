@@ -40,6 +40,10 @@ VARIANTS = {
     "ρ = 0.5": {"target_fraction": 0.5},
     "context 0 (2D)": {"context": 0},
     "no VST": {"vst": False},
+    "T = 0.5": {"tau_max": 0.5},
+    "T = 1, β = 0": {"tau_max": 1.0, "gamma_power": 0.0},
+    "T = 1, β = 0, ρ = 0.3": {"tau_max": 1.0, "gamma_power": 0.0, "target_fraction": 0.3},
+    "T = 1, ρ = 0.3": {"tau_max": 1.0, "target_fraction": 0.3},
 }
 
 
@@ -81,6 +85,10 @@ def main() -> None:
         p, s = metrics(out, clean, mask)
         rows.append({"variant": name, "psnr": round(p, 2), "ssim": round(s, 4), "train_s": round(secs, 1)})
         print(rows[-1], flush=True)
+    if args.only and args.json.exists():  # a partial run adds to (or replaces rows of) the previous table
+        old = json.loads(args.json.read_text())
+        names = {r["variant"] for r in rows}
+        rows = [r for r in old["rows"] if r["variant"] not in names] + rows
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python", *sys.argv]),
            "steps": args.steps, "sigma_true": 0.075, "sigma_estimated": round(est, 4), "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)

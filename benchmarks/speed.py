@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -94,16 +93,18 @@ def end_to_end(inp: Path, out: Path, model: str, threads: int) -> dict[str, obje
     """Wall time of a `c2s denoise` process (start → file written) with its own breakdown and the peak RSS."""
     cmd = [sys.executable, "-m", "c2s_cli", "denoise", str(inp), "-o", str(out), "--force", "--json", "-q",
            "--model", model, "--device", "cpu", "--threads", str(threads)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # peak RSS of this process alone: GNU time's %M (RUSAGE_CHILDREN would keep the maximum of earlier children)
+    rss_file = out.with_suffix(".rss")
+    timed = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd] if Path("/usr/bin/time").exists() else cmd
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    r = subprocess.run(timed, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_kb = float(rss_file.read_text().split()[-1]) if rss_file.exists() else float("nan")
     rec = json.loads(r.stdout)
     secs = rec["seconds"]
     accounted = sum(v for k, v in secs.items() if k != "total")
     return {"wall_s": wall, "breakdown_s": {**secs, "startup_and_other": wall - accounted},
-            "peak_rss_mb": max(peak, before) / 1024}
+            "peak_rss_mb": peak_kb / 1024}
 
 
 def peers_time(noisy: np.ndarray, sigma: float, bm3d_slices: int) -> dict[str, object]:

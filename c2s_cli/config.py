@@ -52,7 +52,7 @@ class GDSMConfig:
     loss, so small τ — the levels next to the one used at inference — are not starved of gradient.
     """
 
-    tau_max: float = 2.0
+    tau_max: float = 1.0
     alpha: float = -1.0
     gamma_power: float = 1.0
     target_fraction: float = 0.0
