@@ -25,10 +25,11 @@ class DenoiseReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _default_batch(device: Any) -> int:
-    """Slices per pass: 4 on CPU (cache-sized); on CUDA from free memory (≈ 60 MB per 256² slice at fp32), ≤ 64."""
+def _default_batch(device: Any) -> int | None:
+    """Slices per pass: None on CPU (sized per volume from the slice area, see ``infer``); on CUDA from free memory
+    (≈ 60 MB per 256² slice at fp32), ≤ 64."""
     if device.type != "cuda":
-        return 4
+        return None
     import torch
 
     free, _ = torch.cuda.mem_get_info(device)

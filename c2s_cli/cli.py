@@ -74,7 +74,7 @@ class _Log:
     def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
         from rich.console import Console
 
-        self.console = Console(stderr=True, no_color="NO_COLOR" in os.environ, highlight=False)
+        self.console = Console(stderr=True, no_color="NO_COLOR" in os.environ, highlight=False, soft_wrap=True)
         self.quiet = quiet
         self.verbose = verbose
 

@@ -111,7 +111,7 @@ def denoise_array(
     strength: float = 1.0,
     slice_axis: int = 2,
     guides: list[tuple[NDArray[np.floating], float]] | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: torch.device | None = None,
     bf16: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
@@ -136,6 +136,8 @@ def denoise_array(
     out_view = np.moveaxis(out, slice_axis, 0)
     c = model.cfg.context
     n = vol.shape[0]
+    if batch_size is None:  # about four 256² slices per pass: fast on CPUs and bounded in memory
+        batch_size = max(1, int(4 * 256 * 256 // (vol.shape[1] * vol.shape[2])))
     sigma_d = norm.sigma_d * strength
     sat = saturation_level(data)
     model = model.to(device).to(memory_format=torch.channels_last)

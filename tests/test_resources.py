@@ -24,11 +24,18 @@ def test_big_volume_peak_memory(tmp_path: Path, tiny_model: Path) -> None:
     src = tmp_path / "big.nii"
     nib.save(nib.Nifti1Image(data, np.eye(4)), str(src))
     del data
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    r = subprocess.run([sys.executable, "-m", "c2s_cli", "denoise", str(src), "-o", str(tmp_path / "o.nii"),
-                        "--model", str(tiny_model), "--batch-size", "8", "-q"], capture_output=True, text=True)
+    # the child reports its own peak (RUSAGE_CHILDREN would keep the maximum of every earlier test's subprocess)
+    rss = tmp_path / "rss.txt"
+    code = (
+        "import resource, runpy, sys\n"
+        f"sys.argv = ['c2s', 'denoise', {str(src)!r}, '-o', {str(tmp_path / 'o.nii')!r}, '--model', {str(tiny_model)!r},"
+        " '-q']\n"
+        "try:\n    runpy.run_module('c2s_cli', run_name='__main__')\n"
+        f"finally:\n    open({str(rss)!r}, 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    peak_mb = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+    peak_mb = int(rss.read_text()) / 1024
     volume_mb = np.prod(shape) * 4 / 2**20
     print(f"peak RSS {peak_mb:.0f} MB for a {volume_mb:.0f} MB volume")
     assert peak_mb < 4 * volume_mb
