@@ -878,5 +878,11 @@ def _on_term(signum: int, frame: Any) -> None:
 
 def main() -> None:
     """Console entry point."""
+    import logging
+    import warnings
+
+    # pydicom reports damaged values by quoting them: keep element values (possibly patient data) out of the logs
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     signal.signal(signal.SIGTERM, _on_term)
     app()

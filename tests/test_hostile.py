@@ -62,3 +62,22 @@ def test_read_only_output_check_unit(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(atomic.os, "access", lambda p, mode: False)
     with pytest.raises(OutputError, match="not writable"):
         atomic.check_output(tmp_path / "o.nii.gz", [], force=False)
+
+
+def test_damaged_patient_name_is_not_logged(tmp_path: Path, tiny_model: Path) -> None:
+    """pydicom quotes invalid values in its warnings; c2s must not pass them (patient data) to the logs."""
+    import numpy as np
+    import pydicom
+
+    from conftest import PATIENT_MARKER, make_series
+
+    folder = tmp_path / "s"
+    make_series(folder, np.full((32, 32, 3), 100.0))
+    for p in folder.iterdir():
+        ds = pydicom.dcmread(p)
+        ds.PatientName = PATIENT_MARKER + "\x04\x05" * 40  # invalid characters and too long for PN
+        ds.save_as(p)
+    r = c2s("info", str(folder), "--json")
+    assert PATIENT_MARKER not in r.stderr
+    r = c2s("denoise", str(folder), "-o", str(tmp_path / "o"), "--model", str(tiny_model))
+    assert PATIENT_MARKER not in r.stderr

@@ -120,6 +120,12 @@ def _parse_header(ds: Any) -> None:
             vals = np.asarray(list(v) if isinstance(v, (list, tuple)) or hasattr(v, "__iter__") and not isinstance(v, (str, bytes)) else [v], dtype=np.float64)
             if not np.all(np.isfinite(vals)):
                 raise ValueError(f"{tag} is not finite")
+    for tag, n in (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6), ("PixelSpacing", 2)):
+        if tag in ds and len(np.atleast_1d(np.asarray(ds[tag].value, dtype=np.float64))) != n:
+            raise ValueError(f"{tag} must have {n} values")
+    for tag in ("SOPInstanceUID", "SOPClassUID"):
+        if tag not in ds or not str(ds[tag].value):
+            raise ValueError(f"missing {tag}")
     for tag in _INTEGER:
         if tag in ds and ds[tag].value not in (None, ""):
             int(ds[tag].value)
