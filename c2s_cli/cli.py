@@ -104,6 +104,17 @@ class _Log:
         )
 
 
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Only warnings and errors on stderr.")]
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="More detail; tracebacks on errors.")]
+
+
+def _start(quiet: bool, verbose: bool) -> _Log:
+    """Set the verbosity for error reporting and return the stderr logger of a command."""
+    global _VERBOSE
+    _VERBOSE = verbose
+    return _Log(quiet, verbose)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"c2s {__version__}")
@@ -371,13 +382,11 @@ def denoise(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input on stdout.")] = False,
     report: Annotated[Optional[Path], typer.Option(help="Write the JSON objects as JSON Lines to this file.")] = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Denoise scans with a pre-trained C2S model: one forward pass per slice, headers and geometry kept."""
-    global _VERBOSE
-    _VERBOSE = verbose
-    log = _Log(quiet, verbose)
+    log = _start(quiet, verbose)
     if dtype not in ("float32", "input"):
         raise UsageError(f"--dtype must be float32 or input, got {dtype!r}")
     if force and skip_existing:
@@ -635,17 +644,15 @@ def train(
     bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast (CUDA, or CPUs with native bf16).")] = False,
     force: Annotated[bool, typer.Option("--force")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Train a C2S denoiser on your own noisy scans (self-supervised: no clean images needed)."""
     import dataclasses
 
     from c2s_cli.config import GDSMConfig, ModelConfig, NoiseConfig, RunConfig, TrainConfig
 
-    global _VERBOSE
-    _VERBOSE = verbose
-    log = _Log(quiet, verbose)
+    log = _start(quiet, verbose)
     if output.suffix != ".safetensors":
         raise UsageError(f"-o {output}: the model file must end in .safetensors")
     plane_list = tuple(p.strip() for p in planes.split(",") if p.strip())

@@ -75,7 +75,8 @@ def test_damaged_patient_name_is_not_logged(tmp_path: Path, tiny_model: Path) ->
     make_series(folder, np.full((32, 32, 3), 100.0))
     for p in folder.iterdir():
         ds = pydicom.dcmread(p)
-        ds.PatientName = PATIENT_MARKER + "\x04\x05" * 40  # invalid characters and too long for PN
+        ds.PatientSex = PATIENT_MARKER  # not a valid CS value: pydicom warns, quoting it
+        ds.PatientID = PATIENT_MARKER + "X" * 70  # too long for LO
         ds.save_as(p)
     r = c2s("info", str(folder), "--json")
     assert PATIENT_MARKER not in r.stderr
