@@ -5,7 +5,10 @@ byte flips, truncation, header-field overwrites, duplicated or dropped DICOM fil
 what `c2s denoise` runs in-process: read → noise estimate → denoise (a tiny random model) → write. A trial passes when
 it either succeeds or raises a c2s error (one-line message, distinct exit code); any other exception is a crash.
 
-Usage: python scripts/fuzz.py --trials 2000 --seed 0
+Engines: ``random`` (a seeded NumPy mutator) or ``hypothesis`` (Hypothesis draws the seed file, the byte edits and
+the truncation point; derandomised, no example database).
+
+Usage: python scripts/fuzz.py --trials 2000 --seed 0 [--engine hypothesis]
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--engine", choices=("random", "hypothesis"), default="random")
     args = ap.parse_args()
     import nibabel as nib
     import torch
@@ -87,6 +91,57 @@ def main() -> None:
     outcomes: collections.Counter[str] = collections.Counter()
     crashes: list[str] = []
     t0 = time.time()
+
+    def attempt(target: Path, case: Path, label: str) -> None:
+        out = case / "out"
+        out.mkdir()
+        try:
+            run_once(target, out, den)
+            outcomes["ok"] += 1
+        except C2SError as exc:
+            outcomes[f"rejected (exit {exc.exit_code})"] += 1
+        except Exception:  # a crash: not a c2s error
+            outcomes["CRASH"] += 1
+            crashes.append(f"{label}: {traceback.format_exc(limit=3)}")
+        shutil.rmtree(case, ignore_errors=True)
+
+    if args.engine == "hypothesis":
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+
+        counter = iter(range(10**9))
+
+        @settings(max_examples=args.trials, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(st.integers(0, len(seeds) - 1), st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=24),
+               st.one_of(st.none(), st.floats(0, 1)), st.integers(0, 2))
+        def check(which: int, edits: list[tuple[float, int]], cut: float | None, victim_idx: int) -> None:
+            trial = next(counter)
+            case = work / f"h{trial}"
+            case.mkdir()
+            seed = seeds[which]
+            if seed.is_dir():
+                target = case / "series"
+                shutil.copytree(seed, target)
+                victim = sorted(target.iterdir())[victim_idx]
+            else:
+                target = victim = case / seed.name
+                victim.write_bytes(seed.read_bytes())
+            b = bytearray(victim.read_bytes())
+            for pos, val in edits:
+                if b:
+                    b[min(len(b) - 1, int(pos * len(b)))] = val
+            if cut is not None:
+                b = b[: int(cut * len(b))]
+            victim.write_bytes(bytes(b))
+            attempt(target, case, f"hypothesis example {trial} ({seed.name})")
+
+        check()
+        print(f"{sum(outcomes.values())} inputs in {time.time() - t0:.0f} s (hypothesis): {dict(outcomes)}")
+        for c in crashes[:10]:
+            print(c)
+        shutil.rmtree(work, ignore_errors=True)
+        return
     for trial in range(args.trials):
         seed = seeds[int(rng.integers(len(seeds)))]
         case = work / f"t{trial}"
@@ -103,17 +158,7 @@ def main() -> None:
         else:
             target = case / seed.name
             target.write_bytes(mutate(seed.read_bytes(), rng))
-        out = case / "out"
-        out.mkdir()
-        try:
-            run_once(target, out, den)
-            outcomes["ok"] += 1
-        except C2SError as exc:
-            outcomes[f"rejected (exit {exc.exit_code})"] += 1
-        except Exception:  # a crash: not a c2s error
-            outcomes["CRASH"] += 1
-            crashes.append(f"trial {trial} ({seed.name}): {traceback.format_exc(limit=3)}")
-        shutil.rmtree(case, ignore_errors=True)
+        attempt(target, case, f"trial {trial} ({seed.name})")
     print(f"{args.trials} inputs in {time.time() - t0:.0f} s (seed {args.seed}): {dict(outcomes)}")
     for c in crashes[:10]:
         print(c)
