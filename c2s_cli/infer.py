@@ -69,9 +69,7 @@ def denoise_normalized(
             stack = slice_stack(vol, k, c)
             if gvols:
                 stack = np.concatenate([stack, np.stack([g[k] for g in gvols], axis=1)], axis=1)
-            inp = torch.from_numpy(stack).to(device).contiguous(memory_format=torch.channels_last)
-            sig = torch.full((len(k),), float(sigma_d), device=device)
-            out[k] = model(inp, sig, autocast_bf16=bf16)[:, 0].float().cpu().numpy()
+            out[k] = _forward(model, np.ascontiguousarray(stack), float(sigma_d), device, bf16)
             if on_progress:
                 on_progress(int(k[-1]) + 1, n)
     return np.moveaxis(out, 0, slice_axis)

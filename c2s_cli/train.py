@@ -151,7 +151,7 @@ def train(
     stats = open(run_dir / "stats.jsonl", "a") if run_dir is not None else None
     meta = {"training": {**data_summary}, **(extra_meta or {})}
 
-    def snapshot(step: int, final: bool = False) -> None:
+    def snapshot(step: int) -> None:
         if run_dir is None or state_path is None:
             return
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -209,7 +209,7 @@ def train(
             if done % t.checkpoint_every == 0 and done < t.steps:
                 snapshot(done)
         step = t.steps
-        snapshot(step, final=True)
+        snapshot(step)
     finally:
         if stats is not None:
             stats.close()

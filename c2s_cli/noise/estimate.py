@@ -70,8 +70,7 @@ def koay_xi(theta: NDArray[np.float64] | float, coils: int = 1) -> NDArray[np.fl
 def _tables(coils: int) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """θ grid, E[z]/σ and ξ(θ) on it (computed once per coil count)."""
     grid = np.linspace(0.0, 60.0, 6001)
-    means = chi_mean(grid, coils)
-    return grid, means, 2 * coils + grid**2 - means**2
+    return grid, chi_mean(grid, coils), koay_xi(grid, coils)
 
 
 def _theta_from_mean(ratio: NDArray[np.float64], coils: int) -> NDArray[np.float64]:
