@@ -4,6 +4,10 @@ Each configuration trains c2s self-supervised on one noisy volume for the same b
 clean reference (PSNR / SSIM in a head mask, as in quality.py). The validation volume is the MNI template's slab
 z = 110…133 (not the slab quality.py scores) with Rician noise σ = 7.5 % of its 99.5th percentile.
 
+The ablation runs at U-Net widths 24-48-96-128 (the default when it was run) unless a variant says otherwise;
+variants 13–16 compare widths and the pixel-unshuffle option at T = 1 (the default widths became 16-32-64-128 after
+them, for speed).
+
 Usage: python benchmarks/ablation.py --data ../shared/data --steps 300
 """
 
@@ -44,6 +48,12 @@ VARIANTS = {
     "T = 1, β = 0": {"tau_max": 1.0, "gamma_power": 0.0},
     "T = 1, β = 0, ρ = 0.3": {"tau_max": 1.0, "gamma_power": 0.0, "target_fraction": 0.3},
     "T = 1, ρ = 0.3": {"tau_max": 1.0, "target_fraction": 0.3},
+    "T = 1, U-Net 24-48-96-128 at full resolution (9.9 GFLOP/256² slice)": {"tau_max": 1.0,
+                                                                            "channels": (24, 48, 96, 128)},
+    "T = 1, pixel-unshuffle 2, U-Net 32-64-96-128 (3.8 GFLOP)": {"tau_max": 1.0, "unshuffle": 2,
+                                                                 "channels": (32, 64, 96, 128)},
+    "T = 1, pixel-unshuffle 2, U-Net 32-64-128 (3.3 GFLOP)": {"tau_max": 1.0, "unshuffle": 2, "channels": (32, 64, 128)},
+    "T = 1, U-Net 16-32-64-128 at full resolution (4.6 GFLOP)": {"tau_max": 1.0, "channels": (16, 32, 64, 128)},
 }
 
 
@@ -68,10 +78,11 @@ def main() -> None:
         if i not in chosen:
             continue
         cfg = bench_cfg(args.steps)
+        cfg = replace(cfg, model=replace(cfg.model, channels=(24, 48, 96, 128)))
         g = {k: v for k, v in change.items() if k in ("tau_max", "alpha", "gamma_power", "target_fraction")}
         cfg = replace(cfg, gdsm=replace(cfg.gdsm, **g))
-        if "context" in change:
-            cfg = replace(cfg, model=replace(cfg.model, context=change["context"]))
+        m = {k: v for k, v in change.items() if k in ("context", "unshuffle", "channels")}
+        cfg = replace(cfg, model=replace(cfg.model, **m))
         use_vst = change.get("vst", True)
         norm = Normalizer.fit(noisy, est, use_vst=bool(use_vst))
         tv = make_train_volume(noisy, norm, slice_axis=2, planes=cfg.train.planes, name="val")

@@ -1,8 +1,8 @@
 """Quality benchmark: c2s against classical and self-supervised peers on the same slices (see benchmarks/README.md).
 
 Cases (clean-enough references, Rician noise at σ = 5 % and 10 % of the reference's 99.5th percentile, fixed seeds):
-  mni    MNI152 2009a T1 template (nilearn), 24 central axial slices
-  b0     dipy S0_10slices diffusion b0 (T2-like), all 10 slices
+  mni    MNI152 2009a T1 template (nilearn), axial slices z = 80…103 (the shipped weights never saw z = 70…113)
+  b0     dipy S0_10slices diffusion b0 (T2-like), all 10 slices (never seen by the shipped weights)
 plus a real-noise case without reference (the GE PD DICOM series): residual statistics.
 
 Metrics, inside a head mask, on intensities divided by the clean 99.5th percentile (data range 1):

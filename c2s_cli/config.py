@@ -25,7 +25,8 @@ class ModelConfig:
     context: int = 1
     guides: int = 0
     guide_names: tuple[str, ...] = ()
-    channels: tuple[int, ...] = (24, 48, 96, 128)
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    unshuffle: int = 1  # pixel-unshuffle factor f: the U-Net runs at 1/f resolution on f² sub-images (FFDNet)
     emb_dim: int = 64
     attention: bool = False  # noise-conditioned self-attention at the lowest resolution (NVC-MSA)
     attention_heads: int = 4

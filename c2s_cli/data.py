@@ -38,7 +38,7 @@ class Normalizer:
         if not np.isfinite(sigma) or sigma <= 0:
             raise ValueError(f"noise level must be a positive number, got {sigma}")
         flat = np.ravel(np.asarray(data), order="K")  # a view for C- or F-ordered arrays
-        step = max(1, flat.size // 4_000_000)  # a strided subsample bounds memory and time on big volumes
+        step = max(1, flat.size // 1_000_000)  # a strided subsample bounds memory and time on big volumes
         sample = flat[::step]
         valid = valid_mask(sample)
         values = sample[valid] if valid.any() else sample
@@ -53,8 +53,8 @@ class Normalizer:
         return (out / self.scale).astype(np.float32)
 
     def inverse(self, x: NDArray[np.floating]) -> NDArray[np.float32]:
-        e = np.asarray(x, np.float64) * self.scale
-        return vst.inverse(e, self.sigma, self.coils) if self.use_vst else e.astype(np.float32)
+        e = np.asarray(x, np.float32) * np.float32(self.scale)
+        return vst.inverse(e, self.sigma, self.coils) if self.use_vst else e
 
 
 def slice_stack(vol: NDArray[np.float32], k: NDArray[np.int64], context: int) -> NDArray[np.float32]:

@@ -134,8 +134,8 @@ def denoise_array(
     out_view = np.moveaxis(out, slice_axis, 0)
     c = model.cfg.context
     n = vol.shape[0]
-    if batch_size is None:  # about four 256² slices per pass: fast on CPUs and bounded in memory
-        batch_size = max(1, int(4 * 256 * 256 // (vol.shape[1] * vol.shape[2])))
+    if batch_size is None:  # about one 256² slice per pass: the fastest on CPUs (benchmarks/README.md, speed)
+        batch_size = max(1, int(256 * 256 // (vol.shape[1] * vol.shape[2])))
     sigma_d = norm.sigma_d * strength
     sat = saturation_level(data)
     model = model.to(device).to(memory_format=torch.channels_last)

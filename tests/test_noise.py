@@ -35,6 +35,17 @@ def test_skull_stripped(clean: np.ndarray, snr: int) -> None:
     assert est.method == "object" and est.sigma == est.sigma_object
 
 
+def test_fine_texture_keeps_the_background_estimate(clean: np.ndarray) -> None:
+    """Texture at the voxel scale inflates the object (wavelet) estimate; with a white background the lower,
+    background estimate is used (conservative: it cannot over-smooth) and the disagreement is reported."""
+    texture = 1 + 0.08 * np.random.default_rng(5).standard_normal(clean.shape)
+    y = rician(clean * texture, 0.05, seed=6)
+    est = estimate_noise(y)
+    assert est.ratio > 1.1
+    assert est.method == "background" and abs(est.sigma / 0.05 - 1) <= 0.03
+    assert any("texture" in w for w in est.warnings)
+
+
 def test_sum_of_squares_is_flagged_and_handled(clean: np.ndarray) -> None:
     y = rician(clean, 0.1, seed=4, coils=4)
     est = estimate_noise(y)
@@ -97,3 +108,19 @@ def test_nc_chi_vst() -> None:
         ch[0, 0] += nu
         z = np.sqrt((ch**2).sum(axis=(0, 1)))
         assert 0.97 <= vst.forward(z, 1.0, coils=4).std() <= 1.03
+
+
+@pytest.mark.parametrize("coils", [1, 4])
+def test_vst_fast_lookup_matches_the_tables(coils: int) -> None:
+    """forward/inverse use a uniform resampling of the tables (float32, O(1) per voxel): they must agree with plain
+    linear interpolation of the tables, slope-1 extension above them included."""
+    t = vst._table(coils)
+    z = np.linspace(0, 1.3 * t.z[-1], 100_001)
+    ref = np.where(z > t.z[-1], t.f[-1] + z - t.z[-1], np.interp(z, t.z, t.f))
+    assert np.abs(vst.forward(z, 1.0, coils) - ref).max() < 1e-4
+    e = np.linspace(t.ef[0] - 1, 1.3 * t.ef[-1], 100_001)
+    ref_nu = np.maximum(np.where(e > t.ef[-1], t.nu[-1] + e - t.ef[-1], np.interp(e, t.ef, t.nu)), 0)
+    err = np.abs(vst.inverse(e, 1.0, coils) - ref_nu)
+    assert err.max() < 0.01  # the steep start of the inverse (ν < 1)
+    assert err[ref_nu > 1].max() < 1e-4
+    assert vst.forward(np.array([-5.0]), 2.0, coils)[0] == pytest.approx(t.f[0] * 1.0, abs=1e-6)

@@ -46,6 +46,13 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _default_mode(is_dir: bool) -> int:
+    """The permissions a plain open()/mkdir() would give (mkstemp/mkdtemp make 0600/0700, unreadable by a lab group)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if is_dir else 0o666) & ~mask
+
+
 @contextmanager
 def atomic_path(final: Path, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``final``; on success rename it to ``final`` (replacing it), else delete it.
@@ -58,6 +65,7 @@ def atomic_path(final: Path, *, is_dir: bool = False) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+    os.chmod(tmp, _default_mode(is_dir))
     if final.exists() or final.is_symlink():
         old = final.with_name(f".{final.name}.c2s-old")
         _remove(old)

@@ -71,10 +71,11 @@ class UNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         ch = cfg.channels
-        self.multiple = 2 ** (len(ch) - 1)
+        self.f = cfg.unshuffle
+        self.multiple = self.f * 2 ** (len(ch) - 1)
         self.embed = NoiseEmbedding(cfg.emb_dim)
         self.down = nn.ModuleList()
-        cin = cfg.in_channels
+        cin = cfg.in_channels * self.f**2
         for c in ch:
             self.down.append(Block(cin, c, cfg.emb_dim))
             cin = c
@@ -84,7 +85,7 @@ class UNet(nn.Module):
         for i in range(len(ch) - 2, -1, -1):
             self.up.append(nn.ConvTranspose2d(ch[i + 1], ch[i], 2, stride=2))
             self.up_blocks.append(Block(2 * ch[i], ch[i], cfg.emb_dim))
-        self.out = nn.Conv2d(ch[0], 1, 1)
+        self.out = nn.Conv2d(ch[0], self.f**2, 1)
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
         h0, w0 = x.shape[-2:]
@@ -94,7 +95,7 @@ class UNet(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         emb = self.embed(c_noise)
         skips = []
-        h = x
+        h = F.pixel_unshuffle(x, self.f) if self.f > 1 else x
         for i, block in enumerate(self.down):
             if i > 0:
                 h = F.avg_pool2d(h, 2)
@@ -104,4 +105,7 @@ class UNet(nn.Module):
             h = self.attn(h, emb)
         for up, block, skip in zip(self.up, self.up_blocks, reversed(skips[:-1])):
             h = block(torch.cat([up(h), skip], dim=1), emb)
-        return self.out(h)[..., :h0, :w0]
+        out = self.out(h)
+        if self.f > 1:
+            out = F.pixel_shuffle(out, self.f)
+        return out[..., :h0, :w0]

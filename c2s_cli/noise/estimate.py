@@ -218,7 +218,7 @@ def estimate_noise(
     coils: int = 1,
     slice_axis: int = 2,
     per_slice: bool = True,
-    max_voxels: int = 4_000_000,
+    max_voxels: int = 1_000_000,
 ) -> NoiseEstimate:
     """Estimate the noise std of a magnitude volume.
 
@@ -230,8 +230,9 @@ def estimate_noise(
         max_voxels: estimate on evenly spaced slices holding at most about this many voxels (at least 8 slices;
             bounds memory and time on big volumes).
     Returns:
-        A :class:`NoiseEstimate`; ``sigma`` is the background estimate when it is available and agrees with the
-        object estimate (white stationary noise), otherwise the object estimate.
+        A :class:`NoiseEstimate`; ``sigma`` is the background estimate when it is available and not below the object
+        estimate (white noise; when the object estimate is higher the lower one is kept, with a warning), otherwise
+        the object estimate.
     Raises:
         ValueError: when the volume has too few valid voxels to estimate anything.
     """
@@ -298,10 +299,14 @@ def estimate_noise(
                 "(sum of squares over several coils); pass --noise-coils N"
             )
         elif ratio > 1.1:
+            # Fine texture inside the object (low resolution, diffusion b0) inflates the wavelet estimate as much as
+            # spatially varying noise (parallel imaging) does, and a ratio cannot tell them apart. The background
+            # estimate is the conservative choice: it may leave noise, it does not smooth anatomy away.
             warnings.append(
-                f"σ_object/σ_background = {ratio:.2f}: noise is stronger inside the object than in the background "
-                "(parallel imaging?); spatially varying noise, using the object estimate"
+                f"σ_object/σ_background = {ratio:.2f}: fine texture or noise stronger inside the object (parallel "
+                "imaging?); using the lower, background estimate — pass --sigma to denoise more strongly"
             )
+            method, sigma = "background", float(sigma_bg)  # type: ignore[arg-type]
         else:
             method, sigma = "background", float(sigma_bg)  # type: ignore[arg-type]
     else:

@@ -45,13 +45,37 @@ def available_coils() -> tuple[int, ...]:
         return tuple(int(c) for c in np.load(fh)["coils"])
 
 
-def _extrapolate(x: NDArray[np.float64], xs: NDArray[np.float64], ys: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Linear interpolation inside the table, slope-1 extension above it (Gaussian limit)."""
-    out = np.interp(x, xs, ys)
-    above = x > xs[-1]
-    if np.any(above):
-        out = np.where(above, ys[-1] + (x - xs[-1]), out)
-    return out
+@dataclass(frozen=True)
+class _Uniform:
+    """A table mapping resampled on a uniform grid (step 1/4096 in units of σ) for O(1) float32 lookups."""
+
+    x0: float
+    inv_h: float
+    ys: NDArray[np.float32]
+    slopes: NDArray[np.float32]
+
+    def __call__(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Linear interpolation inside the table, clamped below it, slope-1 extension above it (Gaussian limit)."""
+        n = self.ys.size - 1
+        u = (x - np.float32(self.x0)) * np.float32(self.inv_h)
+        above = u - np.float32(n)
+        np.clip(u, 0, n, out=u)
+        i = np.minimum(u.astype(np.int32), n - 1)
+        u -= i
+        out = self.ys[i] + u * self.slopes[i]
+        np.maximum(above, 0, out=above)
+        out += above / np.float32(self.inv_h)
+        return out
+
+
+@lru_cache(maxsize=None)
+def _uniform(coils: int, which: str) -> _Uniform:
+    t = _table(coils)
+    xs, ys = {"forward": (t.z, t.f), "inverse": (t.ef, t.nu), "expected": (t.nu, t.ef)}[which]
+    n = int(np.ceil((xs[-1] - xs[0]) * 4096))
+    grid = xs[0] + np.arange(n + 1) / 4096.0
+    yg = np.interp(grid, xs, ys) + np.maximum(grid - xs[-1], 0.0)
+    return _Uniform(float(xs[0]), 4096.0, yg.astype(np.float32), np.append(np.diff(yg), 0.0).astype(np.float32))
 
 
 def forward(z: ArrayLike, sigma: ArrayLike, coils: int = 1) -> NDArray[np.float32]:
@@ -64,9 +88,8 @@ def forward(z: ArrayLike, sigma: ArrayLike, coils: int = 1) -> NDArray[np.float3
     Returns:
         float32 array, same shape as ``z``, in units of the noise std.
     """
-    t = _table(coils)
-    x = np.maximum(np.asarray(z, dtype=np.float64), 0.0) / np.asarray(sigma, dtype=np.float64)
-    return _extrapolate(x, t.z, t.f).astype(np.float32)
+    x = np.maximum(np.asarray(z, dtype=np.float32), 0) / np.asarray(sigma, dtype=np.float32)
+    return _uniform(coils, "forward")(x)
 
 
 def inverse(e: ArrayLike, sigma: ArrayLike, coils: int = 1) -> NDArray[np.float32]:
@@ -79,17 +102,14 @@ def inverse(e: ArrayLike, sigma: ArrayLike, coils: int = 1) -> NDArray[np.float3
     Returns:
         float32 array of ν in image units (≥ 0; values below E[f | ν = 0] map to 0).
     """
-    t = _table(coils)
-    x = np.asarray(e, dtype=np.float64)
-    nu = _extrapolate(x, t.ef, t.nu)
-    return (np.maximum(nu, 0.0) * np.asarray(sigma, dtype=np.float64)).astype(np.float32)
+    nu = _uniform(coils, "inverse")(np.array(e, dtype=np.float32))
+    return np.maximum(nu, 0, out=nu) * np.asarray(sigma, dtype=np.float32)
 
 
 def expected(nu: ArrayLike, sigma: ArrayLike, coils: int = 1) -> NDArray[np.float32]:
     """E[f(z) | ν] in units of σ: what an ideal denoiser returns in the stabilised domain (inverse of :func:`inverse`)."""
-    t = _table(coils)
-    x = np.maximum(np.asarray(nu, dtype=np.float64), 0.0) / np.asarray(sigma, dtype=np.float64)
-    return _extrapolate(x, t.nu, t.ef).astype(np.float32)
+    x = np.maximum(np.asarray(nu, dtype=np.float32), 0) / np.asarray(sigma, dtype=np.float32)
+    return _uniform(coils, "expected")(x)
 
 
 def rice_mean(nu: ArrayLike, sigma: ArrayLike = 1.0) -> NDArray[np.float64]:

@@ -1,0 +1,53 @@
+"""Zero-shot scores of one or more model files on the quality benchmark's simulated cases (σ estimated by c2s).
+
+Used to compare candidate shipped weights (e.g. trained with T = 1 and T = 2) on the cases they never saw.
+Same cases, seeds, masks and metrics as quality.py.
+
+Usage: python benchmarks/zeroshot.py --data ../shared/data MODEL [MODEL ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from quality import head_mask, load_cases, metrics, rician  # noqa: E402
+
+from c2s_cli.api import Denoiser  # noqa: E402
+
+CASES = (("mni", 0.05, 100), ("mni", 0.10, 101), ("b0", 0.05, 102), ("b0", 0.10, 103))  # as quality.py numbers them
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "zeroshot.json")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    clean = load_cases(args.data)
+    rows = []
+    for model in args.models:
+        den = Denoiser(model, "cpu")
+        for name, level, seed in CASES:
+            noisy = rician(clean[name], level, seed)
+            t0 = time.perf_counter()
+            out = den.denoise(noisy)
+            p, s = metrics(out, clean[name], head_mask(clean[name]))
+            rows.append({"model": model, "sha256": den.sha256, "case": f"{name} {level:.0%}", "psnr": round(p, 2),
+                         "ssim": round(s, 4), "seconds": round(time.perf_counter() - t0, 2)})
+            print(rows[-1], flush=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python", *sys.argv]),
+                                     "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
