@@ -124,3 +124,7 @@ def test_vst_fast_lookup_matches_the_tables(coils: int) -> None:
     assert err.max() < 0.01  # the steep start of the inverse (ν < 1)
     assert err[ref_nu > 1].max() < 1e-4
     assert vst.forward(np.array([-5.0]), 2.0, coils)[0] == pytest.approx(t.f[0] * 1.0, abs=1e-6)
+    # scalars keep their shape; NaN and ±inf propagate as values, never as table indices
+    assert vst.forward(3.0, 1.0, coils).shape == () and vst.inverse(np.float32(5.0), 1.0, coils).shape == ()
+    out = vst.inverse(np.array([np.nan, np.inf, -np.inf, 5.0]), 1.0, coils)
+    assert np.isnan(out[0]) and out[1] == np.inf and out[2] == 0 and np.isfinite(out[3])

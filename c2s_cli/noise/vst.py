@@ -57,7 +57,12 @@ class _Uniform:
     def __call__(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """Linear interpolation inside the table, clamped below it, slope-1 extension above it (Gaussian limit)."""
         n = self.ys.size - 1
-        u = (x - np.float32(self.x0)) * np.float32(self.inv_h)
+        shape = np.shape(x)
+        u = np.atleast_1d((np.asarray(x, np.float32) - np.float32(self.x0)) * np.float32(self.inv_h))
+        nan = np.isnan(u)
+        has_nan = bool(nan.any())
+        if has_nan:  # NaN stays NaN (never an index)
+            u[nan] = 0
         above = u - np.float32(n)
         np.clip(u, 0, n, out=u)
         i = np.minimum(u.astype(np.int32), n - 1)
@@ -65,7 +70,9 @@ class _Uniform:
         out = self.ys[i] + u * self.slopes[i]
         np.maximum(above, 0, out=above)
         out += above / np.float32(self.inv_h)
-        return out
+        if has_nan:
+            out[nan] = np.nan
+        return out.reshape(shape)
 
 
 @lru_cache(maxsize=None)
