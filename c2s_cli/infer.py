@@ -139,11 +139,15 @@ def denoise_array(
     sigma_d = norm.sigma_d * strength
     sat = saturation_level(data)
     model = model.to(device).to(memory_format=torch.channels_last)
+    chunk = max(batch_size, 32)  # slices normalised at a time: each once (not once per neighbour), memory bounded
+    lo = hi = 0
     with torch.inference_mode():
         for s in range(0, n, batch_size):
             k = np.arange(s, min(n, s + batch_size))
-            lo, hi = max(0, s - c), min(n, int(k[-1]) + c + 1)
-            slab = norm.forward(vol[lo:hi])  # only the slices this batch needs
+            need_lo, need_hi = max(0, s - c), min(n, int(k[-1]) + c + 1)
+            if need_lo < lo or need_hi > hi:  # the normalised slab [lo, hi) does not cover this batch's inputs
+                lo, hi = need_lo, max(need_hi, min(n, need_lo + chunk + 2 * c))
+                slab = norm.forward(vol[lo:hi])
             idx = np.clip(k[:, None] + np.arange(-c, c + 1)[None, :], 0, n - 1) - lo
             stack = slab[idx]
             if gnorms:

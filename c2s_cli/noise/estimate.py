@@ -87,13 +87,20 @@ def _xi_fast(theta: NDArray[np.float64], coils: int) -> NDArray[np.float64]:
 
 def saturation_level(data: NDArray[np.floating]) -> float | None:
     """The value voxels are clipped at, if any: the maximum, when it occurs in more than max(10, 1e-4 · size) voxels."""
-    chunks = [data[i : i + 16] for i in range(0, data.shape[0], 16)] if data.ndim else [data]  # bounded temporaries
-    tops = [float(c[np.isfinite(c)].max()) for c in chunks if np.isfinite(c).any()]
-    if not tops:
+    flat = np.ravel(np.asarray(data), order="K")  # a view for C- or F-contiguous arrays
+    step = 1 << 20  # contiguous chunks bound the temporaries
+    top: float | None = None
+    for i in range(0, flat.size, step):
+        c = flat[i : i + step]
+        fin = np.isfinite(c)
+        if not fin.any():
+            continue
+        m = float(c.max() if fin.all() else c[fin].max())
+        top = m if top is None else max(top, m)
+    if top is None:
         return None
-    top = max(tops)
-    count = sum(int(np.count_nonzero(c == top)) for c in chunks)
-    if top != 0 and count > max(10, 1e-4 * data.size):
+    count = sum(int(np.count_nonzero(flat[i : i + step] == top)) for i in range(0, flat.size, step))
+    if top != 0 and count > max(10, 1e-4 * flat.size):
         return top
     return None
 
