@@ -305,16 +305,15 @@ def estimate_noise(
                 f"σ_object/σ_background = {ratio:.2f} with white background noise: the background looks non-central χ "
                 "(sum of squares over several coils); pass --noise-coils N"
             )
-        elif ratio > 1.1:
-            # Fine texture inside the object (low resolution, diffusion b0) inflates the wavelet estimate as much as
-            # spatially varying noise (parallel imaging) does, and a ratio cannot tell them apart. The background
-            # estimate is the conservative choice: it may leave noise, it does not smooth anatomy away.
-            warnings.append(
-                f"σ_object/σ_background = {ratio:.2f}: fine texture or noise stronger inside the object (parallel "
-                "imaging?); using the lower, background estimate — pass --sigma to denoise more strongly"
-            )
-            method, sigma = "background", float(sigma_bg)  # type: ignore[arg-type]
         else:
+            if ratio > 1.1:
+                # Fine texture inside the object (low resolution, diffusion b0) inflates the wavelet estimate as much
+                # as spatially varying noise (parallel imaging) does, and a ratio cannot tell them apart. The
+                # background estimate is the conservative choice: it may leave noise, it does not smooth anatomy away.
+                warnings.append(
+                    f"σ_object/σ_background = {ratio:.2f}: fine texture or noise stronger inside the object (parallel "
+                    "imaging?); using the lower, background estimate — pass --sigma to denoise more strongly"
+                )
             method, sigma = "background", float(sigma_bg)  # type: ignore[arg-type]
     else:
         warnings.append(f"background estimate {status.removeprefix('unavailable: ')}; σ from the object only")

@@ -109,7 +109,7 @@ def inverse(e: ArrayLike, sigma: ArrayLike, coils: int = 1) -> NDArray[np.float3
     Returns:
         float32 array of ν in image units (≥ 0; values below E[f | ν = 0] map to 0).
     """
-    nu = _uniform(coils, "inverse")(np.array(e, dtype=np.float32))
+    nu = _uniform(coils, "inverse")(np.asarray(e, dtype=np.float32))  # the lookup returns a new array
     return np.maximum(nu, 0, out=nu) * np.asarray(sigma, dtype=np.float32)
 
 
