@@ -127,6 +127,10 @@ def run_case(name: str, clean: np.ndarray, sigma: float, seed: int, args: argpar
         t0 = time.perf_counter()
         out = den.denoise(noisy)
         record("c2s zero-shot (σ estimated)", out, time.perf_counter() - t0, note=f"σ̂/σ = {est / sigma:.3f}")
+        if "tta" in want:
+            t0 = time.perf_counter()
+            record("c2s zero-shot, --tta 8", den.denoise(noisy, tta=8), time.perf_counter() - t0,
+                   note="mean over the 8 in-plane flips / transposes")
         if "adapt" in want:
             t0 = time.perf_counter()
             adapted = den.adapted(noisy, args.adapt_steps)
@@ -222,7 +226,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="training budget (steps) of every trained method")
     ap.add_argument("--model", default="default")
     ap.add_argument("--cases", default="mni:0.05,mni:0.10,b0:0.05,b0:0.10")
-    ap.add_argument("--methods", default="bm3d,nlm,dipy,zeroshot,adapt,noise2self,neighbor2neighbor,r2r,noise2true,c2s-self,c2s-dr")
+    ap.add_argument("--methods", default="bm3d,nlm,dipy,zeroshot,tta,adapt,noise2self,neighbor2neighbor,r2r,noise2true,c2s-self,c2s-dr")
     ap.add_argument("--adapt-steps", type=int, default=100)
     ap.add_argument("--workdir", default="/tmp/c2s_quality")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "quality.json")

@@ -3,7 +3,7 @@
 Used to compare candidate shipped weights (e.g. trained with T = 1 and T = 2) on the cases they never saw.
 Same cases, seeds, masks and metrics as quality.py.
 
-Usage: python benchmarks/zeroshot.py --data ../shared/data MODEL [MODEL ...]
+Usage: python benchmarks/zeroshot.py --data ../shared/data [--tta 1,8] MODEL [MODEL ...]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("models", nargs="+")
+    ap.add_argument("--tta", default="1", help="comma list of --tta settings to score, e.g. 1,8")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "zeroshot.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -38,12 +39,13 @@ def main() -> None:
         den = Denoiser(model, "cpu")
         for name, level, seed in CASES:
             noisy = rician(clean[name], level, seed)
-            t0 = time.perf_counter()
-            out = den.denoise(noisy)
-            p, s = metrics(out, clean[name], head_mask(clean[name]))
-            rows.append({"model": model, "sha256": den.sha256, "case": f"{name} {level:.0%}", "psnr": round(p, 2),
-                         "ssim": round(s, 4), "seconds": round(time.perf_counter() - t0, 2)})
-            print(rows[-1], flush=True)
+            for tta in (int(t) for t in args.tta.split(",")):
+                t0 = time.perf_counter()
+                out = den.denoise(noisy, tta=tta)
+                p, s = metrics(out, clean[name], head_mask(clean[name]))
+                rows.append({"model": model, "sha256": den.sha256, "case": f"{name} {level:.0%}", "tta": tta,
+                             "psnr": round(p, 2), "ssim": round(s, 4), "seconds": round(time.perf_counter() - t0, 2)})
+                print(rows[-1], flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python", *sys.argv]),
                                      "rows": rows}, indent=1))

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from c2s_cli.checkpoint import load_model, resolve_model, sha256
+from c2s_cli.config import TTA_CHOICES
 from c2s_cli.errors import C2SError, InputError, UsageError
 from c2s_cli.noise.estimate import NoiseEstimate, estimate_noise
 from c2s_cli.volume import Volume
@@ -111,6 +112,7 @@ class Denoiser:
         guides: list[NDArray[np.floating]] | None = None,
         report: DenoiseReport | None = None,
         on_progress: Callable[[int, int], None] | None = None,
+        tta: int = 1,
     ) -> NDArray[np.float32]:
         """Denoise a (X, Y, Z) or (X, Y, Z, T) magnitude volume; returns the same shape in the same units.
 
@@ -121,6 +123,8 @@ class Denoiser:
             use_vst / coils: override the model's noise-domain settings.
             slice_axis: axis to slice along (default: the volume's acquisition axis, or 2 for arrays).
             guides: co-registered other contrasts (same shape) for multi-contrast models.
+            tta: test-time augmentation: the mean over 1, 2, 4 or 8 in-plane flips / transposes of each slice
+                (that many forward passes; benchmarks/README.md measures the gain).
         """
         from c2s_cli.infer import denoise_array
 
@@ -146,6 +150,8 @@ class Denoiser:
         n_coils = self.config.noise.coils if coils is None else coils
         if strength <= 0:
             raise UsageError(f"--strength must be > 0, got {strength}")
+        if tta not in TTA_CHOICES:
+            raise UsageError(f"--tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}")
         report = report if report is not None else DenoiseReport()
         vols = [data] if data.ndim == 3 else [data[..., t] for t in range(data.shape[3])]
         out = np.empty_like(data, dtype=np.float32) if data.ndim == 4 else data
@@ -176,6 +182,7 @@ class Denoiser:
                 device=self.device,
                 bf16=self.bf16,
                 on_progress=on_progress,
+                tta=tta,
             )
             if not _all_finite(res):
                 raise C2SError("the network produced NaN or infinite values")

@@ -13,8 +13,8 @@ import signal
 import sys
 import time
 import traceback
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -363,6 +363,7 @@ def denoise(
     coils: Annotated[Optional[int], typer.Option("--noise-coils", min=1, help="Effective coil count N (1 = Rician).")] = None,
     no_vst: Annotated[bool, typer.Option("--no-vst", help="Skip the Rician variance stabilisation.")] = False,
     strength: Annotated[float, typer.Option(help="Multiplies σ for the network (1 = as estimated).")] = 1.0,
+    tta: Annotated[int, typer.Option(help="Average over 1, 2, 4 or 8 in-plane flips/transposes per slice (N× time).")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", envvar="C2S_DEVICE")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Slices per forward pass.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads.")] = None,
@@ -392,6 +393,10 @@ def denoise(
         raise UsageError(f"--dtype must be float32 or input, got {dtype!r}")
     if force and skip_existing:
         raise UsageError("--force and --skip-existing contradict each other")
+    from c2s_cli.config import TTA_CHOICES
+
+    if tta not in TTA_CHOICES:
+        raise UsageError(f"--tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}")
     items = _shard(_expand(inputs, series), num_parts, part_id)
     single = len(items) == 1 and len(inputs) == 1 and inputs[0] not in ("-",) and not inputs[0].startswith("@")
     from c2s_cli.io import is_nifti
@@ -431,7 +436,8 @@ def denoise(
                 check_output(o, [p], force=force)
                 rec = _denoise_one(den, p, s, o, log, sigma=sigma, coils=coils, no_vst=no_vst, strength=strength,
                                    slice_axis=slice_axis, dtype=dtype, noise_map=noise_map, force=force,
-                                   preview=preview, mask=mask, guides=guide or [], adapt=adapt)
+                                   preview=preview, mask=mask, guides=guide or [], adapt=adapt, threads=threads,
+                                   tta=tta)
             except C2SError as exc:
                 if not keep_going:
                     raise
@@ -501,6 +507,7 @@ def _denoise_one(
     den: Any, path: Path, series: str | None, out: Path, log: _Log, *, sigma: float | None, coils: int | None,
     no_vst: bool, strength: float, slice_axis: int | None, dtype: str, noise_map: Path | None, force: bool,
     preview: Path | None = None, mask: Path | None = None, guides: list[Path] | None = None, adapt: int = 0,
+    threads: int | None = None, tta: int = 1,
 ) -> dict[str, Any]:
     import numpy as np
 
@@ -535,7 +542,8 @@ def _denoise_one(
             prog.update(task, completed=done, total=total)
 
         result = den.denoise(vol, sigma, strength=strength, use_vst=False if no_vst else None, coils=coils,
-                             slice_axis=slice_axis, guides=guide_data or None, report=rep, on_progress=on_progress)
+                             slice_axis=slice_axis, guides=guide_data or None, report=rep, on_progress=on_progress,
+                             tta=tta)
     if keep is not None:
         result = np.where(keep, result, vol.data).astype(np.float32)
     for est in rep.noise[:1]:
@@ -543,7 +551,7 @@ def _denoise_one(
         for w in est.warnings:
             log.warn(f"{path}: {w}")
     t0 = time.perf_counter()
-    params = f"model={den.name} sha256={den.sha256[:16]} strength={strength} vst={not no_vst}"
+    params = f"model={den.name} sha256={den.sha256[:16]} strength={strength} vst={not no_vst} tta={tta}"
     derivation = f"Self-supervised denoising (Corruption2Self), c2s {__version__}, {params}, sigma={rep.noise[0].sigma:.5g}"
     out_is_nifti = is_nifti(out)
     if vol.kind == "dicom" and not out_is_nifti:
@@ -556,9 +564,9 @@ def _denoise_one(
 
         with atomic_path(out) as tmp:
             if vol.kind == "nifti":
-                clipped = write_nifti(vol, result, tmp, dtype=dtype, note=f"c2s {__version__} denoised")
+                clipped = write_nifti(vol, result, tmp, dtype=dtype, note=f"c2s {__version__} denoised", threads=threads)
             else:
-                clipped = write_nifti_from(vol, result, tmp)
+                clipped = write_nifti_from(vol, result, tmp, threads=threads)
     else:
         raise UsageError(f"-o {out}: a NIfTI input needs a .nii or .nii.gz output")
     if preview is not None:
@@ -573,9 +581,9 @@ def _denoise_one(
         with atomic_path(noise_map) as tmp:
             resid = (vol.data - result).astype(np.float32)
             if vol.kind == "nifti":
-                write_nifti(vol, resid, tmp, note=f"c2s {__version__} residual")
+                write_nifti(vol, resid, tmp, note=f"c2s {__version__} residual", threads=threads)
             else:
-                write_nifti_from(vol, resid, tmp)
+                write_nifti_from(vol, resid, tmp, threads=threads)
     t_write = time.perf_counter() - t0
     if clipped:
         log.warn(f"{out}: {clipped} voxel(s) clipped to the output's stored range")
@@ -588,6 +596,7 @@ def _denoise_one(
         "noise": [e.to_dict() for e in rep.noise],
         "clipped_voxels": clipped,
         "adapt_steps": adapt,
+        "tta": tta,
         "seconds": {"model_load": round(den.load_seconds, 3), "read": round(t_read, 3), **{k: round(v, 3) for k, v in rep.seconds.items()},
                     "write": round(t_write, 3), "total": round(time.perf_counter() - t_start, 3)},
     }

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from c2s_cli.config import TTA_CHOICES
 from c2s_cli.data import Normalizer, slice_stack
 from c2s_cli.model import Precond
 from c2s_cli.noise.estimate import saturation_level, valid_mask
@@ -44,6 +45,7 @@ def denoise_normalized(
     device: torch.device | None = None,
     bf16: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    tta: int = 1,
 ) -> NDArray[np.float32]:
     """Denoise a normalised (X, Y, Z) volume slice by slice along ``slice_axis``.
 
@@ -51,10 +53,13 @@ def denoise_normalized(
         model: D(x, σ), in eval mode.
         x: network-unit volume; guides: same-shape guide volumes in network units.
         sigma_d: noise std in network units (conditioning level).
+        tta: test-time augmentation, the mean over 1, 2, 4 or 8 in-plane flips / transposes (that many passes).
     Returns:
         network-unit (X, Y, Z) float32 array.
     """
     device = device or torch.device("cpu")
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta}")
     c = model.cfg.context
     vol = np.ascontiguousarray(np.moveaxis(x, slice_axis, 0))
     gvols = [np.ascontiguousarray(np.moveaxis(g, slice_axis, 0)) for g in (guides or [])]
@@ -69,14 +74,40 @@ def denoise_normalized(
             stack = slice_stack(vol, k, c)
             if gvols:
                 stack = np.concatenate([stack, np.stack([g[k] for g in gvols], axis=1)], axis=1)
-            out[k] = _forward(model, np.ascontiguousarray(stack), float(sigma_d), device, bf16)
+            out[k] = _forward(model, np.ascontiguousarray(stack), float(sigma_d), device, bf16, tta)
             if on_progress:
                 on_progress(int(k[-1]) + 1, n)
     return np.moveaxis(out, 0, slice_axis)
 
 
-def _forward(model: Precond, stack: NDArray[np.float32], sigma_d: float, device: torch.device, bf16: bool) -> NDArray[np.float32]:
-    """One batch through D; on GPU out-of-memory, retry once in two halves, then fail with a hint."""
+def _dihedral(x: NDArray[np.float32], t: int, inverse: bool = False) -> NDArray[np.float32]:
+    """Element ``t`` (0…7) of the in-plane dihedral group on (..., H, W): bit 0 flips W, bit 1 flips H, bit 2
+    transposes H and W (applied last; ``inverse`` undoes it, transpose first)."""
+    def flips(a: NDArray[np.float32]) -> NDArray[np.float32]:
+        if t & 1:
+            a = a[..., ::-1]
+        if t & 2:
+            a = a[..., ::-1, :]
+        return a
+
+    if inverse:
+        return flips(np.swapaxes(x, -1, -2) if t & 4 else x)
+    y = flips(x)
+    return np.swapaxes(y, -1, -2) if t & 4 else y
+
+
+def _forward(
+    model: Precond, stack: NDArray[np.float32], sigma_d: float, device: torch.device, bf16: bool, tta: int = 1
+) -> NDArray[np.float32]:
+    """One batch through D; with ``tta`` > 1 the mean of D over that many in-plane flips / transposes of the slices
+    (each mapped back). On GPU out-of-memory, retry once in two halves, then fail with a hint."""
+    if tta > 1:
+        acc = _forward(model, stack, sigma_d, device, bf16)
+        for t in range(1, tta):
+            acc += _dihedral(_forward(model, np.ascontiguousarray(_dihedral(stack, t)), sigma_d, device, bf16), t,
+                             inverse=True)
+        return acc / np.float32(tta)
+
     def run(x: NDArray[np.float32]) -> NDArray[np.float32]:
         inp = torch.from_numpy(x)
         if device.type == "cuda":
@@ -113,6 +144,7 @@ def denoise_array(
     device: torch.device | None = None,
     bf16: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    tta: int = 1,
 ) -> NDArray[np.float32]:
     """Denoise a (X, Y, Z) magnitude volume in image units with noise σ (image units); returns image units.
 
@@ -121,8 +153,11 @@ def denoise_array(
 
     ``strength`` multiplies the conditioning noise level (FFDNet-style trade-off; 1 = the estimate).
     ``guides``: (volume, σ) pairs of co-registered other contrasts for multi-contrast models.
+    ``tta``: test-time augmentation, the mean over 1, 2, 4 or 8 in-plane flips / transposes (that many passes).
     """
     device = device or torch.device("cpu")
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta}")
     data = np.asarray(data, dtype=np.float32)
     norm = Normalizer.fit(data, sigma, use_vst=use_vst, coils=coils)
     gnorms = [(np.moveaxis(np.asarray(g, np.float32), slice_axis, 0), Normalizer.fit(g, gs, use_vst=use_vst, coils=coils))
@@ -152,7 +187,7 @@ def denoise_array(
             stack = slab[idx]
             if gnorms:
                 stack = np.concatenate([stack, np.stack([gn.forward(gv[k]) for gv, gn in gnorms], axis=1)], axis=1)
-            pred = _forward(model, np.ascontiguousarray(stack), float(sigma_d), device, bf16)
+            pred = _forward(model, np.ascontiguousarray(stack), float(sigma_d), device, bf16, tta)
             res = norm.inverse(pred)
             src = vol[k]
             keep = ~valid_mask(src, sat)

