@@ -316,7 +316,7 @@ def estimate_noise(
                 )
             method, sigma = "background", float(sigma_bg)  # type: ignore[arg-type]
     else:
-        warnings.append(f"background estimate {status.removeprefix('unavailable: ')}; σ from the object only")
+        warnings.append(f"no background estimate ({status.removeprefix('unavailable: ')}); σ from the object only")
     if varying and spread is not None:
         warnings.append(f"per-slice noise estimates differ by a factor {spread:.2f}: noise may vary across slices")
     if not np.isfinite(sigma) or sigma <= 0:
