@@ -31,6 +31,12 @@ def _all_finite(a: NDArray[np.floating]) -> bool:
     return all(np.isfinite(a[i : i + 16]).all() for i in range(0, a.shape[0], 16))
 
 
+def check_tta(tta: int) -> None:
+    """Refuse a test-time augmentation count other than 1, 2, 4 or 8 (a :class:`UsageError` naming ``--tta``)."""
+    if tta not in TTA_CHOICES:
+        raise UsageError(f"--tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}")
+
+
 def _default_batch(device: Any) -> int | None:
     """Slices per pass: None on CPU (sized per volume from the slice area, see ``infer``); on CUDA from free memory
     (≈ 60 MB per 256² slice at fp32), ≤ 64."""
@@ -150,8 +156,7 @@ class Denoiser:
         n_coils = self.config.noise.coils if coils is None else coils
         if strength <= 0:
             raise UsageError(f"--strength must be > 0, got {strength}")
-        if tta not in TTA_CHOICES:
-            raise UsageError(f"--tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}")
+        check_tta(tta)
         report = report if report is not None else DenoiseReport()
         vols = [data] if data.ndim == 3 else [data[..., t] for t in range(data.shape[3])]
         out = np.empty_like(data, dtype=np.float32) if data.ndim == 4 else data

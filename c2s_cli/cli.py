@@ -393,10 +393,9 @@ def denoise(
         raise UsageError(f"--dtype must be float32 or input, got {dtype!r}")
     if force and skip_existing:
         raise UsageError("--force and --skip-existing contradict each other")
-    from c2s_cli.config import TTA_CHOICES
+    from c2s_cli.api import check_tta
 
-    if tta not in TTA_CHOICES:
-        raise UsageError(f"--tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}")
+    check_tta(tta)  # before any input is read
     items = _shard(_expand(inputs, series), num_parts, part_id)
     single = len(items) == 1 and len(inputs) == 1 and inputs[0] not in ("-",) and not inputs[0].startswith("@")
     from c2s_cli.io import is_nifti

@@ -58,8 +58,7 @@ def denoise_normalized(
         network-unit (X, Y, Z) float32 array.
     """
     device = device or torch.device("cpu")
-    if tta not in TTA_CHOICES:
-        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta}")
+    _check_tta(tta)
     c = model.cfg.context
     vol = np.ascontiguousarray(np.moveaxis(x, slice_axis, 0))
     gvols = [np.ascontiguousarray(np.moveaxis(g, slice_axis, 0)) for g in (guides or [])]
@@ -78,6 +77,11 @@ def denoise_normalized(
             if on_progress:
                 on_progress(int(k[-1]) + 1, n)
     return np.moveaxis(out, 0, slice_axis)
+
+
+def _check_tta(tta: int) -> None:
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta}")
 
 
 def _dihedral(x: NDArray[np.float32], t: int, inverse: bool = False) -> NDArray[np.float32]:
@@ -156,8 +160,7 @@ def denoise_array(
     ``tta``: test-time augmentation, the mean over 1, 2, 4 or 8 in-plane flips / transposes (that many passes).
     """
     device = device or torch.device("cpu")
-    if tta not in TTA_CHOICES:
-        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta}")
+    _check_tta(tta)
     data = np.asarray(data, dtype=np.float32)
     norm = Normalizer.fit(data, sigma, use_vst=use_vst, coils=coils)
     gnorms = [(np.moveaxis(np.asarray(g, np.float32), slice_axis, 0), Normalizer.fit(g, gs, use_vst=use_vst, coils=coils))

@@ -115,6 +115,14 @@ def source_file(src: Path, name: str) -> Path:
     return packaged
 
 
+def save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """float32 NIfTI with sform = qform = ``affine`` (code 1, scanner)."""
+    img = nib.Nifti1Image(data.astype(np.float32), affine)
+    img.set_sform(affine, 1)
+    img.set_qform(affine, 1)
+    nib.save(img, str(path))
+
+
 def rician(data: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     return np.sqrt((data + sigma * rng.standard_normal(data.shape)) ** 2 + (sigma * rng.standard_normal(data.shape)) ** 2)
 
@@ -150,19 +158,12 @@ def main() -> None:
         for part, (pdata, affine) in parts.items():
             stem = name.removesuffix(".nii.gz") + part
             if name in AS_IS:
-                out = nib.Nifti1Image(pdata.astype(np.float32), affine)
-                out.set_sform(affine, 1)
-                out.set_qform(affine, 1)
-                nib.save(out, str(args.out / f"{stem}_own_noise.nii.gz"))
+                save(pdata, affine, args.out / f"{stem}_own_noise.nii.gz")
                 manifest.append(f"{stem}_own_noise.nii.gz\t{name}{part} with its own (real) noise only")
             for c in range(copies):
                 frac = float(np.exp(rng.uniform(np.log(LEVELS[0]), np.log(LEVELS[1]))))
-                noisy = rician(pdata, frac * ref, rng).astype(np.float32)
-                out = nib.Nifti1Image(noisy, affine)
-                out.set_sform(affine, 1)
-                out.set_qform(affine, 1)
                 path = args.out / f"{stem}_n{c}_{100 * frac:.1f}pct.nii.gz"
-                nib.save(out, str(path))
+                save(rician(pdata, frac * ref, rng), affine, path)
                 manifest.append(f"{path.name}\tRician σ = {100 * frac:.2f} % of p99.5 of {name}{part}")
     # the real GE series: its own noise (as DICOM, read by c2s train) and two copies with extra noise (NIfTI)
     ge = src / "dicom" / "ge_pd_brain_series"
@@ -172,12 +173,8 @@ def main() -> None:
     ref = np.percentile(vol.data[vol.data > 0], 99.5)
     for c in range(2):
         frac = float(np.exp(rng.uniform(np.log(0.02), np.log(0.10))))
-        noisy = rician(vol.data.astype(np.float64), frac * ref, rng).astype(np.float32)
-        img = nib.Nifti1Image(noisy, vol.affine)
-        img.set_sform(vol.affine, 1)
-        img.set_qform(vol.affine, 1)
         path = args.out / f"ge_pd_n{c}_{100 * frac:.1f}pct.nii.gz"
-        nib.save(img, str(path))
+        save(rician(vol.data.astype(np.float64), frac * ref, rng), vol.affine, path)
         manifest.append(f"{path.name}\tGE PD series (real noise) + Rician σ = {100 * frac:.2f} % of p99.5")
     (args.out / "MANIFEST.tsv").write_text("\n".join(manifest) + "\n")
     print(f"wrote {len(manifest)} noisy volumes to {args.out}; add {ge} (real noise) to the training inputs")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from c2s_cli.io.pgzip import CHUNK, ParallelGzipWriter, write_gzip
+from c2s_cli.io.pgzip import CHUNK, ParallelGzipWriter
 
 
 def _one_member(blob: bytes) -> bytes:
@@ -30,7 +30,8 @@ def _image_like(n: int, seed: int) -> bytes:
 @pytest.mark.parametrize("n", [0, 1, CHUNK - 1, CHUNK, 3 * CHUNK + 12345])
 def test_round_trip_one_member(n: int, tmp_path: Path) -> None:
     data = _image_like(n, n)
-    write_gzip(tmp_path / "x.gz", data, threads=3)
+    with ParallelGzipWriter(tmp_path / "x.gz", threads=3) as fh:
+        fh.write(data)
     blob = (tmp_path / "x.gz").read_bytes()
     assert _one_member(blob) == data
     assert gzip.decompress(blob) == data  # the stdlib reader too

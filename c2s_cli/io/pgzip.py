@@ -95,14 +95,16 @@ class ParallelGzipWriter(io.RawIOBase):
         self._buf += view
         if len(self._buf) >= CHUNK:
             whole = len(self._buf) // CHUNK * CHUNK
-            data = bytes(self._buf[:whole])
+            with memoryview(self._buf) as mv:  # one copy per chunk, released before the buffer shrinks
+                chunks = [bytes(mv[start : start + CHUNK]) for start in range(0, whole, CHUNK)]
             del self._buf[:whole]
-            for start in range(0, whole, CHUNK):
-                self._submit(data[start : start + CHUNK], last=False)
+            for chunk in chunks:
+                self._submit(chunk, last=False)
         return len(view)
 
     def _submit(self, chunk: bytes, *, last: bool) -> None:
-        history, self._history = self._history, (self._history + chunk)[-WINDOW:]
+        # only full chunks (≥ 32 KiB) are ever followed by another, so the next one's history is this chunk's tail
+        history, self._history = self._history, chunk[-WINDOW:]
         if self._pool is None:
             self._pending.append(_deflate(chunk, history, self._level, last))
         else:
@@ -146,8 +148,3 @@ class ParallelGzipWriter(io.RawIOBase):
         else:
             self.abort()
 
-
-def write_gzip(path: Path, data: bytes | bytearray | memoryview, *, level: int = 1, threads: int | None = None) -> None:
-    """Write ``data`` gzip-compressed to ``path`` as one member, compressed on ``threads`` threads."""
-    with ParallelGzipWriter(path, level=level, threads=threads) as fh:
-        fh.write(data)
