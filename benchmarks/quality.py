@@ -9,7 +9,7 @@ Metrics, inside a head mask, on intensities divided by the clean 99.5th percenti
   PSNR = 10·log10(1 / MSE);  SSIM = mean over the mask of skimage's SSIM map (7×7 window, per slice).
 
 Usage:
-  python benchmarks/quality.py --data ../shared/data --steps 300 --md benchmarks/results/quality.md
+  python benchmarks/quality.py --data ../shared/data --steps 300
   python benchmarks/fetch_data.py --out /tmp/c2s_data && python benchmarks/quality.py --data /tmp/c2s_data
 """
 
@@ -29,7 +29,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from c2s_cli.config import GDSMConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from c2s_cli.config import PLANES, GDSMConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from c2s_cli.data import Normalizer, make_train_volume  # noqa: E402
 from c2s_cli.infer import denoise_array, denoise_normalized  # noqa: E402
 from c2s_cli.noise import vst  # noqa: E402
@@ -122,22 +122,31 @@ def run_case(name: str, clean: np.ndarray, sigma: float, seed: int, args: argpar
         record("dipy nlmeans Rician (true σ)", out.astype(np.float32), time.perf_counter() - t0)
 
     est = estimate_noise(noisy).sigma
-    if "zeroshot" in want:
-        den = Denoiser(args.model, "cpu")
+    for model in [args.model, *filter(None, args.also.split(","))] if "zeroshot" in want else []:
+        den = Denoiser(model, "cpu")
+        label = "c2s zero-shot" if model == args.model else f"c2s zero-shot `--model {model}`"
         t0 = time.perf_counter()
         out = den.denoise(noisy)
-        record("c2s zero-shot (σ estimated)", out, time.perf_counter() - t0, note=f"σ̂/σ = {est / sigma:.3f}")
+        record(f"{label} (σ estimated)", out, time.perf_counter() - t0, note=f"σ̂/σ = {est / sigma:.3f}")
         if "tta" in want:
             t0 = time.perf_counter()
-            record("c2s zero-shot, --tta 8", den.denoise(noisy, tta=8), time.perf_counter() - t0,
+            record(f"{label}, --tta 8", den.denoise(noisy, tta=8), time.perf_counter() - t0,
                    note="mean over the 8 in-plane flips / transposes")
-        if "adapt" in want:
+        if "planes" in want:
             t0 = time.perf_counter()
-            adapted = den.adapted(noisy, args.adapt_steps)
-            t_adapt = time.perf_counter() - t0
+            record(f"{label}, --planes axial,coronal,sagittal", den.denoise(noisy, planes=PLANES),
+                   time.perf_counter() - t0, note="mean over the three slicing planes")
+        if "tta-planes" in want:
             t0 = time.perf_counter()
-            record(f"c2s zero-shot + adapt {args.adapt_steps} steps", adapted.denoise(noisy), time.perf_counter() - t0,
-                   t_adapt)
+            record(f"{label}, --tta 8 --planes axial,coronal,sagittal", den.denoise(noisy, tta=8, planes=PLANES),
+                   time.perf_counter() - t0, note="24 passes per voxel")
+    if "zeroshot" in want and "adapt" in want:
+        t0 = time.perf_counter()
+        adapted = Denoiser(args.model, "cpu").adapted(noisy, args.adapt_steps)
+        t_adapt = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        record(f"c2s zero-shot + adapt {args.adapt_steps} steps", adapted.denoise(noisy), time.perf_counter() - t0,
+               t_adapt)
 
     cfg = bench_cfg(args.steps)
     norm = Normalizer.fit(noisy, est, use_vst=True)
@@ -225,8 +234,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True, help="folder with nifti/ and dicom/ (shared/data layout)")
     ap.add_argument("--steps", type=int, default=300, help="training budget (steps) of every trained method")
     ap.add_argument("--model", default="default")
+    ap.add_argument("--also", default="wide", help="comma list of other shipped models scored zero-shot")
     ap.add_argument("--cases", default="mni:0.05,mni:0.10,b0:0.05,b0:0.10")
-    ap.add_argument("--methods", default="bm3d,nlm,dipy,zeroshot,tta,adapt,noise2self,neighbor2neighbor,r2r,noise2true,c2s-self,c2s-dr")
+    ap.add_argument("--methods", default="bm3d,bm4d,nlm,dipy,zeroshot,tta,planes,tta-planes,adapt,noise2self,neighbor2neighbor,r2r,noise2true,c2s-self,c2s-dr")
     ap.add_argument("--adapt-steps", type=int, default=100)
     ap.add_argument("--workdir", default="/tmp/c2s_quality")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "quality.json")

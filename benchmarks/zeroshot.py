@@ -3,7 +3,8 @@
 Used to compare candidate shipped weights (e.g. trained with T = 1 and T = 2) on the cases they never saw.
 Same cases, seeds, masks and metrics as quality.py.
 
-Usage: python benchmarks/zeroshot.py --data ../shared/data [--tta 1,8] MODEL [MODEL ...]
+Usage: python benchmarks/zeroshot.py --data ../shared/data [--tta 1,8] [--planes 1,3] MODEL [MODEL ...]
+(--planes 3: the mean over the axial, coronal and sagittal slicings, as `c2s denoise --planes axial,coronal,sagittal`)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from quality import head_mask, load_cases, metrics, rician  # noqa: E402
 
 from c2s_cli.api import Denoiser  # noqa: E402
+from c2s_cli.config import PLANES  # noqa: E402
 
 CASES = (("mni", 0.05, 100), ("mni", 0.10, 101), ("b0", 0.05, 102), ("b0", 0.10, 103))  # as quality.py numbers them
 
@@ -30,6 +32,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("models", nargs="+")
     ap.add_argument("--tta", default="1", help="comma list of --tta settings to score, e.g. 1,8")
+    ap.add_argument("--planes", default="1", help="comma list of plane counts to score: 1 (axial) and/or 3 (all)")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "zeroshot.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -39,13 +42,15 @@ def main() -> None:
         den = Denoiser(model, "cpu")
         for name, level, seed in CASES:
             noisy = rician(clean[name], level, seed)
-            for tta in (int(t) for t in args.tta.split(",")):
-                t0 = time.perf_counter()
-                out = den.denoise(noisy, tta=tta)
-                p, s = metrics(out, clean[name], head_mask(clean[name]))
-                rows.append({"model": model, "sha256": den.sha256, "case": f"{name} {level:.0%}", "tta": tta,
-                             "psnr": round(p, 2), "ssim": round(s, 4), "seconds": round(time.perf_counter() - t0, 2)})
-                print(rows[-1], flush=True)
+            for n_planes in (int(n) for n in args.planes.split(",")):
+                for tta in (int(t) for t in args.tta.split(",")):
+                    t0 = time.perf_counter()
+                    out = den.denoise(noisy, tta=tta, planes=PLANES[:n_planes])
+                    p, s = metrics(out, clean[name], head_mask(clean[name]))
+                    rows.append({"model": model, "sha256": den.sha256, "case": f"{name} {level:.0%}", "tta": tta,
+                                 "planes": n_planes, "psnr": round(p, 2), "ssim": round(s, 4),
+                                 "seconds": round(time.perf_counter() - t0, 2)})
+                    print(rows[-1], flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python", *sys.argv]),
                                      "rows": rows}, indent=1))

