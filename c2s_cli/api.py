@@ -195,16 +195,16 @@ class Denoiser:
             g = [(gv if gv.ndim == 3 else gv[..., t], self.estimate(gv if gv.ndim == 3 else gv[..., t]).sigma) for gv in guides or []]
             t0 = time.perf_counter()
             axes = plane_axes(axis)
-            res = np.zeros(0, np.float32)
-            for i, plane in enumerate(planes):
-                r = denoise_array(
+
+            def along(i: int) -> NDArray[np.float32]:  # slice-wise denoising along planes[i]
+                return denoise_array(
                     self.model,
                     v,
                     est.sigma,
                     use_vst=vst_on,
                     coils=n_coils,
                     strength=strength,
-                    slice_axis=axes[plane],
+                    slice_axis=axes[planes[i]],
                     guides=g or None,
                     batch_size=self.batch_size,
                     device=self.device,
@@ -212,10 +212,10 @@ class Denoiser:
                     on_progress=_offset_progress(on_progress, i, len(planes)),
                     tta=tta,
                 )
-                if i == 0:
-                    res = r
-                else:
-                    res += r
+
+            res = along(0)
+            for i in range(1, len(planes)):
+                res += along(i)
             if len(planes) > 1:
                 res /= np.float32(len(planes))
             if not _all_finite(res):
