@@ -122,8 +122,9 @@ def run_case(name: str, clean: np.ndarray, sigma: float, seed: int, args: argpar
         record("dipy nlmeans Rician (true σ)", out.astype(np.float32), time.perf_counter() - t0)
 
     est = estimate_noise(noisy).sigma
-    for model in [args.model, *filter(None, args.also.split(","))] if "zeroshot" in want else []:
-        den = Denoiser(model, "cpu")
+    models = [args.model, *filter(None, args.also.split(","))] if "zeroshot" in want else []
+    dens = {model: Denoiser(model, "cpu") for model in models}
+    for model, den in dens.items():
         label = "c2s zero-shot" if model == args.model else f"c2s zero-shot `--model {model}`"
         t0 = time.perf_counter()
         out = den.denoise(noisy)
@@ -142,7 +143,7 @@ def run_case(name: str, clean: np.ndarray, sigma: float, seed: int, args: argpar
                    time.perf_counter() - t0, note="24 passes per voxel")
     if "zeroshot" in want and "adapt" in want:
         t0 = time.perf_counter()
-        adapted = Denoiser(args.model, "cpu").adapted(noisy, args.adapt_steps)
+        adapted = dens[args.model].adapted(noisy, args.adapt_steps)
         t_adapt = time.perf_counter() - t0
         t0 = time.perf_counter()
         record(f"c2s zero-shot + adapt {args.adapt_steps} steps", adapted.denoise(noisy), time.perf_counter() - t0,

@@ -225,17 +225,25 @@ def main() -> None:
         "threads": args.threads,
         "command": shlex.join(["python", *sys.argv]),
     }
+
+    def repeated_end_to_end(vol: Path, tmp: str) -> None:
+        """The 176-slice volume ``--e2e-repeats`` times: every run and the median one into ``res``."""
+        runs = [end_to_end(vol, Path(tmp) / "o176.nii.gz", args.model, args.threads, extra)
+                for _ in range(args.e2e_repeats)]
+        res["end_to_end_176_runs"] = runs
+        res["end_to_end_176"] = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]  # the median run
+
+    def save() -> None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=1))
+        print(json.dumps(res, indent=1))
+
     if args.e2e_only:
         with tempfile.TemporaryDirectory() as tmp:
             vol = Path(tmp) / "vol176.nii.gz"
             make_volume(args.data, vol, 176)
-            runs = [end_to_end(vol, Path(tmp) / "o176.nii.gz", args.model, args.threads, extra)
-                    for _ in range(args.e2e_repeats)]
-        res["end_to_end_176_runs"] = runs
-        res["end_to_end_176"] = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1))
-        print(json.dumps(res, indent=1))
+            repeated_end_to_end(vol, tmp)
+        save()
         return
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "c2s_cli", "--help"], capture_output=True, check=True)
@@ -251,11 +259,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "c2s_cli", "info", str(vols[176][0]), "--no-noise", "--json"],
                        capture_output=True, check=True)
         res["info_nifti_s"] = time.perf_counter() - t0
-        runs = [end_to_end(vols[176][0], Path(tmp) / "o176.nii.gz", args.model, args.threads)
-                for _ in range(args.e2e_repeats)]
-        res["end_to_end_176_runs"] = runs
-        res["end_to_end_176"] = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]  # the median run
-        res["end_to_end_88"] = end_to_end(vols[88][0], Path(tmp) / "o88.nii.gz", args.model, args.threads)
+        repeated_end_to_end(vols[176][0], tmp)
+        res["end_to_end_88"] = end_to_end(vols[88][0], Path(tmp) / "o88.nii.gz", args.model, args.threads, extra)
         from c2s_cli.checkpoint import resolve_model
 
         mpath = resolve_model(args.model)[0]
@@ -266,9 +271,7 @@ def main() -> None:
         res["peers"] = peers_time(noisy, vols[176][1], args.bm3d_slices)
     res["training"] = training_speed(args.threads)
     res["train_to_pass_bm3d"] = train_to_pass_bm3d(args.data, args.train_steps)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(res, indent=1))
-    print(json.dumps(res, indent=1))
+    save()
 
 
 if __name__ == "__main__":
