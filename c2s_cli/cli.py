@@ -660,6 +660,7 @@ def train(
     guide: Annotated[Optional[list[Path]], typer.Option(help="Other contrast(s) on each target's grid, K per target, in input order (multi-contrast).")] = None,
     guide_names: Annotated[Optional[str], typer.Option(help="Comma list naming the K guide contrasts (e.g. FLAIR).")] = None,
     guide_dropout: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability of zeroing a guide channel per sample.")] = 0.0,
+    invert: Annotated[float, typer.Option("--invert", min=0.0, max=1.0, help="Probability of training on the contrast-inverted patch (bright-on-dark as dark-on-bright).")] = 0.0,
     init: Annotated[Optional[str], typer.Option(help="Start from this model (name or path): fine-tuning.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder.")] = None,
     run_dir: Annotated[Optional[Path], typer.Option(help="Run folder (default: OUTPUT without suffix + '.run').")] = None,
@@ -726,6 +727,7 @@ def train(
             add_noise=_parse_range(add_noise, "--add-noise"),
             noisy_copies=noisy_copies,
             guide_dropout=guide_dropout,
+            invert=invert,
             bf16=bf16,
             **{k: v for k, v in {"steps": steps, "batch_size": batch_size, "patch_size": patch_size, "lr": lr,
                                  "val_fraction": val_fraction}.items() if v is not None},
@@ -768,9 +770,11 @@ def train(
     summary["description"] = description
     init_model = None
     if init is not None:
-        from c2s_cli.checkpoint import load_model, resolve_model
+        from c2s_cli.checkpoint import load_model, resolve_model, sha256
 
-        init_model = load_model(resolve_model(init)[0])[0]
+        ipath = resolve_model(init)[0]
+        init_model = load_model(ipath)[0]
+        summary["init"] = {"model": init, "sha256": sha256(ipath)}  # provenance of a fine-tuned model
     from c2s_cli.train import train as run_training
 
     log.info(f"training on {len(volumes)} volume(s), {cfg.train.steps} steps, device {dev}, run folder {rd}")

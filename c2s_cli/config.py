@@ -88,6 +88,9 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = False
     guide_dropout: float = 0.0
+    # contrast inversion: probability of training on 1 − y (network units) instead of y; the Gaussian noise of the
+    # VST domain is symmetric, so the GDSM target stays exact and the model sees dark-on-bright and bright-on-dark
+    invert: float = 0.0
     # synthetic Rician noise added to training volumes: (min, max) fraction of the 99.5th percentile, or None
     add_noise: tuple[float, float] | None = None
     noisy_copies: int = 1  # noisy copies per input volume with add_noise

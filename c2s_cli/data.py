@@ -124,9 +124,11 @@ class PatchSampler:
         augment: bool,
         slices: list[list[NDArray[np.int64]]] | None = None,
         guide_dropout: float = 0.0,
+        invert: float = 0.0,
     ) -> None:
         self.volumes = volumes
         self.guide_dropout = guide_dropout
+        self.invert = invert
         self.patch = patch
         self.context = context
         self.augment = augment
@@ -178,6 +180,10 @@ class PatchSampler:
                 for g in range(n_g):
                     if torch.rand((1,), generator=generator).item() < self.guide_dropout:
                         ys[b, 2 * c + 1 + g] = 0.0
+                # contrast inversion y → 1 − y of the target slices (noise std unchanged); no draw when off, so runs
+                # without it repeat earlier ones exactly
+                if self.invert > 0 and torch.rand((1,), generator=generator).item() < self.invert:
+                    ys[b, : 2 * c + 1] = 1.0 - ys[b, : 2 * c + 1]
                 # intensity scaling: the noise scales with the data
                 gain = float(0.75 + 0.5 * torch.rand((1,), generator=generator).item())
                 ys[b, : 2 * c + 1] *= gain

@@ -127,7 +127,7 @@ def train(
     loss_fn = GDSMLoss(cfg.gdsm)
     train_slices, val_slices = _split_slices(volumes, t.val_fraction, t.seed)
     sampler = PatchSampler(volumes, patch=t.patch_size, context=cfg.model.context, augment=t.augment, slices=train_slices,
-                           guide_dropout=t.guide_dropout)
+                           guide_dropout=t.guide_dropout, invert=t.invert)
     val_batches = None
     if val_slices is not None:
         vs = PatchSampler(volumes, patch=t.patch_size, context=cfg.model.context, augment=False, slices=val_slices)

@@ -181,6 +181,11 @@ def test_train_cli_dry_run_and_smoke(noisy_nifti: Path, tmp_path: Path) -> None:
     r = c2s("train", str(noisy_nifti), "-o", str(out), "--dry-run", "--steps", "3")
     assert r.returncode == 0
     assert json.loads(r.stdout)["config"]["train"]["steps"] == 3
+    assert json.loads(r.stdout)["config"]["train"]["invert"] == 0.0
+    r = c2s("train", str(noisy_nifti), "-o", str(out), "--dry-run", "--invert", "0.5")
+    assert r.returncode == 0 and json.loads(r.stdout)["config"]["train"]["invert"] == 0.5
+    r = c2s("train", str(noisy_nifti), "-o", str(out), "--dry-run", "--invert", "1.5")
+    assert r.returncode == 2 and "--invert" in r.stderr
     r = c2s("train", str(noisy_nifti), "-o", str(out), "--steps", "4", "--batch-size", "2", "--patch-size", "32",
             "--channels", "8,16", "--planes", "axial,coronal")
     assert r.returncode == 0, r.stderr
@@ -194,6 +199,15 @@ def test_train_cli_dry_run_and_smoke(noisy_nifti: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     info = json.loads(c2s("info", str(tmp_path / "m2.safetensors"), "--json").stdout)
     assert info["training"]["steps"] == 6
+    # fine-tuning: the start model's SHA-256 is recorded, its architecture kept, the new augmentation recorded
+    from c2s_cli.checkpoint import sha256
+
+    r = c2s("train", str(noisy_nifti), "-o", str(tmp_path / "ft.safetensors"), "--init", str(out), "--steps", "2",
+            "--batch-size", "2", "--patch-size", "32", "--invert", "0.5")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(c2s("info", str(tmp_path / "ft.safetensors"), "--json").stdout)
+    assert info["training"]["init"] == {"model": str(out), "sha256": sha256(out)}
+    assert info["config"]["model"]["channels"] == [8, 16] and info["config"]["train"]["invert"] == 0.5
 
 
 def test_sigterm_leaves_no_partial_output(tmp_path: Path, noisy_nifti: Path) -> None:

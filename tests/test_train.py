@@ -84,3 +84,24 @@ def test_end_to_end_improves_psnr(tmp_path: Path) -> None:
     gain = psnr(out) - psnr(y)
     print(f"PSNR noisy {psnr(y):.2f} → denoised {psnr(out):.2f} (+{gain:.2f} dB)")
     assert gain > 1.5
+
+
+def test_contrast_inversion_augmentation() -> None:
+    """--invert p: a patch becomes 1 − y (network units) with probability p; σ_d only follows the intensity gain."""
+    from c2s_cli.data import PatchSampler, TrainVolume
+
+    v = 0.2
+    vol = np.full((6, 40, 40), v, np.float32)
+    tv = TrainVolume([vol], [np.ones(vol.shape, bool)], [[]], 0.05, "flat")
+
+    def ratios(invert: float) -> np.ndarray:
+        s = PatchSampler([tv], patch=32, context=1, augment=True, invert=invert)
+        y, sd, _ = s.sample(400, torch.Generator().manual_seed(0))
+        return (y[:, 1].mean((1, 2)) / sd).numpy() * 0.05  # the value before the random gain
+
+    np.testing.assert_allclose(ratios(0.0), v, rtol=1e-5)
+    np.testing.assert_allclose(ratios(1.0), 1 - v, rtol=1e-5)
+    half = ratios(0.5)
+    inverted = np.isclose(half, 1 - v, rtol=1e-5)
+    assert np.all(inverted | np.isclose(half, v, rtol=1e-5))
+    assert 0.4 < inverted.mean() < 0.6  # 400 draws: binomial sd 0.025
