@@ -734,6 +734,9 @@ def train(
         )
         cfg = RunConfig(model=m, gdsm=g, noise=NoiseConfig(vst=not no_vst, coils=coils, sigma=sigma), train=t)
     items = _expand(inputs, series)
+    if cfg.train.invert > 0 and not cfg.noise.vst:
+        log.warn(f"--invert {cfg.train.invert} with --no-vst: the inversion is exact only for the VST domain's "
+                 "symmetric noise; magnitude (Rician) noise is not symmetric")
     if dry_run:
         typer.echo(json.dumps({"inputs": [str(p) for p, _ in items], "run_dir": str(rd), "output": str(output),
                                "config": cfg.to_dict()}, indent=2))

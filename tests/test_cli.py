@@ -184,6 +184,9 @@ def test_train_cli_dry_run_and_smoke(noisy_nifti: Path, tmp_path: Path) -> None:
     assert json.loads(r.stdout)["config"]["train"]["invert"] == 0.0
     r = c2s("train", str(noisy_nifti), "-o", str(out), "--dry-run", "--invert", "0.5")
     assert r.returncode == 0 and json.loads(r.stdout)["config"]["train"]["invert"] == 0.5
+    assert "--invert" not in r.stderr
+    r = c2s("train", str(noisy_nifti), "-o", str(out), "--dry-run", "--invert", "0.5", "--no-vst")
+    assert r.returncode == 0 and "--invert 0.5 with --no-vst" in r.stderr
     r = c2s("train", str(noisy_nifti), "-o", str(out), "--dry-run", "--invert", "1.5")
     assert r.returncode == 2 and "--invert" in r.stderr
     r = c2s("train", str(noisy_nifti), "-o", str(out), "--steps", "4", "--batch-size", "2", "--patch-size", "32",
