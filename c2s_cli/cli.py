@@ -775,9 +775,9 @@ def train(
     if init is not None:
         from c2s_cli.checkpoint import load_model, resolve_model, sha256
 
-        ipath = resolve_model(init)[0]
-        init_model = load_model(ipath)[0]
-        summary["init"] = {"model": init, "sha256": sha256(ipath)}  # provenance of a fine-tuned model
+        ipath, expected = resolve_model(init)
+        init_model = load_model(ipath, expected_sha256=expected)[0]  # a shipped model is checked against its registry
+        summary["init"] = {"model": init, "sha256": expected or sha256(ipath)}  # provenance of a fine-tuned model
     from c2s_cli.train import train as run_training
 
     log.info(f"training on {len(volumes)} volume(s), {cfg.train.steps} steps, device {dev}, run folder {rd}")

@@ -213,6 +213,32 @@ def test_train_cli_dry_run_and_smoke(noisy_nifti: Path, tmp_path: Path) -> None:
     assert info["config"]["model"]["channels"] == [8, 16] and info["config"]["train"]["invert"] == 0.5
 
 
+def test_named_init_model_is_checked_against_its_registry(noisy_nifti: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """`train --init NAME` verifies a registered model's SHA-256 as `denoise --model NAME` does, and records it."""
+    import shutil
+
+    from c2s_cli.checkpoint import sha256
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copyfile(tiny_model, weights / "tiny.safetensors")
+    args = ("train", str(noisy_nifti), "--init", "tiny", "--steps", "1", "--batch-size", "2", "--patch-size", "32")
+    (weights / "registry.json").write_text(json.dumps({"tiny": {"sha256": "0" * 64}}))
+    out = tmp_path / "bad.safetensors"
+    r = c2s(*args, "-o", str(out), env={"C2S_WEIGHTS": str(weights)})
+    assert r.returncode == 4 and "does not match the registered" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+    r = c2s("denoise", str(noisy_nifti), "-o", str(tmp_path / "d.nii.gz"), "--model", "tiny",
+            env={"C2S_WEIGHTS": str(weights)})
+    assert r.returncode == 1 and "does not match the registry" in r.stderr and not (tmp_path / "d.nii.gz").exists()
+    (weights / "registry.json").write_text(json.dumps({"tiny": {"sha256": sha256(tiny_model)}}))
+    out = tmp_path / "good.safetensors"
+    r = c2s(*args, "-o", str(out), env={"C2S_WEIGHTS": str(weights)})
+    assert r.returncode == 0, r.stderr
+    info = json.loads(c2s("info", str(out), "--json").stdout)
+    assert info["training"]["init"] == {"model": "tiny", "sha256": sha256(tiny_model)}
+
+
 def test_sigterm_leaves_no_partial_output(tmp_path: Path, noisy_nifti: Path) -> None:
     """Killing a training run mid-way leaves nothing under the final name and exits 130."""
     import signal
