@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from quality import head_mask, load_cases, metrics, rician  # noqa: E402
+from quality import bm3d_slices, head_mask, load_cases, metrics, rician  # noqa: E402
 
 from c2s_cli.api import Denoiser  # noqa: E402
 from c2s_cli.config import PLANES  # noqa: E402
@@ -32,8 +32,6 @@ def main() -> None:
     ap.add_argument("--levels", default="0.05,0.10")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "margin_seeds.json")
     args = ap.parse_args()
-    import bm3d
-
     torch.set_num_threads(2)
     clean = load_cases(args.data)["b0"]
     mask = head_mask(clean)
@@ -42,8 +40,7 @@ def main() -> None:
     for level in (float(v) for v in args.levels.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
             noisy = rician(clean, level, seed)
-            ref = np.stack([bm3d.bm3d(noisy[:, :, k], sigma_psd=level) for k in range(noisy.shape[2])], axis=2)
-            bp, bs = metrics(ref.astype(np.float32), clean, mask)
+            bp, bs = metrics(bm3d_slices(noisy, level), clean, mask)
             row = {"level": level, "seed": seed, "bm3d": [round(bp, 3), round(bs, 4)]}
             for model, tta, n_planes in CONFIGS:
                 p, s = metrics(dens[model].denoise(noisy, tta=tta, planes=PLANES[:n_planes]), clean, mask)
@@ -51,7 +48,7 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     summary = {}
-    for level in {r["level"] for r in rows}:
+    for level in sorted({r["level"] for r in rows}):
         sub = [r for r in rows if r["level"] == level]
         for key in sub[0]:
             if key.startswith(("default", "wide")):

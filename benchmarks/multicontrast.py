@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from quality import bench_cfg, metrics, rician  # noqa: E402
+from quality import bench_cfg, bm3d_slices, metrics, rician  # noqa: E402
 
 from c2s_cli.checkpoint import load_model  # noqa: E402
 from c2s_cli.data import Normalizer, make_train_volume  # noqa: E402
@@ -63,11 +63,8 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     record("noisy", target, 0.0)
-    import bm3d
-
     t0 = time.perf_counter()
-    record("BM3D (true σ)", np.stack([bm3d.bm3d(target[:, :, k], sigma_psd=0.10) for k in range(target.shape[2])], 2),
-           time.perf_counter() - t0)
+    record("BM3D (true σ)", bm3d_slices(target, 0.10), time.perf_counter() - t0)
     est_t, est_g = estimate_noise(target).sigma, estimate_noise(guide).sigma
     for guided in (False, True):
         cfg = bench_cfg(args.steps)
