@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from quality import bench_cfg, head_mask, metrics, rician  # noqa: E402
 
 from c2s_cli.checkpoint import load_model  # noqa: E402
-from c2s_cli.data import Normalizer, make_train_volume  # noqa: E402
+from c2s_cli.data import make_train_volume
+from c2s_cli.noise.domain import NoiseDomain  # noqa: E402
 from c2s_cli.infer import denoise_array  # noqa: E402
 from c2s_cli.noise.estimate import estimate_noise  # noqa: E402
 from c2s_cli.train import train  # noqa: E402
@@ -84,7 +85,7 @@ def main() -> None:
         m = {k: v for k, v in change.items() if k in ("context", "unshuffle", "channels")}
         cfg = replace(cfg, model=replace(cfg.model, **m))
         use_vst = change.get("vst", True)
-        norm = Normalizer.fit(noisy, est, use_vst=bool(use_vst))
+        norm = NoiseDomain.fit(noisy, est, use_vst=bool(use_vst))
         tv = make_train_volume(noisy, norm, slice_axis=2, planes=cfg.train.planes, name="val")
         run = Path("/tmp/c2s_ablation") / f"v{i}"
         run.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from quality import bench_cfg, bm3d_slices, metrics, rician  # noqa: E402
 
 from c2s_cli.checkpoint import load_model  # noqa: E402
-from c2s_cli.data import Normalizer, make_train_volume  # noqa: E402
-from c2s_cli.infer import denoise_array  # noqa: E402
+from c2s_cli.data import make_train_volume
+from c2s_cli.noise.domain import NoiseDomain  # noqa: E402
+from c2s_cli.infer import denoise_frame  # noqa: E402
 from c2s_cli.noise.estimate import estimate_noise  # noqa: E402
 from c2s_cli.train import train  # noqa: E402
 
@@ -69,15 +70,16 @@ def main() -> None:
     for guided in (False, True):
         cfg = bench_cfg(args.steps)
         cfg = replace(cfg, model=replace(cfg.model, guides=int(guided), guide_names=("T1w",) if guided else ()))
-        norm = Normalizer.fit(target, est_t, use_vst=True)
-        gn = [Normalizer.fit(guide, est_g, use_vst=True).forward(guide)] if guided else None
+        norm = NoiseDomain.fit(target, est_t, use_vst=True)
+        gdom = NoiseDomain.fit(guide, est_g, use_vst=True)
+        gn = [gdom.forward(guide)] if guided else None
         tv = make_train_volume(target, norm, slice_axis=2, planes=cfg.train.planes, name="t2w", guides=gn)
         run = Path("/tmp/c2s_multicontrast") / ("guided" if guided else "single")
         run.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         train(cfg, [tv], run / "m.safetensors", run, data_summary={})
         model, _, _ = load_model(run / "m.safetensors")
-        out = denoise_array(model, target, est_t, guides=[(guide, est_g)] if guided else None)
+        out = denoise_frame(model, target, norm, guides=[(guide, gdom)] if guided else None)
         record(f"c2s {'guided by T1w' if guided else 'single-contrast'} ({args.steps} steps)", out, time.perf_counter() - t0)
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(["python", *sys.argv]), "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -160,13 +160,13 @@ class _PairSampler:
 
 def r2r_predict(model: Precond, x: np.ndarray, sigma_d: float, passes: int = 5, seed: int = 0) -> np.ndarray:
     """R2R inference: average of ``passes`` forward passes on y + α·σ·z (slices along axis 2)."""
-    from c2s_cli.infer import denoise_normalized
+    from c2s_cli.infer import denoise_network_units
 
     rng = np.random.default_rng(seed)
     acc = np.zeros_like(x)
     for _ in range(passes):
         noisy = x + R2R_ALPHA * sigma_d * rng.standard_normal(x.shape).astype(np.float32)
-        acc += denoise_normalized(model, noisy, sigma_d * math.sqrt(1 + R2R_ALPHA**2))
+        acc += denoise_network_units(model, noisy, sigma_d * math.sqrt(1 + R2R_ALPHA**2))
     return acc / passes
 
 

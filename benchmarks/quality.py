@@ -30,8 +30,9 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).parent))
 
 from c2s_cli.config import PLANES, GDSMConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from c2s_cli.data import Normalizer, make_train_volume  # noqa: E402
-from c2s_cli.infer import denoise_array, denoise_normalized  # noqa: E402
+from c2s_cli.data import make_train_volume
+from c2s_cli.noise.domain import NoiseDomain  # noqa: E402
+from c2s_cli.infer import denoise_array, denoise_network_units  # noqa: E402
 from c2s_cli.noise import vst  # noqa: E402
 from c2s_cli.noise.estimate import estimate_noise  # noqa: E402
 
@@ -155,7 +156,7 @@ def run_case(name: str, clean: np.ndarray, sigma: float, seed: int, args: argpar
                t_adapt)
 
     cfg = bench_cfg(args.steps)
-    norm = Normalizer.fit(noisy, est, use_vst=True)
+    norm = NoiseDomain.fit(noisy, est, use_vst=True)
     tv = make_train_volume(noisy, norm, slice_axis=2, planes=cfg.train.planes, name=name)
     for method in ("noise2self", "neighbor2neighbor", "r2r", "noise2true"):
         if method not in want:
@@ -164,7 +165,7 @@ def run_case(name: str, clean: np.ndarray, sigma: float, seed: int, args: argpar
         clean_tv = None
         if method == "noise2true":
             target = vst.expected(clean, est) / norm.scale  # E[f(z) | ν]: what the EUI inverts
-            clean_tv = [make_train_volume(target, Normalizer(1.0, 1.0, False), slice_axis=2, planes=("axial",), name="c")]
+            clean_tv = [make_train_volume(target, NoiseDomain.identity(1.0), slice_axis=2, planes=("axial",), name="c")]
             noisy_axial = [make_train_volume(noisy, norm, slice_axis=2, planes=("axial",), name=name)]
             model = train_peer(method, noisy_axial, cfg, clean=clean_tv)
         else:
@@ -172,7 +173,7 @@ def run_case(name: str, clean: np.ndarray, sigma: float, seed: int, args: argpar
         t_train = time.perf_counter() - t0
         t0 = time.perf_counter()
         x = norm.forward(noisy)
-        y = r2r_predict(model, x, norm.sigma_d) if method == "r2r" else denoise_normalized(model, x, norm.sigma_d)
+        y = r2r_predict(model, x, norm.sigma_d) if method == "r2r" else denoise_network_units(model, x, norm.sigma_d)
         out = norm.inverse(y)
         label = {"noise2self": "Noise2Self", "neighbor2neighbor": "Neighbor2Neighbor", "r2r": "R2R",
                  "noise2true": "Noise2True (supervised bound)"}[method]
@@ -207,7 +208,7 @@ def real_case(data: Path, model: str) -> dict:
     t0 = time.perf_counter()
     out = den.denoise(vol, report=rep)
     seconds = time.perf_counter() - t0
-    sigma = rep.noise[0].sigma
+    sigma = rep.noise[0]["sigma"]
     resid = vol.data - out
     obj = ndimage.binary_erosion(ndimage.gaussian_filter(vol.data, (2, 2, 0)) > 4 * sigma, iterations=3)
     grad = np.hypot(ndimage.sobel(ndimage.gaussian_filter(out, (1, 1, 0)), 0), ndimage.sobel(ndimage.gaussian_filter(out, (1, 1, 0)), 1))
@@ -217,7 +218,7 @@ def real_case(data: Path, model: str) -> dict:
     a, b = resid[:-1][obj[:-1] & obj[1:]], resid[1:][obj[:-1] & obj[1:]]
     acf = float(np.corrcoef(a, b)[0, 1])
     _save_residual_png(vol.data, out, resid, sigma, Path(__file__).parent / "results" / "ge_pd_residual.png")
-    return {"sigma_estimate": round(sigma, 3), "sigma_method": rep.noise[0].method,
+    return {"sigma_estimate": round(sigma, 3), "sigma_method": rep.noise[0]["method"],
             "residual_std_in_object": round(float(r.std()), 3), "ratio_std_to_sigma": round(float(r.std() / sigma), 3),
             "corr_abs_residual_vs_gradient": round(corr_grad, 3), "corr_residual_vs_image": round(corr_img, 3),
             "residual_lag1_autocorrelation": round(acf, 3), "seconds": round(seconds, 1)}

@@ -162,7 +162,8 @@ def train_to_pass_bm3d(data: Path, steps: int) -> dict[str, object]:
     sys.path.insert(0, str(Path(__file__).parent))
     from quality import bench_cfg, bm3d_slices, head_mask, load_cases, metrics, rician
 
-    from c2s_cli.data import Normalizer, make_train_volume
+    from c2s_cli.data import make_train_volume
+    from c2s_cli.noise.domain import NoiseDomain
     from c2s_cli.infer import denoise_array
     from c2s_cli.noise.estimate import estimate_noise
     from c2s_cli.train import train
@@ -178,7 +179,7 @@ def train_to_pass_bm3d(data: Path, steps: int) -> dict[str, object]:
     est = estimate_noise(noisy).sigma
     cfg = bench_cfg(steps)
     cfg = replace(cfg, train=replace(cfg.train, log_every=5))
-    tv = make_train_volume(noisy, Normalizer.fit(noisy, est, use_vst=True), slice_axis=2, planes=cfg.train.planes,
+    tv = make_train_volume(noisy, NoiseDomain.fit(noisy, est, use_vst=True), slice_axis=2, planes=cfg.train.planes,
                            name="mni")
     prep_s = time.perf_counter() - t0
     eval_s = [0.0]

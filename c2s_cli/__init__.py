@@ -4,7 +4,8 @@ Importing the package is cheap (no torch); the Python API is loaded on first use
 
     from c2s_cli import Denoiser
     den = Denoiser(model="default", device="auto")
-    out = den.denoise(volume_or_array)
+    out = den.denoise(volume_or_array)                      # arrays in, arrays out
+    record = den.denoise_file(src_path, dst_path, DenoiseOptions())  # the pipeline behind `c2s denoise`
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from c2s_cli.api import Denoiser
+    from c2s_cli.config import DenoiseOptions
 
-__all__ = ["Denoiser", "__version__"]
+__all__ = ["DenoiseOptions", "Denoiser", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +26,8 @@ def __getattr__(name: str) -> Any:
         from c2s_cli.api import Denoiser
 
         return Denoiser
+    if name == "DenoiseOptions":
+        from c2s_cli.config import DenoiseOptions
+
+        return DenoiseOptions
     raise AttributeError(name)

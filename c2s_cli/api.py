@@ -1,9 +1,14 @@
-"""Python API: ``Denoiser`` loads a model once and denoises arrays or volumes (the CLI is a thin layer over it)."""
+"""Python API: ``Denoiser`` loads a model once and denoises arrays, volumes or files.
+
+``Denoiser.denoise_file(src, dst, options)`` is the one per-input pipeline behind ``c2s denoise`` (and the entry
+points built on it): every check that can fail runs before the compute, and it returns a record of what happened.
+``Denoiser.denoise`` is the array core (arrays in, arrays out).
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,18 +17,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from c2s_cli.checkpoint import load_model, resolve_model, sha256
-from c2s_cli.config import PLANES, TTA_CHOICES
+from c2s_cli.config import PLANES, TTA_CHOICES, DenoiseOptions
 from c2s_cli.errors import C2SError, InputError, UsageError
-from c2s_cli.noise.estimate import NoiseEstimate, estimate_noise
+from c2s_cli.noise.domain import NoiseDomain, NoiseEstimateError
 from c2s_cli.volume import Volume
 
 
 @dataclass
 class DenoiseReport:
-    """What happened to one 3D volume (or each 3D volume of a 4D one)."""
+    """What happened to one 3D volume (or each 3D volume of a 4D one): its noise domain and timings."""
 
-    noise: list[NoiseEstimate] = field(default_factory=list)
+    domains: list[NoiseDomain] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def noise(self) -> list[dict[str, object]]:
+        """Per-frame noise summaries (σ, its source, diagnostics and warnings)."""
+        return [d.summary() for d in self.domains]
 
 
 def _all_finite(a: NDArray[np.floating]) -> bool:
@@ -32,15 +42,25 @@ def _all_finite(a: NDArray[np.floating]) -> bool:
 
 
 def check_tta(tta: int) -> None:
-    """Refuse a test-time augmentation count other than 1, 2, 4 or 8 (a :class:`UsageError` naming ``--tta``)."""
+    """Refuse a test-time augmentation count other than 1, 2, 4 or 8 (a :class:`UsageError` naming ``tta``)."""
     if tta not in TTA_CHOICES:
-        raise UsageError(f"--tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}")
+        raise UsageError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}", param="tta")
 
 
 def check_planes(planes: tuple[str, ...]) -> None:
-    """Refuse an empty, repeated or unknown plane list (a :class:`UsageError` naming ``--planes``)."""
+    """Refuse an empty, repeated or unknown plane list (a :class:`UsageError` naming ``planes``)."""
     if not planes or len(set(planes)) != len(planes) or any(p not in PLANES for p in planes):
-        raise UsageError(f"--planes {','.join(planes)!r}: give one or more of {', '.join(PLANES)}, each once")
+        raise UsageError(f"planes {','.join(planes)!r}: give one or more of {', '.join(PLANES)}, each once",
+                         param="planes")
+
+
+def check_options(options: DenoiseOptions) -> None:
+    """Validate :class:`DenoiseOptions` (a :class:`UsageError` naming the field)."""
+    try:
+        options.validate()
+    except ValueError as exc:
+        msg = str(exc)
+        raise UsageError(msg, param=msg.split(" ", 1)[0]) from None
 
 
 def _default_batch(device: Any) -> int | None:
@@ -54,26 +74,32 @@ def _default_batch(device: Any) -> int | None:
     return int(max(1, min(64, free * 0.5 // (60 * 2**20))))
 
 
-def _offset_progress(
-    on_progress: Callable[[int, int], None] | None, index: int, count: int
-) -> Callable[[int, int], None] | None:
-    """Report plane ``index`` of ``count`` (each of ``total`` slices) as part of one count-times-longer job."""
-    if on_progress is None or count == 1:
-        return on_progress
-    return lambda done, total: on_progress(index * total + done, count * total)
+def fit_domain(
+    frame: NDArray[np.floating], sigma: float | None, *, use_vst: bool, coils: int, slice_axis: int,
+) -> NoiseDomain:
+    """:meth:`NoiseDomain.fit` with library errors: a bad ``sigma`` is a UsageError, an impossible estimate an
+    InputError that says which parameter to give."""
+    try:
+        return NoiseDomain.fit(frame, sigma, use_vst=use_vst, coils=coils, slice_axis=slice_axis)
+    except NoiseEstimateError as exc:
+        raise InputError(f"cannot estimate the noise: {exc}; give sigma", param="sigma") from None
+    except ValueError as exc:
+        raise UsageError(str(exc), param="sigma") from None
 
 
 class Denoiser:
     """A loaded C2S model.
 
     Args:
-        model: a model name (``default``, others in ``weights/`` or ``$C2S_WEIGHTS``) or a ``.safetensors`` path.
+        model: a model name (``default``, others in ``weights/`` or ``$C2S_WEIGHTS``) or a ``.safetensors`` path;
+            a named model is checked against the SHA-256 in its registry.
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         batch_size: slices per forward pass (the output does not depend on it).
         threads: CPU threads for torch (None: torch's default).
     Example:
-        >>> den = Denoiser()                       # doctest: +SKIP
-        >>> clean = den.denoise(noisy_array)       # (X, Y, Z) float array, σ estimated  # doctest: +SKIP
+        >>> den = Denoiser()                                              # doctest: +SKIP
+        >>> clean = den.denoise(noisy_array)          # (X, Y, Z), σ estimated  # doctest: +SKIP
+        >>> record = den.denoise_file(Path("t2.nii.gz"), Path("t2_c2s.nii.gz"), DenoiseOptions())  # doctest: +SKIP
     """
 
     def __init__(
@@ -90,21 +116,19 @@ class Denoiser:
 
         if threads is not None:
             if threads < 1:
-                raise UsageError(f"--threads must be ≥ 1, got {threads}")
+                raise UsageError(f"threads must be ≥ 1, got {threads}", param="threads")
             torch.set_num_threads(threads)
+        if batch_size is not None and batch_size < 1:
+            raise UsageError(f"batch_size must be ≥ 1, got {batch_size}", param="batch_size")
         try:
             self.device = pick_device(device)
         except (ValueError, RuntimeError) as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(str(exc) if str(exc).startswith("device") else f"device {device!r}: {exc}",
+                             param="device") from None
         t0 = time.perf_counter()
         self.path, expected = resolve_model(str(model))
-        self.sha256 = sha256(self.path)
-        if expected is not None and expected != self.sha256:
-            raise C2SError(
-                f"{self.path}: SHA-256 {self.sha256[:16]}… does not match the registry ({expected[:16]}…); "
-                "the shipped weights are damaged, reinstall c2s"
-            )
-        self.model, self.config, self.meta = load_model(self.path)
+        self.model, self.config, self.meta = load_model(self.path, expected_sha256=expected)
+        self.sha256 = expected or sha256(self.path)
         self.model.to(self.device)
         self.load_seconds = time.perf_counter() - t0
         self.batch_size = batch_size or _default_batch(self.device)
@@ -114,12 +138,21 @@ class Denoiser:
     def name(self) -> str:
         return self.path.stem
 
-    def estimate(self, data: NDArray[np.floating], *, coils: int = 1, slice_axis: int = 2) -> NoiseEstimate:
-        """Noise estimate of a 3D magnitude volume (image units)."""
-        try:
-            return estimate_noise(data, coils=coils, slice_axis=slice_axis)
-        except ValueError as exc:
-            raise InputError(f"cannot estimate the noise: {exc}; pass --sigma") from None
+    def noise_model(self, use_vst: bool | None = None, coils: int | None = None) -> tuple[bool, int]:
+        """(VST on, coil count): the caller's overrides, else the model's settings."""
+        return (self.config.noise.vst if use_vst is None else use_vst,
+                self.config.noise.coils if coils is None else coils)
+
+    def domains(
+        self, frame: NDArray[np.floating], sigma: float | None, *, use_vst: bool | None = None,
+        coils: int | None = None, slice_axis: int = 2, guides: Sequence[NDArray[np.floating]] = (),
+    ) -> tuple[NoiseDomain, list[tuple[NDArray[np.floating], NoiseDomain]]]:
+        """The noise domain of one 3-D frame and of its guides (one convention: each guide's own estimate, the
+        target's VST and coil settings)."""
+        vst_on, n_coils = self.noise_model(use_vst, coils)
+        dom = fit_domain(frame, sigma, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis)
+        gds = [(g, fit_domain(g, None, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis)) for g in guides]
+        return dom, gds
 
     def denoise(
         self,
@@ -130,7 +163,7 @@ class Denoiser:
         use_vst: bool | None = None,
         coils: int | None = None,
         slice_axis: int | None = None,
-        guides: list[NDArray[np.floating]] | None = None,
+        guides: Sequence[NDArray[np.floating]] | None = None,
         report: DenoiseReport | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         tta: int = 1,
@@ -140,84 +173,53 @@ class Denoiser:
 
         Args:
             x: a :class:`Volume` or an array (image units).
-            sigma: noise std in image units (None: estimated per 3D volume).
-            strength: multiplies σ for the network's conditioning (1 = as estimated).
+            sigma: noise std in image units (None: estimated per 3D frame).
+            strength: multiplies σ_d for the network's conditioning (1 = as estimated).
             use_vst / coils: override the model's noise-domain settings.
             slice_axis: axis to slice along (default: the volume's acquisition axis, or 2 for arrays).
             guides: co-registered other contrasts (same shape) for multi-contrast models.
-            tta: test-time augmentation: the mean over 1, 2, 4 or 8 in-plane flips / transposes of each slice
-                (that many forward passes; benchmarks/README.md measures the gain).
+            report: filled with each frame's :class:`NoiseDomain` and the timings.
+            tta: test-time augmentation: the mean over 1, 2, 4 or 8 in-plane flips / transposes of each slice.
             planes: denoise slice by slice along each of these planes ("axial" = ``slice_axis``, "coronal" and
-                "sagittal" = the other two axes) and return the mean (view aggregation; that many times the work).
+                "sagittal" = the other two axes) and average (in network units, one noise domain per frame).
         """
         from c2s_cli.data import plane_axes
-        from c2s_cli.infer import denoise_array
+        from c2s_cli.infer import denoise_frame
 
         data = x.data if isinstance(x, Volume) else np.asarray(x, dtype=np.float32)
         axis = slice_axis if slice_axis is not None else (x.slice_axis if isinstance(x, Volume) else 2)
+        name = getattr(x, "path", "input")
+        vst_on, _ = self.noise_model(use_vst, coils)
         if data.ndim not in (3, 4):
-            raise InputError(f"expected a 3D or 4D volume, got shape {data.shape}")
-        if not _all_finite(data):
-            raise InputError(f"{getattr(x, 'path', 'input')}: contains NaN or infinite voxels")
+            raise InputError(f"{name}: expected a 3D or 4D volume, got shape {data.shape}")
         if np.iscomplexobj(data):
-            raise InputError("complex data: give the magnitude image")
-        if data.min() < 0 and (use_vst if use_vst is not None else self.config.noise.vst):
-            raise InputError(
-                f"{getattr(x, 'path', 'input')}: negative intensities, not a magnitude image; use --no-vst for "
-                "signed data"
-            )
-        n_guides = len(guides or [])
-        if n_guides != self.config.model.guides:
-            if self.config.model.guides == 0:
-                raise UsageError(f"model {self.name} is single-contrast; it does not take --guide")
-            raise UsageError(f"model {self.name} needs {self.config.model.guides} --guide contrast(s), got {n_guides}")
-        vst_on = self.config.noise.vst if use_vst is None else use_vst
-        n_coils = self.config.noise.coils if coils is None else coils
-        if strength <= 0:
-            raise UsageError(f"--strength must be > 0, got {strength}")
+            raise InputError(f"{name}: complex data; give the magnitude image")
+        if not _all_finite(data):
+            raise InputError(f"{name}: contains NaN or infinite voxels")
+        if vst_on and data.min() < 0:
+            raise InputError(f"{name}: negative intensities, not a magnitude image; for signed data turn the "
+                             "VST off", param="vst")
+        self.check_guides(len(guides or []))
+        if not strength > 0:
+            raise UsageError(f"strength must be > 0, got {strength}", param="strength")
         check_tta(tta)
         check_planes(planes)
         report = report if report is not None else DenoiseReport()
-        vols = [data] if data.ndim == 3 else [data[..., t] for t in range(data.shape[3])]
+        frames = [data] if data.ndim == 3 else [data[..., t] for t in range(data.shape[3])]
         out = np.empty_like(data, dtype=np.float32) if data.ndim == 4 else data
-        for t, v in enumerate(vols):
+        axes = tuple(plane_axes(axis)[p] for p in planes)
+        for t, v in enumerate(frames):
             if not np.any(v):
-                raise InputError(f"{getattr(x, 'path', 'input')}: volume {t} is all zeros")
+                raise InputError(f"{name}: volume {t} is all zeros")
             t0 = time.perf_counter()
-            if sigma is None:
-                est = self.estimate(v, coils=n_coils, slice_axis=axis)
-            else:
-                if sigma <= 0:
-                    raise UsageError(f"--sigma must be > 0, got {sigma}")
-                est = NoiseEstimate(sigma=float(sigma), method="user", coils=n_coils)
-            report.noise.append(est)
+            g = [gv if gv.ndim == 3 else gv[..., t] for gv in guides or []]
+            dom, gds = self.domains(v, sigma, use_vst=use_vst, coils=coils, slice_axis=axis, guides=g)
+            report.domains.append(dom)
             report.seconds["noise"] = report.seconds.get("noise", 0.0) + time.perf_counter() - t0
-            g = [(gv if gv.ndim == 3 else gv[..., t], self.estimate(gv if gv.ndim == 3 else gv[..., t]).sigma) for gv in guides or []]
             t0 = time.perf_counter()
-            axes = plane_axes(axis)
-
-            def along(i: int) -> NDArray[np.float32]:  # slice-wise denoising along planes[i]
-                return denoise_array(
-                    self.model,
-                    v,
-                    est.sigma,
-                    use_vst=vst_on,
-                    coils=n_coils,
-                    strength=strength,
-                    slice_axis=axes[planes[i]],
-                    guides=g or None,
-                    batch_size=self.batch_size,
-                    device=self.device,
-                    bf16=self.bf16,
-                    on_progress=_offset_progress(on_progress, i, len(planes)),
-                    tta=tta,
-                )
-
-            res = along(0)
-            for i in range(1, len(planes)):
-                res += along(i)
-            if len(planes) > 1:
-                res /= np.float32(len(planes))
+            res = denoise_frame(self.model, v, dom, axes=axes, guides=gds or None, strength=strength,
+                                batch_size=self.batch_size, device=self.device, bf16=self.bf16,
+                                on_progress=on_progress, tta=tta)
             if not _all_finite(res):
                 raise C2SError("the network produced NaN or infinite values")
             report.seconds["inference"] = report.seconds.get("inference", 0.0) + time.perf_counter() - t0
@@ -227,41 +229,55 @@ class Denoiser:
                 out[..., t] = res
         return out
 
+    def check_guides(self, n: int) -> None:
+        """Refuse a guide count the model does not take (a UsageError naming ``guides``)."""
+        k = self.config.model.guides
+        if n != k:
+            if k == 0:
+                raise UsageError(f"guides: model {self.name} is single-contrast; it takes no guide", param="guides")
+            raise UsageError(f"guides: model {self.name} needs {k} guide contrast(s), got {n}", param="guides")
+
     def adapted(
         self,
         data: NDArray[np.floating],
         steps: int,
         *,
         sigma: float | None = None,
+        use_vst: bool | None = None,
+        coils: int | None = None,
         slice_axis: int = 2,
-        guides: list[NDArray[np.floating]] | None = None,
+        guides: Sequence[NDArray[np.floating]] | None = None,
         seed: int = 0,
         lr: float = 2e-4,
         on_log: Callable[[dict[str, Any]], None] | None = None,
     ) -> Denoiser:
-        """A copy of this denoiser fine-tuned on one scan with the GDSM loss (self-supervised, nothing but the scan).
+        """A copy of this denoiser fine-tuned on one scan with the GDSM loss (self-supervised, nothing but the scan),
+        in the same noise domain as the inference that follows (the caller's ``sigma`` / ``use_vst`` / ``coils``).
 
         Args:
             data: (X, Y, Z) magnitude volume in image units.
             steps: optimisation steps (a few hundred are minutes on a CPU).
             lr: peak learning rate (small: this fine-tunes trained weights).
+        Returns:
+            a Denoiser whose model is the fine-tuned copy and whose config records the domain it was adapted in.
         """
         import copy
         import dataclasses
 
-        from c2s_cli.data import Normalizer, make_train_volume
+        from c2s_cli.data import make_train_volume
         from c2s_cli.train import train
 
         if steps < 1:
-            raise UsageError(f"--adapt must be ≥ 1, got {steps}")
+            raise UsageError(f"adapt must be ≥ 1, got {steps}", param="adapt")
         data = np.asarray(data, dtype=np.float32)
-        s = sigma if sigma is not None else self.estimate(data, coils=self.config.noise.coils, slice_axis=slice_axis).sigma
-        norm = Normalizer.fit(data, s, use_vst=self.config.noise.vst, coils=self.config.noise.coils)
-        gn = [Normalizer.fit(g, self.estimate(g).sigma, use_vst=self.config.noise.vst).forward(g) for g in guides or []]
+        vst_on, n_coils = self.noise_model(use_vst, coils)
+        dom, gds = self.domains(data, sigma, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis, guides=guides or ())
         planes = ("axial", "coronal", "sagittal") if min(data.shape) >= 16 else ("axial",)
-        tv = make_train_volume(data, norm, slice_axis=slice_axis, planes=planes, name="adapt", guides=gn)
+        tv = make_train_volume(data, dom, slice_axis=slice_axis, planes=planes, name="adapt",
+                               guides=[gd.forward(g) for g, gd in gds])
         cfg = dataclasses.replace(
             self.config,
+            noise=dataclasses.replace(self.config.noise, vst=vst_on, coils=n_coils),
             train=dataclasses.replace(
                 self.config.train, steps=steps, lr=lr, warmup=min(20, max(1, steps // 5)), val_fraction=0.0,
                 patch_size=64, batch_size=8, ema_halflife=max(5, steps // 5), planes=planes, seed=seed,
@@ -271,7 +287,39 @@ class Denoiser:
         res = train(cfg, [tv], None, None, data_summary={}, init=self.model, on_log=on_log)  # trains a copy
         other = copy.copy(self)
         other.model = res.model.eval().to(self.device)
+        other.config = cfg
         return other
+
+    def denoise_file(
+        self,
+        src: Path,
+        dst: Path,
+        options: DenoiseOptions | None = None,
+        *,
+        inputs: Sequence[Path] = (),
+        on_progress: Callable[[str, int, int], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Denoise one scan file or DICOM series ``src`` into ``dst``: the pipeline behind ``c2s denoise``.
+
+        Every check that can fail runs before the compute (options, output type, output safety against ``src`` and
+        every other input of the run in ``inputs``, writability, the DICOM dry run, mask and guide grids), and an
+        exclusive lock is held on each output while it is written.
+
+        Args:
+            src / dst: input (NIfTI file, DICOM file or folder) and output (NIfTI file or DICOM series folder).
+            options: a :class:`DenoiseOptions` (default: all defaults).
+            inputs: the other inputs of a batch (outputs may not land on or in them).
+            on_progress: ``(stage, done, total)`` for "adapt" (steps) and "denoise" (slices).
+            on_warning: called with each warning as it happens (they are also in the record).
+        Returns:
+            the record (plain dict, as ``--json`` prints it): input, series, output, status, model, sha256, device,
+            noise (per frame), warnings, clipped_voxels, options, seconds.
+        """
+        from c2s_cli.pipeline import run_file
+
+        return run_file(self, src, dst, options or DenoiseOptions(), inputs=inputs, on_progress=on_progress,
+                        on_warning=on_warning)
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "path": str(self.path), "sha256": self.sha256, "device": str(self.device)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import struct
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,18 @@ FORMAT_VERSION = "1"
 MAX_HEADER = 100 * 1024 * 1024
 
 
+def regular_file(path: Path, what: str = "model file") -> None:
+    """Refuse anything but a regular file (a FIFO or a device would block or never end)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"{path}: not a regular file; give a {what}")
+
+
 def sha256(path: Path) -> str:
+    regular_file(path)
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -33,6 +45,7 @@ def sha256(path: Path) -> str:
 
 def read_header(path: Path) -> tuple[dict[str, str], dict[str, Any]]:
     """The safetensors metadata (str → str) and tensor table, reading only the header bytes."""
+    regular_file(path)
     try:
         with open(path, "rb") as fh:
             raw = fh.read(8)
@@ -68,9 +81,11 @@ def check_meta(path: Path, meta: dict[str, str]) -> RunConfig:
             f"(expects {FORMAT_VERSION})"
         )
     try:
-        return RunConfig.from_dict(json.loads(meta["config"]))
+        cfg = RunConfig.from_dict(json.loads(meta["config"]))
+        cfg.model.validate()
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: invalid config in the model metadata ({exc})") from None
+    return cfg
 
 
 def save_model(path: Path, state: dict[str, Any], cfg: RunConfig, extra: dict[str, Any]) -> None:
@@ -179,11 +194,12 @@ def resolve_model(spec: str) -> tuple[Path, str | None]:
     """A model name or path → (file, expected SHA-256 or None)."""
     p = Path(spec)
     if p.suffix == ".safetensors" or os.sep in spec or p.exists():
-        if not p.is_file():
-            raise CheckpointError(f"--model {spec}: no such model file")
+        if not p.exists():
+            raise CheckpointError(f"model {spec}: no such model file", param="model")
+        regular_file(p)
         return p, None
     for name, path, sha in list_models():
         if name == spec:
             return path, sha
     names = ", ".join(n for n, _, _ in list_models()) or "none"
-    raise CheckpointError(f"--model {spec}: unknown model name (available: {names}; or give a .safetensors path)")
+    raise CheckpointError(f"model {spec}: unknown model name (available: {names}; or give a .safetensors path)", param="model")

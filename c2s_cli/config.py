@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -38,6 +39,25 @@ class ModelConfig:
     @property
     def in_channels(self) -> int:
         return 2 * self.context + 1 + self.guides
+
+    def validate(self) -> None:
+        """Refuse values no c2s model can have, before a network is built (a damaged or hostile model file must
+        not allocate gigabytes or yield an all-zero output). Raises ValueError naming the field."""
+        checks = {
+            "context": 0 <= self.context <= 8,
+            "guides": 0 <= self.guides <= 8 and len(self.guide_names) in (0, self.guides),
+            "channels": 1 <= len(self.channels) <= 6 and all(1 <= int(c) <= 1024 for c in self.channels),
+            "unshuffle": 1 <= self.unshuffle <= 8,
+            "emb_dim": 1 <= self.emb_dim <= 1024,
+            "attention_heads": 1 <= self.attention_heads <= 64,
+            "sigma_data": isinstance(self.sigma_data, (int, float)) and 1e-3 <= float(self.sigma_data) <= 100,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"ModelConfig.{bad[0]} = {getattr(self, bad[0])!r} is out of range")
+        params = sum(int(a) * int(b) * 9 for a, b in zip(self.channels, self.channels[1:])) * 4
+        if params > 200_000_000:
+            raise ValueError(f"ModelConfig.channels = {self.channels!r} is implausibly large")
 
     @staticmethod
     def large() -> ModelConfig:
@@ -96,6 +116,53 @@ class TrainConfig:
     noisy_copies: int = 1  # noisy copies per input volume with add_noise
     log_every: int = 25
     checkpoint_every: int = 500
+
+
+@dataclass(frozen=True)
+class DenoiseOptions:
+    """Every option of one denoising job (``Denoiser.denoise_file``; the CLI, ``serve`` and ``bids`` fill it).
+
+    σ in image units; None for ``sigma`` / ``coils`` / ``vst`` means "estimate" / "the model's setting". Paths are
+    extra outputs (``residual``: input − output as NIfTI; ``preview``: a PNG montage) or co-registered inputs
+    (``mask``, ``guides``) on the input's grid.
+    """
+
+    sigma: float | None = None
+    coils: int | None = None
+    vst: bool | None = None
+    strength: float = 1.0
+    tta: int = 1
+    planes: tuple[str, ...] = ("axial",)
+    slice_axis: int | None = None
+    series: str | None = None
+    dtype: str = "float32"  # NIfTI output of a NIfTI input: float32 or "input"
+    mask: Path | None = None
+    guides: tuple[Path, ...] = ()
+    adapt: int = 0  # GDSM fine-tuning steps on the scan itself before denoising
+    adapt_lr: float = 2e-4
+    residual: Path | None = None
+    preview: Path | None = None
+    force: bool = False
+    threads: int | None = None  # gzip threads for .nii.gz outputs
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field (before any file is read)."""
+        if self.sigma is not None and not (self.sigma > 0 and self.sigma < float("inf")):
+            raise ValueError(f"sigma must be a positive number, got {self.sigma}")
+        if self.coils is not None and self.coils < 1:
+            raise ValueError(f"coils must be ≥ 1, got {self.coils}")
+        if not self.strength > 0:
+            raise ValueError(f"strength must be > 0, got {self.strength}")
+        if self.tta not in TTA_CHOICES:
+            raise ValueError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {self.tta}")
+        if not self.planes or len(set(self.planes)) != len(self.planes) or any(p not in PLANES for p in self.planes):
+            raise ValueError(f"planes {','.join(self.planes)!r}: give one or more of {', '.join(PLANES)}, each once")
+        if self.slice_axis is not None and self.slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}")
+        if self.dtype not in ("float32", "input"):
+            raise ValueError(f"dtype must be float32 or input, got {self.dtype!r}")
+        if self.adapt < 0:
+            raise ValueError(f"adapt must be ≥ 0, got {self.adapt}")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,8 @@
-"""From volumes to the network's domain and back, and training batches (arrays in, arrays / tensors out).
+"""Training volumes and batches (arrays in, arrays / tensors out).
 
-Domain: magnitude data go through the Rician / nc-χ VST (noise std 1), then are divided by a per-volume scale
-(the 99.5th percentile of the valid voxels), so the network sees intensities ≈ [0, 1] with noise
-σ_d = 1/scale. With ``vst=False`` the data are only divided by the scale, σ_d = σ/scale. The scale and σ are kept
-so outputs return exactly to the input's units (through the exact unbiased inverse with the VST).
+The map between image units and the network's units is :class:`~c2s_cli.noise.domain.NoiseDomain`, fitted once
+per 3-D frame: magnitude data go through the Rician / nc-χ VST (noise std 1), then are divided by a per-volume
+scale (the 99.5th percentile of the valid voxels), so the network sees intensities ≈ [0, 1] with noise σ_d.
 """
 
 from __future__ import annotations
@@ -15,47 +14,8 @@ import torch
 from numpy.typing import NDArray
 
 from c2s_cli.config import PLANES
-from c2s_cli.noise import vst
+from c2s_cli.noise.domain import NoiseDomain
 from c2s_cli.noise.estimate import valid_mask
-
-
-@dataclass(frozen=True)
-class Normalizer:
-    """Maps image units ↔ network units for one volume."""
-
-    sigma: float  # noise std in image units
-    scale: float  # divisor after the (optional) VST
-    use_vst: bool
-    coils: int = 1
-
-    @property
-    def sigma_d(self) -> float:
-        """Noise std in network units."""
-        return (1.0 if self.use_vst else self.sigma) / self.scale
-
-    @staticmethod
-    def fit(data: NDArray[np.floating], sigma: float, *, use_vst: bool, coils: int = 1) -> Normalizer:
-        """Choose the scale for ``data`` (X, Y, Z[, T]) with noise σ (image units, > 0)."""
-        if not np.isfinite(sigma) or sigma <= 0:
-            raise ValueError(f"noise level must be a positive number, got {sigma}")
-        flat = np.ravel(np.asarray(data), order="K")  # a view for C- or F-ordered arrays
-        step = max(1, flat.size // 1_000_000)  # a strided subsample bounds memory and time on big volumes
-        sample = flat[::step]
-        valid = valid_mask(sample)
-        values = sample[valid] if valid.any() else sample
-        stab = vst.forward(values, sigma, coils) if use_vst else values
-        scale = float(np.percentile(stab, 99.5))
-        if not np.isfinite(scale) or scale <= 0:
-            scale = float(np.max(np.abs(stab))) or 1.0
-        return Normalizer(float(sigma), scale, use_vst, coils)
-
-    def forward(self, data: NDArray[np.floating]) -> NDArray[np.float32]:
-        out = vst.forward(data, self.sigma, self.coils) if self.use_vst else np.asarray(data, np.float32)
-        return (out / self.scale).astype(np.float32)
-
-    def inverse(self, x: NDArray[np.floating]) -> NDArray[np.float32]:
-        e = np.asarray(x, np.float32) * np.float32(self.scale)
-        return vst.inverse(e, self.sigma, self.coils) if self.use_vst else e
 
 
 def slice_stack(vol: NDArray[np.float32], k: NDArray[np.int64], context: int) -> NDArray[np.float32]:
@@ -78,7 +38,7 @@ class TrainVolume:
 
 def make_train_volume(
     data: NDArray[np.float32],
-    norm: Normalizer,
+    norm: NoiseDomain,
     *,
     slice_axis: int,
     planes: tuple[str, ...],

@@ -15,9 +15,17 @@ EXIT_INTERRUPTED = 130
 
 
 class C2SError(Exception):
-    """Base class: a one-line, user-facing message and an exit code."""
+    """Base class: a one-line, user-facing message and an exit code.
+
+    ``param`` names the library parameter the message starts with (``sigma``, ``tta``, ``output``…); entry points
+    map it to their own spelling (the CLI to its flag, see :func:`c2s_cli.cli._message`).
+    """
 
     exit_code = EXIT_RUNTIME
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class UsageError(C2SError):

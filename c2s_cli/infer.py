@@ -7,19 +7,20 @@ Exact zeros and saturated voxels are returned unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
 from c2s_cli.config import TTA_CHOICES
-from c2s_cli.data import Normalizer, slice_stack
 from c2s_cli.model import Precond
-from c2s_cli.noise.estimate import saturation_level, valid_mask
+from c2s_cli.noise.domain import NoiseDomain
 
 
 def pick_device(spec: str = "auto") -> torch.device:
-    """``auto`` → CUDA if available, else MPS, else CPU; otherwise the named device (checked)."""
+    """``auto`` → CUDA if available, else MPS, else CPU; otherwise the named device (checked; a ValueError naming
+    the parameter ``device``)."""
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -28,60 +29,15 @@ def pick_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     dev = torch.device(spec)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {spec}: CUDA is not available on this machine")
+        raise ValueError(f"device {spec!r}: CUDA is not available on this machine")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {spec}: MPS is not available on this machine")
+        raise ValueError(f"device {spec!r}: MPS is not available on this machine")
     return dev
-
-
-def denoise_normalized(
-    model: Precond,
-    x: NDArray[np.float32],
-    sigma_d: float,
-    *,
-    slice_axis: int = 2,
-    guides: list[NDArray[np.float32]] | None = None,
-    batch_size: int = 4,
-    device: torch.device | None = None,
-    bf16: bool = False,
-    on_progress: Callable[[int, int], None] | None = None,
-    tta: int = 1,
-) -> NDArray[np.float32]:
-    """Denoise a normalised (X, Y, Z) volume slice by slice along ``slice_axis``.
-
-    Args:
-        model: D(x, σ), in eval mode.
-        x: network-unit volume; guides: same-shape guide volumes in network units.
-        sigma_d: noise std in network units (conditioning level).
-        tta: test-time augmentation, the mean over 1, 2, 4 or 8 in-plane flips / transposes (that many passes).
-    Returns:
-        network-unit (X, Y, Z) float32 array.
-    """
-    device = device or torch.device("cpu")
-    _check_tta(tta)
-    c = model.cfg.context
-    vol = np.ascontiguousarray(np.moveaxis(x, slice_axis, 0))
-    gvols = [np.ascontiguousarray(np.moveaxis(g, slice_axis, 0)) for g in (guides or [])]
-    if len(gvols) != model.cfg.guides:
-        raise ValueError(f"model expects {model.cfg.guides} guide contrast(s), got {len(gvols)}")
-    out = np.empty_like(vol)
-    n = vol.shape[0]
-    model = model.to(device).to(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        for s in range(0, n, batch_size):
-            k = np.arange(s, min(n, s + batch_size))
-            stack = slice_stack(vol, k, c)
-            if gvols:
-                stack = np.concatenate([stack, np.stack([g[k] for g in gvols], axis=1)], axis=1)
-            out[k] = _forward(model, np.ascontiguousarray(stack), float(sigma_d), device, bf16, tta)
-            if on_progress:
-                on_progress(int(k[-1]) + 1, n)
-    return np.moveaxis(out, 0, slice_axis)
 
 
 def _check_tta(tta: int) -> None:
     if tta not in TTA_CHOICES:
-        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta}")
+        raise ValueError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}")
 
 
 def _dihedral(x: NDArray[np.float32], t: int, inverse: bool = False) -> NDArray[np.float32]:
@@ -101,17 +57,9 @@ def _dihedral(x: NDArray[np.float32], t: int, inverse: bool = False) -> NDArray[
 
 
 def _forward(
-    model: Precond, stack: NDArray[np.float32], sigma_d: float, device: torch.device, bf16: bool, tta: int = 1
+    model: Precond, stack: NDArray[np.float32], sigma_d: float, device: torch.device, bf16: bool
 ) -> NDArray[np.float32]:
-    """One batch through D; with ``tta`` > 1 the mean of D over that many in-plane flips / transposes of the slices
-    (each mapped back). On GPU out-of-memory, retry once in two halves, then fail with a hint."""
-    if tta > 1:
-        acc = _forward(model, stack, sigma_d, device, bf16)
-        for t in range(1, tta):
-            acc += _dihedral(_forward(model, np.ascontiguousarray(_dihedral(stack, t)), sigma_d, device, bf16), t,
-                             inverse=True)
-        return acc / np.float32(tta)
-
+    """One batch through D (network units). On GPU out-of-memory, retry once in two halves, then fail with a hint."""
     def run(x: NDArray[np.float32]) -> NDArray[np.float32]:
         inp = torch.from_numpy(x)
         if device.type == "cuda":
@@ -124,78 +72,136 @@ def _forward(
         return run(stack)
     except torch.OutOfMemoryError:
         if len(stack) < 2:
-            raise MemoryError(f"out of {device} memory for a single slice; try --device cpu") from None
+            raise MemoryError(f"out of {device} memory for a single slice; use the CPU device") from None
         if device.type == "cuda":
             torch.cuda.empty_cache()
         h = len(stack) // 2
         try:
             return np.concatenate([run(stack[:h]), run(stack[h:])])
         except torch.OutOfMemoryError:
-            raise MemoryError(f"out of {device} memory with {h} slices per batch; lower --batch-size") from None
+            raise MemoryError(f"out of {device} memory with {h} slices per batch; lower batch_size") from None
 
 
-def denoise_array(
+def denoise_frame(
     model: Precond,
     data: NDArray[np.floating],
-    sigma: float,
+    domain: NoiseDomain,
     *,
-    use_vst: bool = True,
-    coils: int = 1,
+    axes: tuple[int, ...] = (2,),
+    guides: list[tuple[NDArray[np.floating], NoiseDomain]] | None = None,
     strength: float = 1.0,
-    slice_axis: int = 2,
-    guides: list[tuple[NDArray[np.floating], float]] | None = None,
     batch_size: int | None = None,
     device: torch.device | None = None,
     bf16: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     tta: int = 1,
+    passthrough: bool = True,
 ) -> NDArray[np.float32]:
-    """Denoise a (X, Y, Z) magnitude volume in image units with noise σ (image units); returns image units.
+    """x̂ = D(y, σ_d) (C2S Eq. 11) for one (X, Y, Z) frame in image units; returns image units, same shape.
 
-    Slices are normalised, denoised and mapped back batch by batch (memory: the input, the output and a few
-    slices). Exact zeros and saturated voxels are returned unchanged.
-
-    ``strength`` multiplies the conditioning noise level (FFDNet-style trade-off; 1 = the estimate).
-    ``guides``: (volume, σ) pairs of co-registered other contrasts for multi-contrast models.
-    ``tta``: test-time augmentation, the mean over 1, 2, 4 or 8 in-plane flips / transposes (that many passes).
+    Args:
+        data: the frame (image units), fitted by ``domain`` (fit once; every plane and TTA pass share it).
+        axes: slice along each of these array axes and average (view aggregation).
+        guides: (volume, its own domain) of co-registered other contrasts, for multi-contrast models.
+        strength: multiplies σ_d for the conditioning (FFDNet-style trade-off; 1 = the estimate).
+        batch_size: slices per forward pass (None: about one 256² slice; the output does not depend on it).
+        tta: the mean over 1, 2, 4 or 8 in-plane flips / transposes of each slice (that many passes).
+        passthrough: return exact zeros and saturated voxels unchanged (False for callers working in network units
+            with an identity domain).
+    Every view (plane × TTA transform) is mapped back to image units by the exact unbiased inverse and the views are
+    averaged there (see :mod:`c2s_cli.noise.domain` for why and what it measured).
+    Memory: the input, the output (the accumulator) and a slab of normalised slices.
     """
     device = device or torch.device("cpu")
     _check_tta(tta)
     data = np.asarray(data, dtype=np.float32)
-    norm = Normalizer.fit(data, sigma, use_vst=use_vst, coils=coils)
-    gnorms = [(np.moveaxis(np.asarray(g, np.float32), slice_axis, 0), Normalizer.fit(g, gs, use_vst=use_vst, coils=coils))
-              for g, gs in guides or []]
-    if len(gnorms) != model.cfg.guides:
-        raise ValueError(f"model expects {model.cfg.guides} guide contrast(s), got {len(gnorms)}")
-    vol = np.moveaxis(data, slice_axis, 0)  # a view: (Z, H, W)
-    out = np.empty_like(data, dtype=np.float32)  # same memory order as the input (NIfTI is F-ordered)
-    out_view = np.moveaxis(out, slice_axis, 0)
+    if len(guides or []) != model.cfg.guides:
+        raise ValueError(f"model expects {model.cfg.guides} guide contrast(s), got {len(guides or [])}")
+    acc = np.empty_like(data, dtype=np.float32)  # same memory order as the input (NIfTI is F-ordered)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    sigma_d = float(domain.sigma_d * strength)
+    for i, axis in enumerate(axes):
+        progress = on_progress if on_progress is None or len(axes) == 1 else (
+            lambda done, total, i=i: on_progress(i * total + done, len(axes) * total))
+        _accumulate(model, data, domain, axis, guides or [], acc, first=i == 0, sigma_d=sigma_d,
+                    batch_size=batch_size, device=device, bf16=bf16, on_progress=progress, tta=tta)
+    views = len(axes) * tta
+    step = 16  # a few planes at a time: bounded temporaries
+    for s in range(0, data.shape[0], step):
+        if views > 1:
+            acc[s : s + step] /= np.float32(views)
+        if passthrough:
+            src = data[s : s + step]
+            keep = domain.passthrough(src)
+            acc[s : s + step][keep] = src[keep]
+    return acc
+
+
+def _accumulate(
+    model: Precond, data: NDArray[np.float32], domain: NoiseDomain, axis: int,
+    guides: list[tuple[NDArray[np.floating], NoiseDomain]], acc: NDArray[np.float32], *, first: bool, sigma_d: float,
+    batch_size: int | None, device: torch.device, bf16: bool, on_progress: Callable[[int, int], None] | None, tta: int,
+) -> None:
+    """Add (or, when ``first``, store) the image-unit estimate of every TTA view for slices along ``axis`` into
+    ``acc``."""
+    vol = np.moveaxis(data, axis, 0)  # a view: (Z, H, W)
+    acc_view = np.moveaxis(acc, axis, 0)
+    gvols = [(np.moveaxis(np.asarray(g, np.float32), axis, 0), gd) for g, gd in guides]
     c = model.cfg.context
     n = vol.shape[0]
     if batch_size is None:  # about one 256² slice per pass: the fastest on CPUs (benchmarks/README.md, speed)
         batch_size = max(1, int(256 * 256 // (vol.shape[1] * vol.shape[2])))
-    sigma_d = norm.sigma_d * strength
-    sat = saturation_level(data)
-    model = model.to(device).to(memory_format=torch.channels_last)
     chunk = max(batch_size, 32)  # slices normalised at a time: each once (not once per neighbour), memory bounded
     lo = hi = 0
+    slab = np.empty((0,), np.float32)
     with torch.inference_mode():
         for s in range(0, n, batch_size):
             k = np.arange(s, min(n, s + batch_size))
             need_lo, need_hi = max(0, s - c), min(n, int(k[-1]) + c + 1)
             if need_lo < lo or need_hi > hi:  # the normalised slab [lo, hi) does not cover this batch's inputs
                 lo, hi = need_lo, max(need_hi, min(n, need_lo + chunk + 2 * c))
-                slab = norm.forward(vol[lo:hi])
+                slab = domain.forward(vol[lo:hi])
             idx = np.clip(k[:, None] + np.arange(-c, c + 1)[None, :], 0, n - 1) - lo
             stack = slab[idx]
-            if gnorms:
-                stack = np.concatenate([stack, np.stack([gn.forward(gv[k]) for gv, gn in gnorms], axis=1)], axis=1)
-            pred = _forward(model, np.ascontiguousarray(stack), float(sigma_d), device, bf16, tta)
-            res = norm.inverse(pred)
-            src = vol[k]
-            keep = ~valid_mask(src, sat)
-            res[keep] = src[keep]
-            out_view[k] = res
+            if gvols:
+                stack = np.concatenate([stack, np.stack([gd.forward(gv[k]) for gv, gd in gvols], axis=1)], axis=1)
+            stack = np.ascontiguousarray(stack)
+            for t in range(tta):
+                if t == 0:
+                    pred = _forward(model, stack, sigma_d, device, bf16)
+                else:
+                    view = np.ascontiguousarray(_dihedral(stack, t))
+                    pred = _dihedral(_forward(model, view, sigma_d, device, bf16), t, inverse=True)
+                est = domain.inverse(pred)
+                if first and t == 0:
+                    acc_view[k] = est
+                else:
+                    acc_view[k] += est
             if on_progress:
                 on_progress(int(k[-1]) + 1, n)
-    return out
+
+
+def denoise_network_units(
+    model: Precond, x: NDArray[np.floating], sigma_d: float, *, slice_axis: int = 2, **kwargs: Any,
+) -> NDArray[np.float32]:
+    """:func:`denoise_frame` on a volume already in network units with noise σ_d (identity domain, no pass-through):
+    for benchmarks and tests that compare networks in the network's own units."""
+    return denoise_frame(model, x, NoiseDomain.identity(sigma_d), axes=(slice_axis,), passthrough=False, **kwargs)
+
+
+def denoise_array(
+    model: Precond,
+    data: NDArray[np.floating],
+    sigma: float | None = None,
+    *,
+    use_vst: bool = True,
+    coils: int = 1,
+    slice_axis: int = 2,
+    guides: list[NDArray[np.floating]] | None = None,
+    **kwargs: Any,
+) -> NDArray[np.float32]:
+    """Convenience for scripts: fit the frame's :class:`NoiseDomain` (σ in image units, None: estimated) and the
+    guides' (one convention, :meth:`NoiseDomain.fit`), then :func:`denoise_frame` along ``slice_axis``."""
+    domain = NoiseDomain.fit(data, sigma, use_vst=use_vst, coils=coils, slice_axis=slice_axis)
+    gd = [(g, NoiseDomain.fit(g, None, use_vst=use_vst, coils=coils, slice_axis=slice_axis)) for g in guides or []]
+    return denoise_frame(model, data, domain, axes=(slice_axis,), guides=gd or None, **kwargs)

@@ -232,11 +232,17 @@ class _DDPNet:
         return self.ddp(*args, **kwargs)
 
 
-def _dist_setup(device: str) -> tuple[int, int]:
-    """(world size, rank) under torchrun (env WORLD_SIZE > 1: gloo on CPU, NCCL on CUDA), else (1, 0)."""
+def dist_env() -> tuple[int, int]:
+    """(world size, rank) as torchrun sets them in the environment (1, 0 outside torchrun): the one place that reads
+    them. Only rank 0 checks outputs, logs and writes."""
     import os
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+
+
+def _dist_setup(device: str) -> tuple[int, int]:
+    """(world size, rank) under torchrun (env WORLD_SIZE > 1: gloo on CPU, NCCL on CUDA), else (1, 0)."""
+    world, _ = dist_env()
     if world <= 1:
         return 1, 0
     import torch.distributed as dist

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +16,29 @@ sys.path.insert(0, str(Path(__file__).parent))
 from phantoms import head_phantom, rician  # noqa: E402
 
 PATIENT_MARKER = "ZZPATIENTMARKER^SECRET"
+TINY = {"channels": (8, 16), "emb_dim": 16}  # a tiny U-Net: fast to build, load and run
+
+
+def c2s(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 600,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as users do: a subprocess, stdout and stderr apart, NO_COLOR."""
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    if cwd is not None:  # the package must stay importable from another working directory
+        full_env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                  full_env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "c2s_cli", *args], capture_output=True, text=True, input=stdin,
+                          env=full_env, timeout=timeout, cwd=cwd)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``folder`` with its bytes and mtime (to assert that inputs are unchanged)."""
+    return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def psnr(a: np.ndarray, clean: np.ndarray, mask: np.ndarray | None = None, peak: float = 1.0) -> float:
+    """PSNR in dB of ``a`` against ``clean`` (inside ``mask``; data range ``peak``)."""
+    m = np.ones(clean.shape, bool) if mask is None else mask
+    return float(10 * np.log10(peak**2 / np.mean((a[m] - clean[m]) ** 2)))
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +161,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from c2s_cli.model import Precond
 
     torch.manual_seed(0)
-    cfg = RunConfig(model=ModelConfig(channels=(8, 16), emb_dim=16))
+    cfg = RunConfig(model=ModelConfig(**TINY))
     model = Precond(cfg.model)
     p = tmp_path_factory.mktemp("models") / "tiny.safetensors"
     save_model(p, model.state_dict(), cfg, {"training": {"description": "random init (tests)"}})

@@ -81,7 +81,7 @@ def dicom_no_pixels(root: Path) -> tuple[Path, int, str]:
         del ds.PixelData
         del ds.Rows
         ds.save_as(p)
-    return root / "s", 4, "DICOM image series found"
+    return root / "s", 4, "without Rows"  # an MR image object without its image: damaged, named, refused
 
 
 def non_image_mixed(root: Path) -> tuple[Path, int, str]:

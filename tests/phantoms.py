@@ -37,12 +37,9 @@ def rician(clean: np.ndarray, sigma: float, seed: int = 1, coils: int = 1) -> np
 
     The signal is put in the first channel, so the result is non-central χ with 2N degrees of freedom.
     """
-    rng = np.random.default_rng(seed)
-    acc = np.zeros(clean.shape, np.float64)
-    for c in range(coils):
-        s = clean if c == 0 else 0.0
-        acc += (s + sigma * rng.standard_normal(clean.shape)) ** 2 + (sigma * rng.standard_normal(clean.shape)) ** 2
-    return np.sqrt(acc).astype(np.float32)
+    from c2s_cli.noise.synth import rician as synth
+
+    return synth(clean, sigma, np.random.default_rng(seed), coils)
 
 
 def zero_filled_rician(clean: np.ndarray, sigma: float, seed: int = 1) -> np.ndarray:

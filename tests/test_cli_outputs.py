@@ -11,7 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from test_cli import c2s
+from conftest import c2s, psnr
 
 REAL = Path(__file__).parent / "data" / "ge_pd_5slices"
 
@@ -56,23 +56,56 @@ def test_python_api_and_adaptation(tiny_model: Path) -> None:
     noisy = rician(clean, 0.1, seed=9)
     den = Denoiser(str(tiny_model), "cpu")
     mask = clean > 0
-
-    def psnr(a: np.ndarray) -> float:
-        return float(10 * np.log10(1 / np.mean((a[mask] - clean[mask]) ** 2)))
-
-    before = psnr(den.denoise(noisy, sigma=0.1))
+    before = psnr(den.denoise(noisy, sigma=0.1), clean, mask)
     adapted = den.adapted(noisy, 150, sigma=0.1, lr=3e-3)  # random-init weights: a larger step size
-    after = psnr(adapted.denoise(noisy, sigma=0.1))
+    after = psnr(adapted.denoise(noisy, sigma=0.1), clean, mask)
     assert after > before + 1.0, (before, after)
     # the original denoiser is untouched by adaptation
-    assert psnr(den.denoise(noisy, sigma=0.1)) == pytest.approx(before, abs=1e-4)
+    assert psnr(den.denoise(noisy, sigma=0.1), clean, mask) == pytest.approx(before, abs=1e-4)
 
 
 def test_adapt_flag(noisy_nifti: Path, tiny_model: Path, tmp_path: Path) -> None:
-    r = c2s("denoise", str(noisy_nifti), "-o", str(tmp_path / "a.nii.gz"), "--model", str(tiny_model), "--adapt", "3",
-            "--json")
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["adapt_steps"] == 3
+    """--adapt fine-tunes before denoising: the output differs from the same run without it, and the record says
+    in which noise domain (here --no-vst) both ran."""
+    outs = {}
+    for steps in (0, 3):
+        o = tmp_path / f"a{steps}.nii.gz"
+        r = c2s("denoise", str(noisy_nifti), "-o", str(o), "--model", str(tiny_model), "--adapt", str(steps),
+                "--no-vst", "--sigma", "40", "--json")
+        assert r.returncode == 0, r.stderr
+        rec = json.loads(r.stdout)
+        assert rec["adapt_steps"] == steps and rec["noise"][0]["vst"] is False and rec["noise"][0]["sigma"] == 40
+        assert ("adapt" in rec["seconds"]) == bool(steps)
+        outs[steps] = np.asarray(nib.load(str(o)).dataobj)
+    assert np.abs(outs[3] - outs[0]).max() > 1e-3
+
+
+def test_adaptation_runs_in_the_inference_domain(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The --adapt bug: adaptation used the model's VST / coil settings while inference applied the user's. Now the
+    training volume is built in the domain inference uses, and the adapted model records it."""
+    import c2s_cli.train
+    from phantoms import head_phantom, rician
+
+    from c2s_cli import Denoiser
+    from c2s_cli.noise.domain import NoiseDomain
+
+    noisy = rician(head_phantom((40, 40, 16), seed=4) * 1000, 40.0, seed=9)
+    den = Denoiser(str(tiny_model), "cpu")
+    assert den.config.noise.vst is True  # the model's own setting is VST on
+    seen = {}
+    real = c2s_cli.train.train
+
+    def spy(cfg, volumes, *a, **k):  # type: ignore[no-untyped-def]
+        seen["cfg"], seen["sigma_d"] = cfg, volumes[0].sigma_d
+        return real(cfg, volumes, *a, **k)
+
+    monkeypatch.setattr(c2s_cli.train, "train", spy)
+    adapted = den.adapted(noisy, 2, sigma=40.0, use_vst=False, coils=1)
+    plain = NoiseDomain.fit(noisy, 40.0, use_vst=False)
+    vst = NoiseDomain.fit(noisy, 40.0, use_vst=True)
+    assert seen["cfg"].noise.vst is False and adapted.config.noise.vst is False
+    assert seen["sigma_d"] == pytest.approx(plain.sigma_d) and seen["sigma_d"] != pytest.approx(vst.sigma_d)
+    assert den.config.noise.vst is True  # the original is untouched
 
 
 def test_real_ge_series_round_trip(tiny_model: Path, tmp_path: Path) -> None:
@@ -131,7 +164,8 @@ def test_tta_flag(noisy_nifti: Path, tiny_model: Path, tmp_path: Path) -> None:
 
 
 def test_planes_flag_is_the_mean_over_planes(noisy_nifti: Path, tiny_model: Path, tmp_path: Path) -> None:
-    """--planes axial,coronal,sagittal = the mean of the slice-wise results along each array axis (view aggregation)."""
+    """--planes axial,coronal,sagittal = the mean of the slice-wise results along each array axis (view aggregation),
+    in image units, with one noise-domain fit shared by the planes."""
     from c2s_cli import Denoiser
     from c2s_cli.io import read_volume
 
@@ -141,13 +175,15 @@ def test_planes_flag_is_the_mean_over_planes(noisy_nifti: Path, tiny_model: Path
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["planes"] == ["axial", "coronal", "sagittal"]
     # the fixture has 2.5 mm slices of 0.9 mm pixels: warned (view aggregation lost quality at such anisotropy)
-    assert "2.5 mm slices of 0.906 mm pixels" in r.stderr and "--planes axial is safer" in r.stderr
+    assert "2.5 mm slices of 0.906 mm pixels" in r.stderr and "axial alone is safer" in r.stderr
     got = np.asarray(nib.load(str(out)).dataobj)
     vol, _ = read_volume(noisy_nifti)
     den = Denoiser(str(tiny_model), "cpu")
     a = vol.slice_axis
     per_axis = [den.denoise(vol.data, 7.0, slice_axis=ax) for ax in (a, *[b for b in range(3) if b != a])]
     assert min(np.abs(per_axis[0] - p).max() for p in per_axis[1:]) > 1e-2  # the planes do differ
+    np.testing.assert_allclose(got, den.denoise(vol.data, 7.0, slice_axis=a, planes=("axial", "coronal", "sagittal")),
+                               rtol=0, atol=1e-4)  # the CLI is the library
     np.testing.assert_allclose(got, (per_axis[0] + per_axis[1] + per_axis[2]) / 3, rtol=0, atol=1e-4)
     # one plane is the plain run; a repeated or unknown plane is refused before anything is read
     np.testing.assert_array_equal(den.denoise(vol.data, 7.0, planes=("coronal",), slice_axis=a), per_axis[1])

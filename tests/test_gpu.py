@@ -26,7 +26,9 @@ def test_gpu_matches_cpu(phantom: np.ndarray) -> None:
 
 def test_auto_device_and_refusals() -> None:
     dev = pick_device("auto")
-    assert dev.type in ("cuda", "mps", "cpu")
+    expected = "cuda" if HAS_CUDA else ("mps" if HAS_MPS else "cpu")  # auto prefers CUDA, then MPS, then the CPU
+    assert dev.type == expected
+    assert pick_device("cpu").type == "cpu"
     if not HAS_CUDA:
         with pytest.raises(ValueError, match="CUDA is not available"):
             pick_device("cuda:0")

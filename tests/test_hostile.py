@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hostile import CASES
-from test_cli import c2s, snapshot
+from conftest import c2s, snapshot
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -89,30 +89,46 @@ def test_gdsm_minimiser_is_posterior_mean(frac: float, one_thread: None) -> None
     assert np.max(np.abs(pred - truth)) < 0.12
 
 
+class LinearNet(nn.Module):
+    """D(x, σ) = a·x + b on scalar 'images', recording the inputs GDSMLoss gave it (x_t and σ_t)."""
+
+    def __init__(self, a: float, b: float) -> None:
+        super().__init__()
+        self.cfg = SimpleNamespace(context=0)
+        self.n_target = 1
+        self.a, self.b = a, b
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, *, autocast_bf16: bool = False) -> torch.Tensor:
+        self.seen.append((x.detach().clone(), sigma.detach().clone()))
+        return self.a * x + self.b
+
+
 @pytest.mark.parametrize("frac", [0.0, 0.6])
 def test_loss_differences_equal_supervised(frac: float) -> None:
-    """E[GDSM(D1) − GDSM(D2)] = γ²·E[‖D1 − x_tg‖² − ‖D2 − x_tg‖²] at fixed τ (Monte-Carlo, Gaussian prior)."""
+    """GDSMLoss itself, with the paper's weight: E[L(D1) − L(D2)] = E[γ²·(‖D1 − x_tg‖² − ‖D2 − x_tg‖²)], with x_t,
+    σ_t (hence τ and γ) as the loss drew them — so the loss ranks denoisers as the supervised loss against x_tg
+    does, and its minimiser is E[x_tg | x_t] (Monte-Carlo, Gaussian prior, 2·10⁶ draws)."""
     gen = torch.Generator().manual_seed(1)
     n = 2_000_000
-    tau = 0.5
     s_tg = frac * SIGMA_D
     x0 = torch.randn(n, generator=gen)
-    x_tg = x0 + s_tg * torch.randn(n, generator=gen)
-    y = x_tg + float(np.sqrt(SIGMA_D**2 - s_tg**2)) * torch.randn(n, generator=gen)
-    noise = torch.randn(n, generator=gen)
-    x_t = y + tau * noise
-    gamma = tau**2 / (tau**2 + SIGMA_D**2 - s_tg**2)
-
-    def gdsm(d: torch.Tensor) -> float:
-        return float(((gamma * d + (1 - gamma) * x_t - y) ** 2).mean())
-
-    d1, d2 = 0.7 * x_t, 0.3 * x_t + 0.1
-    lhs = gdsm(d1) - gdsm(d2)
-    rhs = gamma**2 * float(((d1 - x_tg) ** 2).mean() - ((d2 - x_tg) ** 2).mean())
-    assert lhs == pytest.approx(rhs, abs=3e-3)
-    # and the loss class computes exactly that expression for a fixed τ
-    cls = GDSMLoss(GDSMConfig(tau_max=1e-9, alpha=0.0, gamma_power=0.0, target_fraction=frac))
-    assert cls.cfg.target_fraction == frac
+    x_tg = (x0 + s_tg * torch.randn(n, generator=gen)).reshape(n, 1, 1, 1)
+    y = x_tg + float(np.sqrt(SIGMA_D**2 - s_tg**2)) * torch.randn(n, 1, 1, 1, generator=gen)
+    loss = GDSMLoss(GDSMConfig(tau_max=2.0, alpha=0.0, gamma_power=0.0, target_fraction=frac))
+    sd, mask = torch.full((n,), SIGMA_D), torch.ones_like(y)
+    nets = [LinearNet(0.7, 0.0), LinearNet(0.3, 0.1)]
+    losses = [loss(net, y, sd, mask, generator=torch.Generator().manual_seed(7)) for net in nets]  # same τ, noise
+    lhs = float((losses[0] - losses[1]).mean())
+    x_t, sigma_t = nets[0].seen[0]
+    torch.testing.assert_close(nets[1].seen[0][0], x_t)  # both nets saw the same re-corrupted input
+    tau2 = sigma_t.reshape(n, 1, 1, 1) ** 2 - SIGMA_D**2
+    gamma = tau2 / (tau2 + SIGMA_D**2 - s_tg**2)
+    assert float(tau2.min()) >= -1e-6 and float(tau2.max()) <= (2.0 * SIGMA_D) ** 2 + 1e-5  # τ ∈ (0, T·σ_d]
+    sup = [(net.a * x_t + net.b - x_tg) ** 2 for net in nets]
+    rhs = float((gamma**2 * (sup[0] - sup[1])).mean())
+    assert abs(rhs) > 0.02  # the two denoisers differ measurably
+    assert lhs == pytest.approx(rhs, abs=4e-3)
 
 
 def test_loss_class_matches_formula_and_mask() -> None:

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 
 from phantoms import head_phantom, rician
-from test_cli import c2s
+from conftest import c2s
 from c2s_cli.checkpoint import load_model
 from c2s_cli.config import ModelConfig, RunConfig, TrainConfig
-from c2s_cli.data import Normalizer, make_train_volume
-from c2s_cli.infer import denoise_array
+from c2s_cli.data import make_train_volume
+from c2s_cli.infer import denoise_frame
+from c2s_cli.noise.domain import NoiseDomain
 from c2s_cli.train import train
 
 
@@ -35,13 +36,14 @@ def test_guided_beats_single_contrast(tmp_path: Path) -> None:
         cfg = RunConfig(model=ModelConfig(channels=(16, 32, 48), emb_dim=32, guides=k),
                         train=TrainConfig(steps=300, batch_size=8, patch_size=32, val_fraction=0.0, augment=False,
                                           lr=2e-3))
-        norm = Normalizer.fit(target, 0.15, use_vst=True)
-        gn = [Normalizer.fit(guide, 0.02, use_vst=True).forward(guide)] if k else None
+        norm = NoiseDomain.fit(target, 0.15, use_vst=True)
+        gdom = NoiseDomain.fit(guide, 0.02, use_vst=True)
+        gn = [gdom.forward(guide)] if k else None
         tv = make_train_volume(target, norm, slice_axis=2, planes=("axial",), name="t", guides=gn)
         (tmp_path / f"r{k}").mkdir()
         train(cfg, [tv], tmp_path / f"m{k}.safetensors", tmp_path / f"r{k}", data_summary={})
         model, _, _ = load_model(tmp_path / f"m{k}.safetensors")
-        out = denoise_array(model, target, 0.15, guides=[(guide, 0.02)] if k else None)
+        out = denoise_frame(model, target, norm, guides=[(guide, gdom)] if k else None)
         m = target_clean > 0
         scores[k] = 10 * np.log10(1 / np.mean((out[m] - target_clean[m]) ** 2))
     print(f"single-contrast {scores[0]:.2f} dB, guided {scores[1]:.2f} dB")
@@ -65,7 +67,7 @@ def test_cli_guides_metadata_and_refusals(tmp_path: Path) -> None:
     r = c2s("denoise", str(paths["t"]), "--guide", str(paths["g"]), "-o", str(tmp_path / "o.nii.gz"), "--model", str(model))
     assert r.returncode == 0, r.stderr
     r = c2s("denoise", str(paths["t"]), "-o", str(tmp_path / "o2.nii.gz"), "--model", str(model))
-    assert r.returncode == 2 and "needs 1 --guide" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("c2s: error: --guide: model") == 1 and "needs 1 guide" in r.stderr
     # a guide on another grid is refused (no silent resampling)
     nib.save(nib.Nifti1Image(np.zeros((64, 64, 12), np.float32) + 1, np.diag([1.0, 1.0, 3.0, 1.0])), str(tmp_path / "x.nii.gz"))
     r = c2s("denoise", str(paths["t"]), "--guide", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "o3.nii.gz"),

@@ -9,14 +9,15 @@ import torch
 from phantoms import head_phantom, rician
 from c2s_cli.checkpoint import load_model
 from c2s_cli.config import GDSMConfig, ModelConfig, RunConfig, TrainConfig
-from c2s_cli.data import Normalizer, make_train_volume
+from c2s_cli.data import make_train_volume
 from c2s_cli.infer import denoise_array
+from c2s_cli.noise.domain import NoiseDomain
 from c2s_cli.noise.estimate import estimate_noise
 from c2s_cli.train import train
 
 
 def _volume(y: np.ndarray, sigma: float, planes: tuple[str, ...]):  # type: ignore[no-untyped-def]
-    norm = Normalizer.fit(y, sigma, use_vst=True)
+    norm = NoiseDomain.fit(y, sigma, use_vst=True)
     return make_train_volume(y, norm, slice_axis=2, planes=planes, name="phantom")
 
 

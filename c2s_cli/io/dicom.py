@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import struct
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +46,13 @@ def _walk(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     files: list[Path] = []
+    from c2s_cli.io.atomic import is_temp_name
+
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not is_temp_name(d))  # c2s's own temporaries are never inputs
         for name in sorted(filenames):
+            if is_temp_name(name):
+                continue
             p = Path(dirpath) / name
             if p.is_file():
                 files.append(p)
@@ -69,7 +72,6 @@ def _has_dicm_marker(path: Path) -> bool:
 def _read_headers(paths: list[Path]) -> tuple[list[tuple[Path, Any]], list[str]]:
     """Headers (no pixel data) of the DICOM image files among ``paths``, and warnings about skipped files."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     images: list[tuple[Path, Any]] = []
     skipped_non_dicom = 0
@@ -77,16 +79,21 @@ def _read_headers(paths: list[Path]) -> tuple[list[tuple[Path, Any]], list[str]]
     for p in paths:
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=True)
-        except InvalidDicomError:
-            skipped_non_dicom += 1
-            continue
         except Exception as exc:  # a damaged file: refuse it if it claims to be DICOM, else skip it
-            if _has_dicm_marker(p):
+            if _has_dicm_marker(p) or p.suffix.lower() in (".dcm", ".ima"):
                 raise InputError(f"{p}: corrupted DICOM file ({type(exc).__name__}: {str(exc)[:120]})") from None
             skipped_non_dicom += 1
             continue
         try:
-            if "Rows" not in ds or "SeriesInstanceUID" not in ds:
+            sop_class = ds.get("SOPClassUID")
+            is_image = "Rows" in ds or "Image" in str(getattr(sop_class, "name", "")) or sop_class is None
+            if is_image and ("SeriesInstanceUID" not in ds or not str(ds.SeriesInstanceUID)):
+                raise InputError(f"{p}: an image without a SeriesInstanceUID (damaged: an element length that "
+                                 "swallowed the rest, or non-conformant); c2s will not silently drop a slice: fix or "
+                                 "remove the file")
+            if "Rows" not in ds:
+                if is_image:
+                    raise InputError(f"{p}: an image object without Rows (damaged header); fix or remove the file")
                 skipped_non_image[str(ds.get("Modality", "?"))] += 1
                 continue
             _parse_header(ds)
@@ -315,6 +322,125 @@ def _stored_range(ds: Any) -> tuple[int, int, np.dtype]:
     return 0, 2**bits - 1, dtype
 
 
+def derived_uid(*parts: str) -> str:
+    """A deterministic UID under the 2.25 (UUID) root from ``parts`` (source UIDs, model SHA-256, options): the same
+    source denoised the same way gets the same derived UIDs, so a re-send replaces instead of duplicating."""
+    import hashlib
+
+    digest = hashlib.sha256("\x00".join(parts).encode()).digest()[:16]
+    return f"2.25.{int.from_bytes(digest, 'big')}"
+
+
+def _derive(
+    ds: Any, pixels: NDArray[np.float32], *, series_uid: str, derivation: str, software_version: str,
+    description_suffix: str, series_number_offset: int, now: _dt.datetime,
+) -> int:
+    """Turn the source dataset ``ds`` (read with pixels) into its derived copy in place; returns clipped voxels.
+
+    ``pixels`` is the (columns, rows) slice in modality units.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from c2s_cli import __version__
+
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
+    source_sop = str(ds.SOPInstanceUID)
+    source_class = str(ds.SOPClassUID)
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    lo, hi, dtype = _stored_range(ds)
+    stored = np.rint((pixels.T.astype(np.float64) - intercept) / slope)
+    clipped = int(np.count_nonzero((stored < lo) | (stored > hi)))
+    bits_stored = int(ds.BitsStored)
+    photometric = str(ds.PhotometricInterpretation)
+    for elem in [e.tag for e in ds if e.tag.group == 0x0000]:  # command-set elements may not be in a file
+        del ds[elem]
+    ds.set_pixel_data(np.clip(stored, lo, hi).astype(dtype), photometric, bits_stored, generate_instance_uid=False)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    ds.file_meta.ImplementationVersionName = f"C2S_{__version__}"[:16]
+    for tag in ("IconImageSequence", "SmallestImagePixelValue", "LargestImagePixelValue",
+                "SmallestPixelValueInSeries", "LargestPixelValueInSeries"):
+        if tag in ds:
+            delattr(ds, tag)
+    sop_uid = derived_uid(source_sop, series_uid)
+    ds.SOPInstanceUID = sop_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.SeriesInstanceUID = series_uid
+    image_type = [str(v) for v in ds.get("ImageType", [])]
+    ds.ImageType = ["DERIVED", "SECONDARY", *image_type[2:]]
+    ds.DerivationDescription = derivation[:1024]
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = source_class
+    ref.ReferencedSOPInstanceUID = source_sop
+    purpose = Dataset()
+    purpose.CodeValue = "121322"
+    purpose.CodingSchemeDesignator = "DCM"
+    purpose.CodeMeaning = "Source image for image processing operation"
+    ref.PurposeOfReferenceCodeSequence = Sequence([purpose])
+    ds.SourceImageSequence = Sequence([ref])
+    equip = Dataset()
+    equip.Manufacturer = "c2s"
+    equip.SoftwareVersions = software_version or "c2s"
+    equip.ContributionDateTime = now.strftime("%Y%m%d%H%M%S")
+    equip.ContributionDescription = derivation[:1024]
+    code = Dataset()
+    code.CodeValue = "109102"
+    code.CodingSchemeDesignator = "DCM"
+    code.CodeMeaning = "Processing Equipment"
+    equip.PurposeOfReferenceCodeSequence = Sequence([code])
+    previous = list(ds.get("ContributingEquipmentSequence", []))
+    ds.ContributingEquipmentSequence = Sequence([*previous, equip])
+    ds.SeriesDescription = (str(ds.get("SeriesDescription", "")) + description_suffix)[:64]
+    number = ds.get("SeriesNumber")
+    ds.SeriesNumber = (int(number) if number not in (None, "") else 0) + series_number_offset
+    ds.SeriesDate, ds.SeriesTime = date, time
+    ds.ContentDate, ds.ContentTime = date, time
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    return clipped
+
+
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1437.1"  # c2s's own (pydicom's root + a c2s suffix)
+
+
+def _encode(ds: Any, target: Any, src_path: Path) -> None:
+    """Write ``ds`` as Explicit VR Little Endian to a path or a file-like; a damaged element is one InputError."""
+    try:
+        ds.save_as(target, enforce_file_format=True, implicit_vr=False, little_endian=True)
+    except OSError as exc:
+        if exc.errno is not None:  # the file system (a full disk, a vanished folder): the caller reports it
+            raise
+        # pydicom wraps an element it cannot encode in an OSError without errno
+        raise InputError(f"{src_path}: cannot write a derived copy, a damaged element ({str(exc).splitlines()[0][:120]})"
+                         ) from None
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for elements it cannot encode
+        raise InputError(f"{src_path}: cannot write a derived copy, a damaged element ({type(exc).__name__}: "
+                         f"{str(exc)[:120]})") from None
+
+
+def check_dicom_writable(vol: Volume, *, uid_seed: str = "") -> None:
+    """Dry run before any compute: derive and encode the first instance in memory; raises InputError if a derived
+    series of this source cannot be written."""
+    import io
+
+    import pydicom
+
+    src_path = vol.source[0][0]
+    try:
+        ds = pydicom.dcmread(src_path)
+        _derive(ds, vol.data[:, :, 0], series_uid=derived_uid(vol.meta.get("series_uid", ""), uid_seed),
+                derivation="c2s dry run", software_version="c2s", description_suffix=" c2s",
+                series_number_offset=1000, now=_dt.datetime.now())
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{src_path}: cannot write a derived copy ({type(exc).__name__}: {str(exc)[:120]})") from None
+    _encode(ds, io.BytesIO(), src_path)
+
+
 def write_dicom_series(
     vol: Volume,
     data: NDArray[np.float32],
@@ -324,82 +450,25 @@ def write_dicom_series(
     series_number_offset: int = 1000,
     derivation: str = "c2s denoising",
     software_version: str = "",
+    uid_seed: str = "",
 ) -> int:
     """Write ``data`` (same shape as ``vol.data``) as a derived series into the existing empty folder ``out_dir``.
 
-    Returns the number of voxels clipped to the stored range.
+    UIDs are deterministic (:func:`derived_uid` of the source UIDs and ``uid_seed``: the model's SHA-256 and the
+    options that change the pixels). Returns the number of voxels clipped to the stored range.
     """
     import pydicom
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     now = _dt.datetime.now()
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
-    series_uid = generate_uid()
+    series_uid = derived_uid(vol.meta.get("series_uid", ""), uid_seed)
     names = [p.name for p, _ in vol.source]
     unique_names = len(set(names)) == len(names)
     clipped = 0
     for k, (src_path, _) in enumerate(vol.source):
         ds = pydicom.dcmread(src_path)
-        source_sop = str(ds.SOPInstanceUID)
-        source_class = str(ds.SOPClassUID)
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-        lo, hi, dtype = _stored_range(ds)
-        stored = np.rint((data[:, :, k].T.astype(np.float64) - intercept) / slope)
-        clipped += int(np.count_nonzero((stored < lo) | (stored > hi)))
-        bits_stored = int(ds.BitsStored)
-        photometric = str(ds.PhotometricInterpretation)
-        ds.set_pixel_data(np.clip(stored, lo, hi).astype(dtype), photometric, bits_stored, generate_instance_uid=False)
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        for tag in (
-            "IconImageSequence",
-            "SmallestImagePixelValue",
-            "LargestImagePixelValue",
-            "SmallestPixelValueInSeries",
-            "LargestPixelValueInSeries",
-        ):
-            if tag in ds:
-                delattr(ds, tag)
-        sop_uid = generate_uid()
-        ds.SOPInstanceUID = sop_uid
-        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        ds.SeriesInstanceUID = series_uid
-        image_type = [str(v) for v in ds.get("ImageType", [])]
-        ds.ImageType = ["DERIVED", "SECONDARY", *image_type[2:]]
-        ds.DerivationDescription = derivation[:1024]
-        ref = Dataset()
-        ref.ReferencedSOPClassUID = source_class
-        ref.ReferencedSOPInstanceUID = source_sop
-        purpose = Dataset()
-        purpose.CodeValue = "121322"
-        purpose.CodingSchemeDesignator = "DCM"
-        purpose.CodeMeaning = "Source image for image processing operation"
-        ref.PurposeOfReferenceCodeSequence = Sequence([purpose])
-        ds.SourceImageSequence = Sequence([ref])
-        equip = Dataset()
-        equip.Manufacturer = "c2s"
-        equip.SoftwareVersions = software_version or "c2s"
-        equip.ContributionDateTime = now.strftime("%Y%m%d%H%M%S")
-        equip.ContributionDescription = derivation[:1024]
-        code = Dataset()
-        code.CodeValue = "109102"
-        code.CodingSchemeDesignator = "DCM"
-        code.CodeMeaning = "Processing Equipment"
-        equip.PurposeOfReferenceCodeSequence = Sequence([code])
-        previous = list(ds.get("ContributingEquipmentSequence", []))
-        ds.ContributingEquipmentSequence = Sequence([*previous, equip])
-        ds.SeriesDescription = (str(ds.get("SeriesDescription", "")) + description_suffix)[:64]
-        number = ds.get("SeriesNumber")
-        ds.SeriesNumber = (int(number) if number not in (None, "") else 0) + series_number_offset
-        ds.SeriesDate, ds.SeriesTime = date, time
-        ds.ContentDate, ds.ContentTime = date, time
-        ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+        clipped += _derive(ds, data[:, :, k], series_uid=series_uid, derivation=derivation,
+                           software_version=software_version, description_suffix=description_suffix,
+                           series_number_offset=series_number_offset, now=now)
         name = names[k] if unique_names else f"IM_{k + 1:05d}.dcm"
-        try:
-            ds.save_as(out_dir / name, enforce_file_format=True)
-        except (TypeError, ValueError, struct.error, OverflowError) as exc:
-            raise InputError(f"{src_path}: cannot write a derived copy, a damaged element ({str(exc)[:120]})") from None
+        _encode(ds, out_dir / name, src_path)
     return clipped

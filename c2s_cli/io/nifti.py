@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,52 @@ def _slice_axis(img: object, zooms: tuple[float, ...]) -> int:
     return 2
 
 
+def _check_declared_size(path: Path, img: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse, from the header alone, a size the file cannot hold or this machine cannot take (a 73-byte file
+    must not make c2s allocate gigabytes)."""
+    n = int(np.prod(shape, dtype=np.float64))
+    if any(s <= 0 for s in shape) or n > MAX_VOXELS:
+        raise InputError(f"{path}: header declares an implausible size {shape}")
+    declared = n * dtype.itemsize
+    stored = path.stat().st_size
+    gz = str(path).lower().endswith(".gz")
+    limit = stored * 1100 if gz else stored - int(img.header["vox_offset"])  # deflate expands at most ~1032×
+    if declared > limit:
+        raise InputError(f"{path}: header declares {shape} {dtype} ({declared / 2**20:.0f} MiB) but the file holds "
+                         f"{'at most ' if gz else ''}{max(limit, 0) / 2**20:.1f} MiB: damaged or truncated")
+    budget = _memory_budget()
+    if budget is not None and n * 4 * 2 > budget:
+        raise InputError(f"{path}: {shape} needs {n * 8 / 2**30:.1f} GiB as float32 input and output, more than this "
+                         f"machine's {budget / 2**30:.1f} GiB of memory")
+
+
+def _memory_budget() -> int | None:
+    """Physical memory in bytes (None where unknown)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gunzip_verified(path: Path) -> bytes:
+    """The whole decompressed stream, its CRC-32 and length checked (every member, to the end of the file)."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            return fh.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: damaged gzip stream ({type(exc).__name__}: {str(exc)[:80]}); the file is corrupt "
+                         "or truncated, re-export or re-copy it") from None
+
+
 def read_nifti(path: Path) -> Volume:
-    """Read a .nii / .nii.gz (NIfTI-1 or -2, 3D or 4D) as float32 with scl_slope/inter applied."""
+    """Read a .nii / .nii.gz (NIfTI-1 or -2, 3D or 4D) as float32 with scl_slope/inter applied.
+
+    A ``.nii.gz`` is decompressed whole and its gzip CRC-32 and length are verified: a damaged stream is refused,
+    never read as data. The declared size is checked against the file and the memory before anything is read.
+    """
     import nibabel as nib
 
     try:
@@ -45,13 +90,17 @@ def read_nifti(path: Path) -> Volume:
         raise InputError(f"{path}: expected a 3D or 4D image, got shape {shape}")
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
-    if any(s <= 0 for s in shape) or int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
-        raise InputError(f"{path}: header declares an implausible size {shape}")
     dtype = img.get_data_dtype()
     if np.issubdtype(dtype, np.complexfloating) or dtype.names is not None:
         raise InputError(f"{path}: data type {dtype} is not supported (complex or RGB); give a magnitude image")
+    _check_declared_size(path, img, shape, dtype)
     try:
-        data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
+        # the file-backed image stays the Volume's source (header only); the verified bytes are dropped once read
+        whole = type(img).from_bytes(_gunzip_verified(path)) if str(path).lower().endswith(".gz") else img
+        data = np.asarray(whole.dataobj, dtype=np.float32).reshape(shape)
+        del whole
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"{path}: voxel data unreadable or truncated ({type(exc).__name__})") from None
     try:
@@ -135,7 +184,9 @@ def write_nifti(
     return clipped
 
 
-def write_nifti_from(vol: Volume, data: NDArray[np.float32], path: Path, *, threads: int | None = None) -> int:
+def write_nifti_from(
+    vol: Volume, data: NDArray[np.float32], path: Path, *, threads: int | None = None, note: str = "c2s denoised",
+) -> int:
     """Write a non-NIfTI volume (e.g. a DICOM series) as float32 NIfTI-1, sform = qform = scanner (code 1)."""
     import nibabel as nib
 
@@ -143,6 +194,6 @@ def write_nifti_from(vol: Volume, data: NDArray[np.float32], path: Path, *, thre
     img.set_sform(vol.affine, 1)
     img.set_qform(vol.affine, 1)
     img.header.set_xyzt_units("mm", "sec")
-    img.header["descrip"] = b"c2s denoised"
+    img.header["descrip"] = note.encode("latin-1", "replace")[:79]
     _save(img, path, threads)
     return 0

@@ -32,5 +32,9 @@ def write_preview(
     canvas = Image.new("L", (img.shape[1], img.shape[0] + header), 0)
     canvas.paste(Image.fromarray(img), (0, header))
     ImageDraw.Draw(canvas).text((2, 1), f"{title}  input | c2s | residual (+-3 sigma), sigma = {sigma:.4g}", fill=255)
-    canvas.save(path, format="PNG")
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", "c2s")  # marks the file as c2s's own (see c2s_cli.io.atomic.is_c2s_output)
+    canvas.save(path, format="PNG", pnginfo=info)
     return canvas.size

@@ -1,0 +1,95 @@
+"""What ``c2s info`` reports, as plain dicts: a scan (with its noise domain), a model file, the model list.
+
+No weights are loaded and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from c2s_cli.errors import InputError
+
+
+def model_info(path: Path) -> dict[str, Any]:
+    """A checkpoint's format, versions, parameter count, config and training summary (header only)."""
+    from c2s_cli.checkpoint import check_meta, read_header, sha256
+
+    if not path.exists():
+        raise InputError(f"{path}: no such model file")
+    meta, tensors = read_header(path)
+    cfg = check_meta(path, meta)
+    params = sum(int(np.prod([int(s) for s in t["shape"]], dtype=np.int64)) for t in tensors.values())
+    return {
+        "kind": "model",
+        "path": str(path),
+        "sha256": sha256(path),
+        "format_version": meta.get("format_version"),
+        "c2s_version": meta.get("c2s_version"),
+        "parameters": params,
+        "config": cfg.to_dict(),
+        "guides": list(cfg.model.guide_names) if cfg.model.guides else [],
+        "training": json.loads(meta.get("training", "{}")),
+    }
+
+
+def models_info() -> list[dict[str, Any]]:
+    """Every available model: name, path, SHA-256, whether it matches its registry, what it was trained on."""
+    from c2s_cli.checkpoint import list_models, read_header, sha256
+
+    rows = []
+    for name, path, expected in list_models():
+        meta, _ = read_header(path)
+        actual = sha256(path)
+        training = json.loads(meta.get("training", "{}"))
+        rows.append({
+            "name": name,
+            "path": str(path),
+            "sha256": actual,
+            "verified": expected == actual if expected else None,
+            "trained_on": training.get("description", training.get("sources", "")),
+        })
+    return rows
+
+
+def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coils: int = 1) -> dict[str, Any]:
+    """Shape, spacing, orientation, range, header facts and (``noise``) the noise domain of the first 3-D frame; a
+    folder with several DICOM series lists them instead."""
+    from c2s_cli.io import looks_like_dicom, read_volume
+    from c2s_cli.io.dicom import list_series
+
+    out: dict[str, Any] = {}
+    if path.is_dir() or (path.is_file() and looks_like_dicom(path) and not path.name.lower().endswith((".nii", ".nii.gz"))):
+        infos, warnings = list_series(path)
+        out["series"] = [{"uid": i.uid, "number": i.number, "description": i.description, "modality": i.modality,
+                          "images": i.count} for i in infos]
+        if len(infos) > 1 and series is None:
+            out.update({"kind": "dicom-folder", "path": str(path), "warnings": warnings})
+            return out
+    vol, warnings = read_volume(path, series=series)
+    data = vol.data
+    out.update({
+        "kind": vol.kind,
+        "path": str(path),
+        "shape": list(data.shape),
+        "spacing": [round(s, 4) for s in vol.spacing],
+        "orientation": vol.orientation,
+        "slice_axis": vol.slice_axis,
+        "dtype": vol.meta.get("dtype"),
+        "range": [float(np.min(data)), float(np.max(data))],
+        "affine": np.round(vol.affine, 4).tolist(),
+    })
+    out.update({k: v for k, v in vol.meta.items() if k not in ("dtype",)})
+    if noise:
+        from c2s_cli.noise.domain import NoiseDomain, NoiseEstimateError
+
+        first = data if data.ndim == 3 else data[..., 0]
+        try:
+            out["noise"] = NoiseDomain.fit(first, None, coils=coils, slice_axis=vol.slice_axis).summary()
+        except NoiseEstimateError as exc:
+            out["noise"] = {"sigma": None, "method": None, "warnings": [str(exc)]}
+    out["warnings"] = warnings
+    return out

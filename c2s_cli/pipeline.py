@@ -1,0 +1,196 @@
+"""The one per-input pipeline (``Denoiser.denoise_file``): pre-flight checks, read, adapt, denoise, write, record.
+
+Order matters: everything that can fail without the network runs first (options, output types, output safety,
+writability, the DICOM dry run, mask and guide grids), then the outputs are locked, then the compute runs, then the
+outputs are written atomically. A failing check therefore costs well under a second and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from c2s_cli import __version__
+from c2s_cli.errors import InputError, UsageError
+from c2s_cli.io import check_writable, is_nifti, output_kind, read_volume, write_volume
+from c2s_cli.io.atomic import OutputLock, atomic_path, check_distinct, check_output
+from c2s_cli.volume import Volume
+
+if TYPE_CHECKING:
+    from c2s_cli.api import Denoiser
+    from c2s_cli.config import DenoiseOptions
+
+
+def same_grid(other: Volume, vol: Volume, path: Path, param: str) -> None:
+    """Refuse a co-registered input (mask, guide, σ map, reference) that is not on ``vol``'s voxel grid."""
+    if other.data.shape[:3] != vol.data.shape[:3] or not np.allclose(other.affine, vol.affine, atol=1e-3):
+        raise InputError(
+            f"{param} {path}: not on the input's voxel grid (shape {other.data.shape[:3]} vs {vol.data.shape[:3]} or "
+            "a different affine); resample it first, e.g. with ANTs antsApplyTransforms or FSL flirt -applyxfm",
+            param=param,
+        )
+
+
+def read_mask(path: Path, vol: Volume) -> NDArray[np.bool_]:
+    """The mask (> 0) on ``vol``'s grid, broadcastable to ``vol.data``."""
+    m, _ = read_volume(path)
+    same_grid(m, vol, path, "mask")
+    keep = m.data[..., 0] > 0 if m.data.ndim == 4 else m.data > 0
+    return keep if vol.data.ndim == 3 else keep[..., None]
+
+
+def read_guide(path: Path, vol: Volume) -> NDArray[np.float32]:
+    """A guide contrast on ``vol``'s grid, with ``vol``'s dimensionality."""
+    g, _ = read_volume(path)
+    same_grid(g, vol, path, "guides")
+    if g.data.ndim != vol.data.ndim:
+        raise InputError(f"guides {path}: {g.data.ndim}D, the input is {vol.data.ndim}D", param="guides")
+    return g.data
+
+
+def anisotropy_warning(vol: Volume, axis: int, planes: tuple[str, ...]) -> str | None:
+    """View aggregation on thick slices measured no gain at 2× and a loss at 3–5× (benchmarks/README.md)."""
+    if len(planes) < 2:
+        return None
+    through, pixel = vol.spacing[axis], min(s for i, s in enumerate(vol.spacing) if i != axis)
+    if through > 1.5 * pixel:
+        return (f"planes {','.join(planes)} on {through:.3g} mm slices of {pixel:.3g} mm pixels: view aggregation "
+                "measured no gain at 2× and a loss at 3–5× this anisotropy (benchmarks/README.md); axial alone is "
+                "safer here")
+    return None
+
+
+def pixel_options(den: Denoiser, o: DenoiseOptions) -> dict[str, Any]:
+    """The options that change the output's pixels (they and the model's SHA-256 seed the derived UIDs)."""
+    return {"sigma": o.sigma, "coils": o.coils, "vst": o.vst, "strength": o.strength, "tta": o.tta,
+            "planes": list(o.planes), "slice_axis": o.slice_axis, "adapt": o.adapt, "adapt_lr": o.adapt_lr,
+            "mask": bool(o.mask), "guides": len(o.guides), "model_sha256": den.sha256}
+
+
+def preflight(
+    den: Denoiser, src: Path, dst: Path, o: DenoiseOptions, inputs: Sequence[Path],
+) -> tuple[Volume, list[str], NDArray[np.bool_] | None, list[NDArray[np.float32]], str]:
+    """Every check that can fail before the compute; returns the volume, its warnings, the mask, the guides and
+    the UID seed."""
+    from c2s_cli.api import check_options
+
+    check_options(o)
+    den.check_guides(len(o.guides))
+    outputs = {"output": dst, "residual": o.residual, "preview": o.preview}
+    check_distinct(outputs)
+    if o.residual is not None and not is_nifti(o.residual):
+        raise UsageError(f"residual {o.residual}: the residual map is written as NIfTI (.nii or .nii.gz)",
+                         param="residual")
+    if o.preview is not None and o.preview.suffix.lower() != ".png":
+        raise UsageError(f"preview {o.preview}: the preview is a PNG (.png)", param="preview")
+    every_input = [src, *inputs, *([o.mask] if o.mask else []), *o.guides]
+    for name, p in outputs.items():
+        if p is not None:
+            check_output(p, every_input, force=o.force, what=name, param=name)
+    vol, warnings = read_volume(src, series=o.series)
+    output_kind(vol, dst)
+    seed = json.dumps(pixel_options(den, o), sort_keys=True)
+    check_writable(vol, dst, uid_seed=seed)
+    if o.residual is not None:
+        check_writable(vol, o.residual)
+    if o.adapt and vol.data.ndim != 3:
+        raise UsageError(f"adapt: {src} is 4D; adaptation supports 3D inputs only", param="adapt")
+    keep = read_mask(o.mask, vol) if o.mask is not None else None
+    guides = [read_guide(g, vol) for g in o.guides]
+    axis = o.slice_axis if o.slice_axis is not None else vol.slice_axis
+    w = anisotropy_warning(vol, axis, o.planes)
+    return vol, warnings + ([w] if w else []), keep, guides, seed
+
+
+def run_file(
+    den: Denoiser,
+    src: Path,
+    dst: Path,
+    o: DenoiseOptions,
+    *,
+    inputs: Sequence[Path] = (),
+    on_progress: Callable[[str, int, int], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """See :meth:`c2s_cli.api.Denoiser.denoise_file`."""
+    from c2s_cli.api import DenoiseReport
+
+    t_start = time.perf_counter()
+    vol, warnings, keep, guides, seed = preflight(den, src, dst, o, inputs)
+    t_read = time.perf_counter() - t_start
+
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+        if on_warning:
+            on_warning(msg)
+
+    for w in list(warnings):
+        if on_warning:
+            on_warning(w)
+    axis = o.slice_axis if o.slice_axis is not None else vol.slice_axis
+    seconds: dict[str, float] = {"model_load": den.load_seconds, "read": t_read}
+    with ExitStack() as locks:
+        for p in (dst, o.residual, o.preview):
+            if p is not None:
+                locks.enter_context(OutputLock(p))
+        worker = den
+        if o.adapt:
+            t0 = time.perf_counter()
+            cb = (lambda r: on_progress("adapt", r["step"], o.adapt)) if on_progress else None
+            worker = den.adapted(vol.data, o.adapt, sigma=o.sigma, use_vst=o.vst, coils=o.coils, slice_axis=axis,
+                                 guides=guides or None, lr=o.adapt_lr, on_log=cb)
+            seconds["adapt"] = time.perf_counter() - t0
+        rep = DenoiseReport()
+        result = worker.denoise(
+            vol, o.sigma, strength=o.strength, use_vst=o.vst, coils=o.coils, slice_axis=axis, guides=guides or None,
+            report=rep, tta=o.tta, planes=o.planes,
+            on_progress=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None,
+        )
+        seconds.update(rep.seconds)
+        if keep is not None:
+            result = np.where(keep, result, vol.data).astype(np.float32)
+        for w in rep.domains[0].estimate.warnings if rep.domains[0].estimate else ():
+            warn(w)
+        t0 = time.perf_counter()
+        vst_on, _ = den.noise_model(o.vst, o.coils)
+        params = (f"model={den.name} sha256={den.sha256[:16]} strength={o.strength} vst={vst_on} tta={o.tta} "
+                  f"planes={'+'.join(o.planes)}")
+        derivation = (f"Self-supervised denoising (Corruption2Self), c2s {__version__}, {params}, "
+                      f"sigma={rep.domains[0].sigma:.5g}")
+        clipped = write_volume(vol, result, dst, dtype=o.dtype, note=f"c2s {__version__} denoised",
+                               derivation=derivation, software_version=f"c2s {__version__}", uid_seed=seed,
+                               threads=o.threads)
+        if o.preview is not None:
+            from c2s_cli.io.preview import write_preview
+
+            with atomic_path(o.preview) as tmp:
+                first = (vol.data, result) if vol.data.ndim == 3 else (vol.data[..., 0], result[..., 0])
+                write_preview(*first, tmp, sigma=rep.domains[0].sigma, slice_axis=axis, title=src.name)
+        if o.residual is not None:
+            resid = (vol.data - result).astype(np.float32)
+            write_volume(vol, resid, o.residual, note=f"c2s {__version__} residual", threads=o.threads)
+        seconds["write"] = time.perf_counter() - t0
+    if clipped:
+        warn(f"{dst}: {clipped} voxel(s) clipped to the output's stored range")
+    seconds["total"] = time.perf_counter() - t_start
+    return {
+        "input": str(src),
+        "series": o.series,
+        "output": str(dst),
+        "status": "ok",
+        **den.describe(),
+        "noise": rep.noise,
+        "warnings": warnings,
+        "clipped_voxels": clipped,
+        "adapt_steps": o.adapt,
+        "tta": o.tta,
+        "planes": list(o.planes),
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    }
