@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +49,7 @@ _FLAGS = {
     "mask": "--mask", "guides": "--guide", "adapt": "--adapt", "residual": "--residual", "preview": "--preview",
     "report": "--report", "device": "--device", "threads": "--threads", "batch_size": "--batch-size",
     "part_id": "--part-id", "reference": "--reference", "run_dir": "--run-dir", "series": "--series",
+    "resume": "--resume", "init": "--init", "guide_names": "--guide-names",
 }
 
 
@@ -395,61 +395,27 @@ def train(
 ) -> None:
     """Train a C2S denoiser on your own noisy scans (self-supervised: no clean images needed)."""
     from c2s_cli import training
-    from c2s_cli.batch import expand, input_paths
-    from c2s_cli.config import GDSMConfig, ModelConfig, NoiseConfig, RunConfig, TrainConfig
+    from c2s_cli.batch import expand
+    from c2s_cli.train import dist_env
 
     log = _start(quiet, verbose)
-    if output.suffix != ".safetensors":
-        raise UsageError(f"-o {output}: the model file must end in .safetensors")
-    plane_list = _planes(planes)
+    training.check_model_path(output)
     rd = resume or run_dir or output.with_suffix(".run")
     if resume is not None:
-        if not (resume / "config.json").is_file():
-            raise UsageError(f"--resume {resume}: no config.json in that folder")
-        cfg = RunConfig.from_dict(json.loads((resume / "config.json").read_text()))
-        if steps is not None:
-            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+        cfg = training.resume_config(resume, steps)
     else:
-        m, g, t = ModelConfig(), GDSMConfig(), TrainConfig()
-        if init is not None:
-            icfg = training.init_config(init)
-            m, g = icfg.model, icfg.gdsm
-        n_targets = len(expand(inputs, series))
-        n_guides = len(guide or [])
-        if n_guides % max(n_targets, 1):
-            raise UsageError(f"--guide given {n_guides} times for {n_targets} input(s): give K guides per input")
-        k = n_guides // max(n_targets, 1)
-        names = tuple(x.strip() for x in guide_names.split(",")) if guide_names else tuple(f"guide{i + 1}" for i in range(k))
-        if len(names) != k:
-            raise UsageError(f"--guide-names lists {len(names)} names for {k} guide contrast(s)")
-        if init is None:
-            m = dataclasses.replace(m, guides=k, guide_names=names)
-        elif m.guides != k:
-            raise UsageError(f"--init model takes {m.guides} guide contrast(s), {k} given")
-        m = dataclasses.replace(
-            m,
-            **({"context": context} if context is not None else {}),
-            **({"channels": tuple(int(c) for c in channels.split(","))} if channels else {}),
+        cfg = training.build_config(
+            init=init, n_targets=len(expand(inputs, series)), n_guides=len(guide or []),
+            guide_names=[x.strip() for x in guide_names.split(",")] if guide_names else None,
+            model={"context": context, "channels": tuple(int(c) for c in channels.split(",")) if channels else None},
+            gdsm={"tau_max": tau_max, "alpha": alpha, "target_fraction": target_fraction},
+            train={"seed": seed, "planes": _planes(planes), "add_noise": _parse_range(add_noise, "--add-noise"),
+                   "noisy_copies": noisy_copies, "guide_dropout": guide_dropout, "invert": invert, "bf16": bf16,
+                   "steps": steps, "batch_size": batch_size, "patch_size": patch_size, "lr": lr,
+                   "val_fraction": val_fraction},
+            noise={"vst": not no_vst, "coils": coils, "sigma": sigma},
         )
-        g = dataclasses.replace(
-            g,
-            **{k: v for k, v in {"tau_max": tau_max, "alpha": alpha, "target_fraction": target_fraction}.items() if v is not None},
-        )
-        t = dataclasses.replace(
-            t,
-            seed=seed,
-            planes=plane_list,
-            add_noise=_parse_range(add_noise, "--add-noise"),
-            noisy_copies=noisy_copies,
-            guide_dropout=guide_dropout,
-            invert=invert,
-            bf16=bf16,
-            **{k: v for k, v in {"steps": steps, "batch_size": batch_size, "patch_size": patch_size, "lr": lr,
-                                 "val_fraction": val_fraction}.items() if v is not None},
-        )
-        cfg = RunConfig(model=m, gdsm=g, noise=NoiseConfig(vst=not no_vst, coils=coils, sigma=sigma), train=t)
-    found = expand(inputs, series)
-    items = [(it.path, it.series) for it in found]
+    items = [(it.path, it.series) for it in expand(inputs, series)]
     if cfg.train.invert > 0 and not cfg.noise.vst:
         log.warn(f"--invert {cfg.train.invert} with --no-vst: the inversion is exact only for the VST domain's "
                  "symmetric noise; magnitude (Rician) noise is not symmetric")
@@ -457,93 +423,30 @@ def train(
         typer.echo(json.dumps({"inputs": [str(p) for p, _ in items], "run_dir": str(rd), "output": str(output),
                                "config": cfg.to_dict()}, indent=2))
         return
-    from c2s_cli.io.atomic import OutputLock, atomic_path, check_output
-    from c2s_cli.train import dist_env
-
-    world, rank = dist_env()  # under torchrun only rank 0 checks, logs and writes
-    if world > 1 and resume is not None:
-        raise UsageError("--resume is not supported under torchrun yet; resume on a single process")
-    everything = input_paths(found) + list(guide or []) + ([reference] if reference else [])
-    if rank != 0:
-        quiet = True
-        log = _Log(quiet=True)
-    else:
-        check_output(output, everything, force=force)
-        _check_run_dir(rd, everything)
-    if resume is None and rank == 0:
-        if rd.exists() and any(rd.iterdir()) and not force:
-            raise UsageError(f"run folder {rd} exists; pass --resume {rd} to continue or --force to start over")
-        rd.mkdir(parents=True, exist_ok=True)
-    import torch
-
-    from c2s_cli.infer import pick_device
-
     if threads:
-        torch.set_num_threads(threads)
-    try:
-        dev = pick_device(device)
-    except (ValueError, RuntimeError) as exc:
-        raise UsageError(f"--device {device}: {exc}") from None
-    volumes, summary = training.load_training_set(items, cfg, guide or [], on_warning=log.warn)
-    if epochs is not None and resume is None:
-        n_slices = sum(v.planes[0].shape[0] for v in volumes)
-        per_epoch = max(1, n_slices // cfg.train.batch_size)
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=max(1, int(epochs * per_epoch))))
-    summary["description"] = description
-    init_model = None
-    if init is not None:
-        init_model, summary["init"] = training.resolve_init(init)  # checked against its registry; file name + SHA
-    from c2s_cli.train import train as run_training
+        import torch
 
-    log.info(f"training on {len(volumes)} volume(s), {cfg.train.steps} steps, device {dev}, run folder {rd}")
+        torch.set_num_threads(threads)
+    world, rank = dist_env()
     if rank != 0:
-        run_training(cfg, volumes, None, None, data_summary=summary, init=init_model, resume=False, device=str(dev))
-        return
-    evaluate = None
-    if reference is not None:
-        evaluate, noisy_psnr = training.reference_evaluator(items[0], reference, cfg)
-        log.info(f"reference {reference}: PSNR of the noisy input {noisy_psnr:.2f} dB")
-    with log.progress() as prog, OutputLock(output):
+        log = _Log(quiet=True)
+    with log.progress() as prog:
         task = prog.add_task("train", total=cfg.train.steps, status="")
 
         def on_log(rec: dict[str, Any]) -> None:
             val = f" val {rec['val_loss']:.4f}" if rec.get("val_loss") is not None else ""
             val += f" PSNR {rec['psnr']:.2f} dB" if rec.get("psnr") is not None else ""
             status = f"loss {rec['loss']:.4f}{val} {rec['step'] / max(rec['seconds'], 1e-9):.2f} steps/s"
-            prog.update(task, completed=rec["step"], status=status)
-            if not prog.console.is_terminal and not quiet:
+            prog.update(task, completed=rec["step"], total=cfg.train.steps, status=status)
+            if not prog.console.is_terminal and not log.quiet:
                 log.info(f"step {rec['step']}/{cfg.train.steps} {status}")
 
-        commit = _git_commit()
-        with atomic_path(output) as tmp:
-            res = run_training(cfg, volumes, tmp, rd, data_summary=summary, init=init_model, resume=resume is not None,
-                               device=str(dev), on_log=on_log, evaluate=evaluate,
-                               extra_meta={"git_commit": commit} if commit else None)
-    ranks = f", {world} ranks with identical weights" if world > 1 else ""
-    log.info(f"wrote {output} ({res.steps} steps, {res.seconds:.0f} s, final loss {res.loss:.4f}{ranks})")
-
-
-def _check_run_dir(rd: Path, inputs: list[Path]) -> None:
-    """An existing run folder may be reused (it holds c2s's own files) but may not be, hold or lie in an input."""
-    out = Path(os.path.realpath(rd))
-    for src in inputs:
-        s = Path(os.path.realpath(src))
-        if out == s or s in out.parents or out in s.parents:
-            raise UsageError(f"--run-dir {rd} collides with the input {src}; choose another run folder")
-
-
-def _git_commit() -> str | None:
-    """The commit of a c2s checkout this runs from, if any (recorded in trained models)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    if not (root / ".git").exists():
-        return None
-    try:
-        r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout.strip() or None
+        res = training.fit(cfg, items, output, rd, guides=guide or [], init=init, resume=resume is not None,
+                           force=force, epochs=epochs, device=device, reference=reference, description=description,
+                           on_log=on_log, on_info=log.info, on_warning=log.warn)
+    if res is not None:
+        ranks = f", {world} ranks with identical weights" if world > 1 else ""
+        log.info(f"wrote {output} ({res.steps} steps, {res.seconds:.0f} s, final loss {res.loss:.4f}{ranks})")
 
 
 # ------------------------------------------------------------------------------------------------------ entry

@@ -93,3 +93,158 @@ def reference_evaluator(
         return psnr(denoise_frame(model, noisy, dom, axes=(ax,)))
 
     return evaluate, psnr(noisy)
+
+
+def build_config(
+    *,
+    init: str | None,
+    n_targets: int,
+    n_guides: int,
+    guide_names: Sequence[str] | None,
+    model: dict[str, Any],
+    gdsm: dict[str, Any],
+    train: dict[str, Any],
+    noise: dict[str, Any],
+) -> RunConfig:
+    """The run config of a new training run: the defaults, or a start model's architecture and GDSM settings
+    (``init``), overridden by the given fields (None values are ignored). Guides: K = n_guides / n_targets per input."""
+    import dataclasses
+
+    from c2s_cli.config import GDSMConfig, ModelConfig, NoiseConfig, TrainConfig
+
+    def given(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if v is not None}
+
+    m, g = (ModelConfig(), GDSMConfig()) if init is None else (init_config(init).model, init_config(init).gdsm)
+    if n_guides % max(n_targets, 1):
+        raise UsageError(f"guides: given {n_guides} times for {n_targets} input(s): give K guides per input",
+                         param="guides")
+    k = n_guides // max(n_targets, 1)
+    names = tuple(guide_names) if guide_names else tuple(f"guide{i + 1}" for i in range(k))
+    if len(names) != k:
+        raise UsageError(f"guide_names lists {len(names)} names for {k} guide contrast(s)", param="guide_names")
+    if init is None:
+        m = dataclasses.replace(m, guides=k, guide_names=names)
+    elif m.guides != k:
+        raise UsageError(f"init: the start model takes {m.guides} guide contrast(s), {k} given", param="init")
+    m = dataclasses.replace(m, **given(model))
+    try:
+        m.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return RunConfig(model=m, gdsm=dataclasses.replace(g, **given(gdsm)),
+                     noise=NoiseConfig(**given(noise)), train=dataclasses.replace(TrainConfig(), **given(train)))
+
+
+def resume_config(run_dir: Path, steps: int | None) -> RunConfig:
+    """The config of the run in ``run_dir`` (its ``config.json``), with a new step count if given."""
+    import dataclasses
+    import json
+
+    if not (run_dir / "config.json").is_file():
+        raise UsageError(f"resume {run_dir}: no config.json in that folder", param="resume")
+    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    return cfg if steps is None else dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+
+
+def check_run_dir(run_dir: Path, inputs: Sequence[Path], *, resume: bool, force: bool) -> None:
+    """A run folder may be reused (it holds c2s's own files) but may not be, hold or lie in an input; an existing,
+    non-empty one needs ``resume`` or ``force``."""
+    import os
+
+    out = Path(os.path.realpath(run_dir))
+    for src in inputs:
+        s = Path(os.path.realpath(src))
+        if out == s or s in out.parents or out in s.parents:
+            raise UsageError(f"run_dir {run_dir} collides with the input {src}; choose another run folder",
+                             param="run_dir")
+    if not resume and run_dir.exists() and any(run_dir.iterdir()) and not force:
+        raise UsageError(f"run_dir {run_dir} exists; resume it or force a new run over it", param="run_dir")
+
+
+def check_model_path(output: Path) -> None:
+    """A model file is a ``.safetensors``."""
+    if output.suffix != ".safetensors":
+        raise UsageError(f"output {output}: the model file must end in .safetensors", param="output")
+
+
+def git_commit() -> str | None:
+    """The commit of a c2s checkout this runs from, if any (recorded in trained models)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None
+
+
+def fit(
+    cfg: RunConfig,
+    items: Sequence[tuple[Path, str | None]],
+    output: Path,
+    run_dir: Path,
+    *,
+    guides: Sequence[Path] = (),
+    init: str | None = None,
+    resume: bool = False,
+    force: bool = False,
+    epochs: float | None = None,
+    device: str = "auto",
+    reference: Path | None = None,
+    description: str = "",
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+    on_info: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> Any:
+    """Train a model on ``items`` and write it to ``output`` (atomically, under an exclusive lock), with the run
+    folder ``run_dir``: the library side of ``c2s train``. Under torchrun only rank 0 checks, logs and writes.
+
+    Returns the :class:`~c2s_cli.train.TrainResult` (None on other ranks).
+    """
+    import dataclasses
+
+    from c2s_cli.infer import pick_device
+    from c2s_cli.io.atomic import OutputLock, atomic_path, check_output
+    from c2s_cli.train import dist_env, train
+
+    world, rank = dist_env()
+    if world > 1 and resume:
+        raise UsageError("resume is not supported under torchrun yet; resume on a single process", param="resume")
+    everything = [p for p, _ in items] + list(guides) + ([reference] if reference else [])
+    if rank == 0:
+        check_model_path(output)
+        check_output(output, everything, force=force)
+        check_run_dir(run_dir, everything, resume=resume, force=force)
+        if not resume:
+            run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dev = pick_device(device)
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(f"device {device!r}: {exc}", param="device") from None
+    volumes, summary = load_training_set(items, cfg, guides, on_warning=on_warning)
+    if epochs is not None and not resume:
+        per_epoch = max(1, sum(v.planes[0].shape[0] for v in volumes) // cfg.train.batch_size)
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=max(1, int(epochs * per_epoch))))
+    summary["description"] = description
+    init_model = None
+    if init is not None:
+        init_model, summary["init"] = resolve_init(init)  # checked against its registry; file name + SHA-256
+    if on_info:
+        on_info(f"training on {len(volumes)} volume(s), {cfg.train.steps} steps, device {dev}, run folder {run_dir}")
+    if rank != 0:
+        train(cfg, volumes, None, None, data_summary=summary, init=init_model, resume=False, device=str(dev))
+        return None
+    evaluate = None
+    if reference is not None:
+        evaluate, noisy_psnr = reference_evaluator(items[0], reference, cfg)
+        if on_info:
+            on_info(f"reference {reference}: PSNR of the noisy input {noisy_psnr:.2f} dB")
+    commit = git_commit()
+    with OutputLock(output), atomic_path(output) as tmp:
+        return train(cfg, volumes, tmp, run_dir, data_summary=summary, init=init_model, resume=resume,
+                     device=str(dev), on_log=on_log, evaluate=evaluate,
+                     extra_meta={"git_commit": commit} if commit else None)

@@ -1,9 +1,12 @@
 """Mutation fuzzing of c2s's readers and the denoise path (outside CI; figures go to benchmarks/README.md).
 
 Seeds: a small NIfTI and a 3-file DICOM series made like the tests' fixtures. Each trial mutates one seed (random
-byte flips, truncation, header-field overwrites, duplicated or dropped DICOM files) with a seeded RNG, then runs
-what `c2s denoise` runs in-process: read → noise estimate → denoise (a tiny random model) → write. A trial passes when
-it either succeeds or raises a c2s error (one-line message, distinct exit code); any other exception is a crash.
+byte flips, truncation, header-field overwrites, inserted garbage, dropped DICOM files, an unknown VR in the DICOM
+file meta, a damaged deflate stream or gzip trailer) with a seeded RNG, then runs the pipeline `c2s denoise` runs,
+in-process: ``Denoiser.denoise_file`` (pre-flight checks and DICOM dry run → read → noise → denoise with a tiny
+random model → atomic write). A trial passes when it either succeeds or raises a c2s error (one-line message,
+distinct exit code); any other exception is a crash. Two more oracles: a damaged gzip stream must never be accepted
+("damaged accepted"), and no c2s temporary name may be left behind ("leftover").
 
 Engines: ``random`` (a seeded NumPy mutator) or ``hypothesis`` (Hypothesis draws the seed file, the byte edits and
 the truncation point; derandomised, no example database).
@@ -30,6 +33,29 @@ from conftest import make_series  # noqa: E402
 from phantoms import head_phantom, rician  # noqa: E402
 
 
+def damage_gzip(raw: bytes, rng: np.random.Generator) -> bytes:
+    """Flip bytes inside the deflate stream, or in the CRC-32 / ISIZE trailer (the stream itself stays decodable)."""
+    b = bytearray(raw)
+    if rng.random() < 0.5 and len(b) > 40:
+        for _ in range(int(rng.integers(1, 4))):
+            pos = int(rng.integers(20, len(b) - 8))
+            b[pos] ^= int(rng.integers(1, 256))
+    else:
+        b[len(b) - 8 + int(rng.integers(8))] ^= int(rng.integers(1, 256))
+    return bytes(b)
+
+
+def unknown_vr(raw: bytes, rng: np.random.Generator) -> bytes:
+    """Replace the VR of one file-meta element (group 0002, explicit VR) with two random upper-case letters."""
+    b = bytearray(raw)
+    spots = [i for i in range(132, min(len(b) - 6, 400)) if b[i] == 0x02 and b[i + 1] == 0x00 and
+             chr(b[i + 4]).isupper() and chr(b[i + 5]).isupper()]
+    if spots:
+        i = spots[int(rng.integers(len(spots)))]
+        b[i + 4 : i + 6] = bytes(int(v) for v in rng.integers(65, 91, 2))
+    return bytes(b)
+
+
 def mutate(raw: bytes, rng: np.random.Generator) -> bytes:
     b = bytearray(raw)
     kind = rng.integers(4)
@@ -49,18 +75,10 @@ def mutate(raw: bytes, rng: np.random.Generator) -> bytes:
 
 def run_once(path: Path, out: Path, model: object) -> None:
     from c2s_cli.api import Denoiser
-    from c2s_cli.io import read_volume
-    from c2s_cli.io.dicom import write_dicom_series
-    from c2s_cli.io.nifti import write_nifti
 
-    vol, _ = read_volume(path)
     assert isinstance(model, Denoiser)
-    res = model.denoise(vol)
-    if vol.kind == "nifti":
-        write_nifti(vol, res, out / "o.nii.gz")
-    else:
-        (out / "s").mkdir()
-        write_dicom_series(vol, res, out / "s")
+    dst = out / ("o.nii.gz" if path.name.endswith((".nii", ".nii.gz")) else "s")
+    model.denoise_file(path, dst)
 
 
 def main() -> None:
@@ -92,17 +110,24 @@ def main() -> None:
     crashes: list[str] = []
     t0 = time.time()
 
-    def attempt(target: Path, case: Path, label: str) -> None:
+    def attempt(target: Path, case: Path, label: str, damaged: bool = False) -> None:
         out = case / "out"
         out.mkdir()
         try:
             run_once(target, out, den)
             outcomes["ok"] += 1
+            if damaged:
+                outcomes["DAMAGED ACCEPTED"] += 1
+                crashes.append(f"{label}: a damaged gzip stream was read as data")
         except C2SError as exc:
             outcomes[f"rejected (exit {exc.exit_code})"] += 1
         except Exception:  # a crash: not a c2s error
             outcomes["CRASH"] += 1
             crashes.append(f"{label}: {traceback.format_exc(limit=3)}")
+        left = [p.name for p in case.rglob("*") if ".c2s-tmp-" in p.name or p.name.endswith((".c2s-old", ".c2s-lock"))]
+        if left:
+            outcomes["LEFTOVER"] += 1
+            crashes.append(f"{label}: left {left}")
         shutil.rmtree(case, ignore_errors=True)
 
     if args.engine == "hypothesis":
@@ -146,19 +171,27 @@ def main() -> None:
         seed = seeds[int(rng.integers(len(seeds)))]
         case = work / f"t{trial}"
         case.mkdir()
+        damaged = False
         if seed.is_dir():
             target = case / "series"
             shutil.copytree(seed, target)
             files = sorted(target.iterdir())
             victim = files[int(rng.integers(len(files)))]
-            if rng.random() < 0.15:
+            u = rng.random()
+            if u < 0.15:
                 victim.unlink()
+            elif u < 0.3:
+                victim.write_bytes(unknown_vr(victim.read_bytes(), rng))
             else:
                 victim.write_bytes(mutate(victim.read_bytes(), rng))
         else:
             target = case / seed.name
-            target.write_bytes(mutate(seed.read_bytes(), rng))
-        attempt(target, case, f"trial {trial} ({seed.name})")
+            if seed.name.endswith(".gz") and rng.random() < 0.3:
+                target.write_bytes(damage_gzip(seed.read_bytes(), rng))
+                damaged = True
+            else:
+                target.write_bytes(mutate(seed.read_bytes(), rng))
+        attempt(target, case, f"trial {trial} ({seed.name})", damaged)
     print(f"{args.trials} inputs in {time.time() - t0:.0f} s (seed {args.seed}): {dict(outcomes)}")
     for c in crashes[:10]:
         print(c)

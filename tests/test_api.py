@@ -72,7 +72,7 @@ def test_dicom_dry_run_fails_before_compute(den: Denoiser, dicom_series: Path, t
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A source whose derived copy cannot be encoded is refused by the dry run (one instance derived and encoded in
     memory), before the network runs: here pydicom cannot encode one element of it."""
-    import c2s_cli.io.dicom as dicom
+    import c2s_cli.io.dicom_write as dicom
 
     real = dicom._derive
 

@@ -18,7 +18,7 @@ import pydicom
 import pytest
 
 from c2s_cli.io import read_volume
-from c2s_cli.io.dicom import write_dicom_series
+from c2s_cli.io.dicom_write import write_dicom_series
 
 REAL = Path(__file__).parent / "data" / "ge_pd_5slices"
 

@@ -9,7 +9,8 @@ import pytest
 from conftest import make_series
 from c2s_cli.errors import InputError
 from c2s_cli.io import read_volume
-from c2s_cli.io.dicom import list_series, write_dicom_series
+from c2s_cli.io.dicom import list_series
+from c2s_cli.io.dicom_write import write_dicom_series
 
 
 def _world(ds: pydicom.Dataset, i: float, j: float) -> np.ndarray:

@@ -90,3 +90,26 @@ def test_parallel_gzip_output_equals_nibabel_serial(noisy_nifti: Path, tmp_path:
     write_nifti(vol, vol.data * 0.5, ser)  # .nii: written by nib.save
     assert gzip.decompress(par.read_bytes()) == ser.read_bytes()
     np.testing.assert_array_equal(np.asarray(nib.load(str(par)).dataobj), np.asarray(nib.load(str(ser)).dataobj))
+
+
+def test_dtype_input_keeps_precision_of_scaled_integers(tmp_path: Path) -> None:
+    """A quantitative-map-like int16 volume with scl_slope 0.001: --dtype input must not quantise the output to the
+    input's 0.001 steps, let alone to {0, 1, 2} (issue 18)."""
+    from c2s_cli.io.nifti import read_nifti, write_nifti
+
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0.2, 2.5, (16, 16, 4)).astype(np.float32)  # e.g. T2* in s, or a fraction map
+    img = nib.Nifti1Image(np.rint(values / 0.001).astype(np.int16), np.eye(4))
+    img.header.set_slope_inter(0.001, 0.0)
+    src = tmp_path / "qmap.nii.gz"
+    nib.save(img, str(src))
+    vol = read_nifti(src)
+    denoised = vol.data + np.float32(0.0004)  # a change smaller than the input's step
+    out = tmp_path / "o.nii.gz"
+    assert write_nifti(vol, denoised, out, dtype="input") == 0
+    back = nib.load(str(out))
+    assert back.get_data_dtype() == np.int16
+    got = np.asarray(back.dataobj, dtype=np.float64)
+    step = (denoised.max() - denoised.min()) / 65535
+    assert np.abs(got - denoised).max() <= step  # full int16 resolution over the output range
+    assert np.abs(got / 0.001 - np.rint(got / 0.001)).max() > 0.2  # not quantised to the input's 0.001 steps

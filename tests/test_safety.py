@@ -308,3 +308,34 @@ def test_unwritable_batch_folder_fails_before_the_model_runs(small_nifti: Path, 
         one_error_line(r, 2, "not writable")
     finally:
         ro.chmod(0o700)
+
+
+def test_damaged_file_meta_and_zero_spacing_never_fail_after_compute(small_series: Path, tiny_model: Path,
+                                                                     tmp_path: Path) -> None:
+    """Write errors are found before the network: a source's file meta is never copied (an unknown VR in it is
+    harmless), and a geometry NIfTI cannot express (PixelSpacing 0) is refused up front with one line."""
+    import pydicom
+
+    files = sorted(small_series.glob("*.dcm"))
+    raw = bytearray(files[-1].read_bytes())
+    pos = raw.find(b"\x02\x00\x13\x00SH")  # (0002,0013) ImplementationVersionName
+    if pos < 0:
+        pos = raw.find(b"\x02\x00\x12\x00UI")
+    raw[pos + 4 : pos + 6] = b"WN"  # an unknown VR in the file meta of the last instance
+    files[-1].write_bytes(bytes(raw))
+    out = tmp_path / "o"
+    r = c2s("denoise", str(small_series), "-o", str(out), "--model", str(tiny_model))
+    assert r.returncode == 0, r.stderr
+    ds = pydicom.dcmread(sorted(out.glob("*.dcm"))[-1])
+    assert str(ds.file_meta.ImplementationClassUID) == "1.2.826.0.1.3680043.10.1437.1"
+    for p in files[:-1]:
+        d = pydicom.dcmread(p)
+        d.PixelSpacing = [0, 0]
+        d.save_as(p)
+    d = pydicom.dcmread(files[-1], force=True)
+    d.PixelSpacing = [0, 0]
+    d.save_as(files[-1], enforce_file_format=True)
+    r = c2s("denoise", str(small_series), "-o", str(tmp_path / "z.nii.gz"), "--model", str(tiny_model))
+    assert r.returncode == 4 and r.stderr.count("c2s: error") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "z.nii.gz").exists()
+    no_temporaries(tmp_path)

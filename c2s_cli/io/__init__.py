@@ -67,7 +67,7 @@ def check_writable(vol: Volume, dst: Path, *, uid_seed: str = "") -> None:
     NIfTI header can be made from the geometry, a derived DICOM instance can be encoded (a dry run on one)."""
     kind = output_kind(vol, dst)
     if kind == "dicom":
-        from c2s_cli.io.dicom import check_dicom_writable
+        from c2s_cli.io.dicom_write import check_dicom_writable
 
         check_dicom_writable(vol, uid_seed=uid_seed)
     elif vol.kind != "nifti":
@@ -97,7 +97,7 @@ def write_volume(
     """
     kind = output_kind(vol, dst)
     if kind == "dicom":
-        from c2s_cli.io.dicom import write_dicom_series
+        from c2s_cli.io.dicom_write import write_dicom_series
 
         with atomic_path(dst, is_dir=True) as tmp:
             return write_dicom_series(vol, data, tmp, derivation=derivation, software_version=software_version,

@@ -148,7 +148,9 @@ def write_nifti(
     """Write ``data`` with ``vol``'s header (affine, s/qform and codes, pixdim, units, dim_info, extensions).
 
     Args:
-        dtype: "float32" (default) or "input" (round and clip to the input's on-disk type, scl_slope 1 / inter 0).
+        dtype: "float32" (default) or "input": the input's on-disk type; unscaled integers are rounded and clipped,
+            scaled integers (scl_slope ≠ 1 or scl_inter ≠ 0) get a new slope / intercept spanning the output range at
+            the type's full resolution (never quantised to the input's raw steps).
         note: prefix written into ``descrip`` (80 bytes).
         threads: gzip threads for a ``.nii.gz`` (None: the cores available).
     Returns:
@@ -158,9 +160,17 @@ def write_nifti(
     header = src.header.copy()
     clipped = 0
     out_data: NDArray[np.generic]
+    rescale = False
     if dtype == "input":
         dt = np.dtype(vol.meta["dtype"])
-        if np.issubdtype(dt, np.integer):
+        # nibabel moves the file's scl_slope / scl_inter into the array proxy on load
+        slope, inter = float(getattr(src.dataobj, "slope", 1.0)), float(getattr(src.dataobj, "inter", 0.0))
+        if np.issubdtype(dt, np.integer) and (slope != 1.0 or inter != 0.0):
+            # scaled integers (quantitative maps, scl_slope 0.001…): nibabel picks a slope / intercept that spans the
+            # denoised range at the type's full resolution; rounding to the input's raw units would destroy the data
+            rescale = True
+            out_data = np.asarray(data, dtype=np.float32)
+        elif np.issubdtype(dt, np.integer):
             info = np.iinfo(dt)
             rounded = np.rint(data)
             clipped = int(np.count_nonzero((rounded < info.min) | (rounded > info.max)))
@@ -175,7 +185,7 @@ def write_nifti(
     img = type(src)(out_data, src.affine, header)
     img.set_sform(src.get_sform(), int(src.header["sform_code"]))
     img.set_qform(src.get_qform(), int(src.header["qform_code"]))
-    img.header.set_slope_inter(1.0, 0.0)
+    img.header.set_slope_inter(*((np.nan, np.nan) if rescale else (1.0, 0.0)))
     img.header["cal_min"] = 0
     img.header["cal_max"] = 0
     old = vol.meta.get("descrip", "")

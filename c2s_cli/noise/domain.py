@@ -12,8 +12,8 @@ One object, fitted once per 3-D frame (Style 3), used by ``info``, ``denoise`` (
 
 Averages over views (planes and TTA passes) are taken in **image units**: each view is mapped back by the exact
 unbiased inverse, and the mean of unbiased estimates of ν is unbiased. Averaging in network units and inverting
-once is not (the inverse is nonlinear: Jensen), and it measured 0.01–0.03 dB lower on the quality cases
-(``--model wide --planes axial,coronal,sagittal``, benchmarks/README.md). Both planes and TTA therefore share one
+once is not (the inverse is nonlinear: Jensen), and it measured 0.01–0.04 dB lower on the quality cases
+(``--planes axial,coronal,sagittal``, default and wide; benchmarks/README.md). Both planes and TTA therefore share one
 fit and one rule.
 
 Guides (other contrasts of multi-contrast models) get one convention: their own domain, fitted on the guide with
