@@ -76,15 +76,25 @@ def _default_batch(device: Any) -> int | None:
 
 def fit_domain(
     frame: NDArray[np.floating], sigma: float | None, *, use_vst: bool, coils: int, slice_axis: int,
+    sigma_map: NDArray[np.floating] | None = None,
 ) -> NoiseDomain:
-    """:meth:`NoiseDomain.fit` with library errors: a bad ``sigma`` is a UsageError, an impossible estimate an
-    InputError that says which parameter to give."""
+    """:meth:`NoiseDomain.fit` with library errors: a bad ``sigma`` is a UsageError, a bad map an InputError, an
+    impossible estimate an InputError that says which parameter to give."""
     try:
-        return NoiseDomain.fit(frame, sigma, use_vst=use_vst, coils=coils, slice_axis=slice_axis)
+        return NoiseDomain.fit(frame, sigma, use_vst=use_vst, coils=coils, slice_axis=slice_axis, sigma_map=sigma_map)
     except NoiseEstimateError as exc:
-        raise InputError(f"cannot estimate the noise: {exc}; give sigma", param="sigma") from None
+        raise InputError(f"cannot estimate the noise: {exc}; give sigma (or a sigma_map)", param="sigma") from None
     except ValueError as exc:
+        if str(exc).startswith("sigma_map"):
+            raise InputError(str(exc), param="sigma_map") from None
         raise UsageError(str(exc), param="sigma") from None
+
+
+def frame_of(x: NDArray[np.floating] | None, t: int) -> NDArray[np.floating] | None:
+    """Frame ``t`` of a 4-D companion array (a σ map, a guide), or the 3-D array itself (shared by every frame)."""
+    if x is None or x.ndim == 3:
+        return x
+    return x[..., t]
 
 
 class Denoiser:
@@ -146,11 +156,12 @@ class Denoiser:
     def domains(
         self, frame: NDArray[np.floating], sigma: float | None, *, use_vst: bool | None = None,
         coils: int | None = None, slice_axis: int = 2, guides: Sequence[NDArray[np.floating]] = (),
+        sigma_map: NDArray[np.floating] | None = None,
     ) -> tuple[NoiseDomain, list[tuple[NDArray[np.floating], NoiseDomain]]]:
-        """The noise domain of one 3-D frame and of its guides (one convention: each guide's own estimate, the
-        target's VST and coil settings)."""
+        """The noise domain of one 3-D frame (a scalar σ, or ``sigma_map`` per voxel) and of its guides (one
+        convention: each guide's own estimate, the target's VST and coil settings)."""
         vst_on, n_coils = self.noise_model(use_vst, coils)
-        dom = fit_domain(frame, sigma, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis)
+        dom = fit_domain(frame, sigma, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis, sigma_map=sigma_map)
         gds = [(g, fit_domain(g, None, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis)) for g in guides]
         return dom, gds
 
@@ -168,12 +179,15 @@ class Denoiser:
         on_progress: Callable[[int, int], None] | None = None,
         tta: int = 1,
         planes: tuple[str, ...] = ("axial",),
+        sigma_map: NDArray[np.floating] | None = None,
     ) -> NDArray[np.float32]:
         """Denoise a (X, Y, Z) or (X, Y, Z, T) magnitude volume; returns the same shape in the same units.
 
         Args:
             x: a :class:`Volume` or an array (image units).
             sigma: noise std in image units (None: estimated per 3D frame).
+            sigma_map: spatially varying noise, σ per voxel in image units: (X, Y, Z) for every frame or
+                (X, Y, Z, T); overrides ``sigma``.
             strength: multiplies σ_d for the network's conditioning (1 = as estimated).
             use_vst / coils: override the model's noise-domain settings.
             slice_axis: axis to slice along (default: the volume's acquisition axis, or 2 for arrays).
@@ -212,8 +226,9 @@ class Denoiser:
             if not np.any(v):
                 raise InputError(f"{name}: volume {t} is all zeros")
             t0 = time.perf_counter()
-            g = [gv if gv.ndim == 3 else gv[..., t] for gv in guides or []]
-            dom, gds = self.domains(v, sigma, use_vst=use_vst, coils=coils, slice_axis=axis, guides=g)
+            g = [frame_of(gv, t) for gv in guides or []]
+            dom, gds = self.domains(v, sigma, use_vst=use_vst, coils=coils, slice_axis=axis, guides=g,  # type: ignore[arg-type]
+                                    sigma_map=frame_of(sigma_map, t))
             report.domains.append(dom)
             report.seconds["noise"] = report.seconds.get("noise", 0.0) + time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -250,9 +265,12 @@ class Denoiser:
         seed: int = 0,
         lr: float = 2e-4,
         on_log: Callable[[dict[str, Any]], None] | None = None,
+        sigma_map: NDArray[np.floating] | None = None,
     ) -> Denoiser:
         """A copy of this denoiser fine-tuned on one scan with the GDSM loss (self-supervised, nothing but the scan),
-        in the same noise domain as the inference that follows (the caller's ``sigma`` / ``use_vst`` / ``coils``).
+        in the same noise domain as the inference that follows (the caller's ``sigma`` / ``sigma_map`` /
+        ``use_vst`` / ``coils``). With a σ map the training volume is in the map's unit-σ domain, so the GDSM
+        re-corruption τ is, in image units, scaled by the local σ: the loss stays exact per voxel.
 
         Args:
             data: (X, Y, Z) magnitude volume in image units.
@@ -271,7 +289,8 @@ class Denoiser:
             raise UsageError(f"adapt must be ≥ 1, got {steps}", param="adapt")
         data = np.asarray(data, dtype=np.float32)
         vst_on, n_coils = self.noise_model(use_vst, coils)
-        dom, gds = self.domains(data, sigma, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis, guides=guides or ())
+        dom, gds = self.domains(data, sigma, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis, guides=guides or (),
+                                sigma_map=sigma_map)
         planes = ("axial", "coronal", "sagittal") if min(data.shape) >= 16 else ("axial",)
         tv = make_train_volume(data, dom, slice_axis=slice_axis, planes=planes, name="adapt",
                                guides=[gd.forward(g) for g, gd in gds])

@@ -47,7 +47,7 @@ _FLAGS = {
     "output": "-o", "model": "--model", "sigma": "--sigma", "coils": "--noise-coils", "vst": "--no-vst",
     "strength": "--strength", "tta": "--tta", "planes": "--planes", "slice_axis": "--slice-axis", "dtype": "--dtype",
     "mask": "--mask", "guides": "--guide", "adapt": "--adapt", "residual": "--residual", "preview": "--preview",
-    "report": "--report", "device": "--device", "threads": "--threads", "batch_size": "--batch-size",
+    "report": "--report", "sigma_map": "--sigma-map", "save_sigma_map": "--save-sigma-map", "device": "--device", "threads": "--threads", "batch_size": "--batch-size",
     "part_id": "--part-id", "reference": "--reference", "run_dir": "--run-dir", "series": "--series",
     "resume": "--resume", "init": "--init", "guide_names": "--guide-names",
 }
@@ -224,6 +224,8 @@ def denoise(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output file or series folder (one input), else a folder.")],
     model: Annotated[str, typer.Option(help="Model name or .safetensors path.", envvar="C2S_MODEL")] = "default",
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in image units (default: estimated).")] = None,
+    sigma_map: Annotated[Optional[Path], typer.Option("--sigma-map", help="σ per voxel, NIfTI on the input's grid (spatially varying noise, e.g. dwidenoise -noise).")] = None,
+    save_sigma_map: Annotated[Optional[Path], typer.Option("--save-sigma-map", help="Write the σ used per voxel as NIfTI (one input).")] = None,
     coils: Annotated[Optional[int], typer.Option("--noise-coils", min=1, help="Effective coil count N (1 = Rician).")] = None,
     no_vst: Annotated[bool, typer.Option("--no-vst", help="Skip the Rician variance stabilisation.")] = False,
     strength: Annotated[float, typer.Option(help="Multiplies σ for the network (1 = as estimated).")] = 1.0,
@@ -266,7 +268,7 @@ def denoise(
         residual = noise_map
     if force and skip_existing:
         raise UsageError("--force and --skip-existing contradict each other")
-    opts = DenoiseOptions(sigma=sigma, coils=coils, vst=False if no_vst else None, strength=strength, tta=tta,
+    opts = DenoiseOptions(sigma=sigma, sigma_map=sigma_map, save_sigma_map=save_sigma_map, coils=coils, vst=False if no_vst else None, strength=strength, tta=tta,
                           planes=_planes(planes), slice_axis=slice_axis, series=series, dtype=dtype, mask=mask,
                           guides=tuple(guide or ()), adapt=adapt, residual=residual, preview=preview, force=force,
                           threads=threads)
@@ -279,13 +281,14 @@ def denoise(
             typer.echo(json.dumps({"input": str(j.item.path), "series": j.item.series, "output": str(j.output),
                                    "model": model, "device": device, "error": j.item.error}))
         return
-    for flag, value in (("--residual", residual), ("--preview", preview), ("--mask", mask), ("--guide", guide)):
+    for flag, value in (("--residual", residual), ("--preview", preview), ("--mask", mask), ("--guide", guide),
+                        ("--sigma-map", sigma_map), ("--save-sigma-map", save_sigma_map)):
         if value and len(jobs) != 1:
             raise UsageError(f"{flag} needs exactly one input")
     everything = batch.input_paths(items)
     if not single:
         batch.check_plan(jobs, force=force, skip_existing=skip_existing)
-    rep = batch.Report(report, everything, [*(j.output for j in jobs), residual, preview])
+    rep = batch.Report(report, everything, [*(j.output for j in jobs), residual, preview, save_sigma_map])
     if not single:
         output.mkdir(parents=True, exist_ok=True)
     from c2s_cli.api import Denoiser

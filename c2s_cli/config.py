@@ -123,8 +123,8 @@ class DenoiseOptions:
     """Every option of one denoising job (``Denoiser.denoise_file``; the CLI, ``serve`` and ``bids`` fill it).
 
     σ in image units; None for ``sigma`` / ``coils`` / ``vst`` means "estimate" / "the model's setting". Paths are
-    extra outputs (``residual``: input − output as NIfTI; ``preview``: a PNG montage) or co-registered inputs
-    (``mask``, ``guides``) on the input's grid.
+    extra outputs (``residual``: input − output as NIfTI; ``preview``: a PNG montage; ``save_sigma_map``: the σ used
+    per voxel) or co-registered inputs (``mask``, ``guides``, ``sigma_map``) on the input's grid.
     """
 
     sigma: float | None = None
@@ -140,6 +140,8 @@ class DenoiseOptions:
     guides: tuple[Path, ...] = ()
     adapt: int = 0  # GDSM fine-tuning steps on the scan itself before denoising
     adapt_lr: float = 2e-4
+    sigma_map: Path | None = None  # σ per voxel (NIfTI on the input's grid): spatially varying noise
+    save_sigma_map: Path | None = None  # write the σ per voxel that was used (NIfTI)
     residual: Path | None = None
     preview: Path | None = None
     force: bool = False
@@ -149,6 +151,8 @@ class DenoiseOptions:
         """Raise ValueError naming the first invalid field (before any file is read)."""
         if self.sigma is not None and not (self.sigma > 0 and self.sigma < float("inf")):
             raise ValueError(f"sigma must be a positive number, got {self.sigma}")
+        if self.sigma is not None and self.sigma_map is not None:
+            raise ValueError("sigma and sigma_map both given: give one")
         if self.coils is not None and self.coils < 1:
             raise ValueError(f"coils must be ≥ 1, got {self.coils}")
         if not self.strength > 0:

@@ -160,19 +160,21 @@ def _accumulate(
             need_lo, need_hi = max(0, s - c), min(n, int(k[-1]) + c + 1)
             if need_lo < lo or need_hi > hi:  # the normalised slab [lo, hi) does not cover this batch's inputs
                 lo, hi = need_lo, max(need_hi, min(n, need_lo + chunk + 2 * c))
-                slab = domain.forward(vol[lo:hi])
+                slab = domain.forward(vol[lo:hi], domain.local(axis, slice(lo, hi)))
             idx = np.clip(k[:, None] + np.arange(-c, c + 1)[None, :], 0, n - 1) - lo
             stack = slab[idx]
             if gvols:
-                stack = np.concatenate([stack, np.stack([gd.forward(gv[k]) for gv, gd in gvols], axis=1)], axis=1)
+                stack = np.concatenate([stack, np.stack([gd.forward(gv[k], gd.local(axis, k)) for gv, gd in gvols],
+                                                        axis=1)], axis=1)
             stack = np.ascontiguousarray(stack)
+            local = domain.local(axis, k)
             for t in range(tta):
                 if t == 0:
                     pred = _forward(model, stack, sigma_d, device, bf16)
                 else:
                     view = np.ascontiguousarray(_dihedral(stack, t))
                     pred = _dihedral(_forward(model, view, sigma_d, device, bf16), t, inverse=True)
-                est = domain.inverse(pred)
+                est = domain.inverse(pred, local)
                 if first and t == 0:
                     acc_view[k] = est
                 else:
@@ -198,10 +200,12 @@ def denoise_array(
     coils: int = 1,
     slice_axis: int = 2,
     guides: list[NDArray[np.floating]] | None = None,
+    sigma_map: NDArray[np.floating] | None = None,
     **kwargs: Any,
 ) -> NDArray[np.float32]:
-    """Convenience for scripts: fit the frame's :class:`NoiseDomain` (σ in image units, None: estimated) and the
-    guides' (one convention, :meth:`NoiseDomain.fit`), then :func:`denoise_frame` along ``slice_axis``."""
-    domain = NoiseDomain.fit(data, sigma, use_vst=use_vst, coils=coils, slice_axis=slice_axis)
+    """Convenience for scripts: fit the frame's :class:`NoiseDomain` (σ in image units, None: estimated; or a σ map
+    of the frame's shape) and the guides' (one convention, :meth:`NoiseDomain.fit`), then :func:`denoise_frame`
+    along ``slice_axis``."""
+    domain = NoiseDomain.fit(data, sigma, use_vst=use_vst, coils=coils, slice_axis=slice_axis, sigma_map=sigma_map)
     gd = [(g, NoiseDomain.fit(g, None, use_vst=use_vst, coils=coils, slice_axis=slice_axis)) for g in guides or []]
     return denoise_frame(model, data, domain, axes=(slice_axis,), guides=gd or None, **kwargs)

@@ -55,6 +55,19 @@ def read_guide(path: Path, vol: Volume) -> NDArray[np.float32]:
     return g.data
 
 
+def read_sigma_map(path: Path, vol: Volume) -> NDArray[np.float32]:
+    """A σ map (image units) on ``vol``'s grid: 3-D (shared by every frame) or with ``vol``'s frames."""
+    m, _ = read_volume(path)
+    same_grid(m, vol, path, "sigma_map")
+    if m.data.ndim == 4 and (vol.data.ndim != 4 or m.data.shape[3] != vol.data.shape[3]):
+        raise InputError(f"sigma_map {path}: {m.data.shape[3]} volumes for an input with "
+                         f"{vol.data.shape[3] if vol.data.ndim == 4 else 1}", param="sigma_map")
+    good = m.data[np.isfinite(m.data) & (m.data > 0)]
+    if good.size == 0:
+        raise InputError(f"sigma_map {path}: no positive value", param="sigma_map")
+    return m.data
+
+
 def anisotropy_warning(vol: Volume, axis: int, planes: tuple[str, ...]) -> str | None:
     """View aggregation on thick slices measured no gain at 2× and a loss at 3–5× (benchmarks/README.md)."""
     if len(planes) < 2:
@@ -71,26 +84,29 @@ def pixel_options(den: Denoiser, o: DenoiseOptions) -> dict[str, Any]:
     """The options that change the output's pixels (they and the model's SHA-256 seed the derived UIDs)."""
     return {"sigma": o.sigma, "coils": o.coils, "vst": o.vst, "strength": o.strength, "tta": o.tta,
             "planes": list(o.planes), "slice_axis": o.slice_axis, "adapt": o.adapt, "adapt_lr": o.adapt_lr,
-            "mask": bool(o.mask), "guides": len(o.guides), "model_sha256": den.sha256}
+            "mask": bool(o.mask), "guides": len(o.guides), "sigma_map": bool(o.sigma_map), "model_sha256": den.sha256}
 
 
 def preflight(
     den: Denoiser, src: Path, dst: Path, o: DenoiseOptions, inputs: Sequence[Path],
-) -> tuple[Volume, list[str], NDArray[np.bool_] | None, list[NDArray[np.float32]], str]:
-    """Every check that can fail before the compute; returns the volume, its warnings, the mask, the guides and
-    the UID seed."""
+) -> tuple[Volume, list[str], NDArray[np.bool_] | None, list[NDArray[np.float32]], NDArray[np.float32] | None, str]:
+    """Every check that can fail before the compute; returns the volume, its warnings, the mask, the guides, the σ
+    map and the UID seed."""
     from c2s_cli.api import check_options
 
     check_options(o)
     den.check_guides(len(o.guides))
-    outputs = {"output": dst, "residual": o.residual, "preview": o.preview}
+    outputs = {"output": dst, "residual": o.residual, "preview": o.preview, "save_sigma_map": o.save_sigma_map}
     check_distinct(outputs)
     if o.residual is not None and not is_nifti(o.residual):
         raise UsageError(f"residual {o.residual}: the residual map is written as NIfTI (.nii or .nii.gz)",
                          param="residual")
+    if o.save_sigma_map is not None and not is_nifti(o.save_sigma_map):
+        raise UsageError(f"save_sigma_map {o.save_sigma_map}: the σ map is written as NIfTI (.nii or .nii.gz)",
+                         param="save_sigma_map")
     if o.preview is not None and o.preview.suffix.lower() != ".png":
         raise UsageError(f"preview {o.preview}: the preview is a PNG (.png)", param="preview")
-    every_input = [src, *inputs, *([o.mask] if o.mask else []), *o.guides]
+    every_input = [src, *inputs, *([o.mask] if o.mask else []), *o.guides, *([o.sigma_map] if o.sigma_map else [])]
     for name, p in outputs.items():
         if p is not None:
             check_output(p, every_input, force=o.force, what=name, param=name)
@@ -98,15 +114,17 @@ def preflight(
     output_kind(vol, dst)
     seed = json.dumps(pixel_options(den, o), sort_keys=True)
     check_writable(vol, dst, uid_seed=seed)
-    if o.residual is not None:
-        check_writable(vol, o.residual)
+    for extra in (o.residual, o.save_sigma_map):
+        if extra is not None:
+            check_writable(vol, extra)
     if o.adapt and vol.data.ndim != 3:
         raise UsageError(f"adapt: {src} is 4D; adaptation supports 3D inputs only", param="adapt")
     keep = read_mask(o.mask, vol) if o.mask is not None else None
     guides = [read_guide(g, vol) for g in o.guides]
+    smap = read_sigma_map(o.sigma_map, vol) if o.sigma_map is not None else None
     axis = o.slice_axis if o.slice_axis is not None else vol.slice_axis
     w = anisotropy_warning(vol, axis, o.planes)
-    return vol, warnings + ([w] if w else []), keep, guides, seed
+    return vol, warnings + ([w] if w else []), keep, guides, smap, seed
 
 
 def run_file(
@@ -123,7 +141,7 @@ def run_file(
     from c2s_cli.api import DenoiseReport
 
     t_start = time.perf_counter()
-    vol, warnings, keep, guides, seed = preflight(den, src, dst, o, inputs)
+    vol, warnings, keep, guides, smap, seed = preflight(den, src, dst, o, inputs)
     t_read = time.perf_counter() - t_start
 
     def warn(msg: str) -> None:
@@ -137,7 +155,7 @@ def run_file(
     axis = o.slice_axis if o.slice_axis is not None else vol.slice_axis
     seconds: dict[str, float] = {"model_load": den.load_seconds, "read": t_read}
     with ExitStack() as locks:
-        for p in (dst, o.residual, o.preview):
+        for p in (dst, o.residual, o.preview, o.save_sigma_map):
             if p is not None:
                 locks.enter_context(OutputLock(p))
         worker = den
@@ -145,12 +163,12 @@ def run_file(
             t0 = time.perf_counter()
             cb = (lambda r: on_progress("adapt", r["step"], o.adapt)) if on_progress else None
             worker = den.adapted(vol.data, o.adapt, sigma=o.sigma, use_vst=o.vst, coils=o.coils, slice_axis=axis,
-                                 guides=guides or None, lr=o.adapt_lr, on_log=cb)
+                                 guides=guides or None, lr=o.adapt_lr, on_log=cb, sigma_map=smap)
             seconds["adapt"] = time.perf_counter() - t0
         rep = DenoiseReport()
         result = worker.denoise(
             vol, o.sigma, strength=o.strength, use_vst=o.vst, coils=o.coils, slice_axis=axis, guides=guides or None,
-            report=rep, tta=o.tta, planes=o.planes,
+            report=rep, tta=o.tta, planes=o.planes, sigma_map=smap,
             on_progress=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None,
         )
         seconds.update(rep.seconds)
@@ -176,6 +194,10 @@ def run_file(
         if o.residual is not None:
             resid = (vol.data - result).astype(np.float32)
             write_volume(vol, resid, o.residual, note=f"c2s {__version__} residual", threads=o.threads)
+        if o.save_sigma_map is not None:
+            frames = [d.sigma_volume(vol.data.shape[:3]) for d in rep.domains]
+            used = frames[0] if vol.data.ndim == 3 else np.stack(frames, axis=-1)
+            write_volume(vol, used, o.save_sigma_map, note=f"c2s {__version__} sigma map", threads=o.threads)
         seconds["write"] = time.perf_counter() - t0
     if clipped:
         warn(f"{dst}: {clipped} voxel(s) clipped to the output's stored range")

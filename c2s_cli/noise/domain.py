@@ -46,6 +46,10 @@ class NoiseDomain:
         coils: effective coil count N (1 = Rician).
         saturation: the scanner's clipping level of this frame, or None.
         estimate: the noise estimate σ came from (None when the user gave σ).
+        sigma_map: spatially varying noise: σ per voxel (image units, the frame's shape), or None. With a map the
+            VST is applied with the local σ (``f_σ(y) = f_1(y/σ(x))``), so the network sees unit-σ noise everywhere
+            and one σ_d; without the VST the frame is divided by the relative map σ(x)/σ. ``sigma`` is then the
+            map's median over the valid voxels (what reports show).
     """
 
     sigma: float
@@ -54,11 +58,21 @@ class NoiseDomain:
     coils: int = 1
     saturation: float | None = None
     estimate: NoiseEstimate | None = field(default=None, compare=False)
+    sigma_map: NDArray[np.float32] | None = field(default=None, compare=False, repr=False)
+    map_source: str | None = None  # "user" (given) or "estimated"; None: one σ for the frame
 
     @property
     def method(self) -> str:
-        """Where σ came from: "user", "background" or "object"."""
+        """Where σ came from: "user", "background" or "object"; "map" with a σ map."""
+        if self.sigma_map is not None:
+            return f"map ({self.map_source})"
         return "user" if self.estimate is None else self.estimate.method
+
+    def local(self, axis: int, index: object) -> float | NDArray[np.float32]:
+        """σ (image units) for ``np.moveaxis(frame, axis, 0)[index]``: the scalar, or the matching block of the map."""
+        if self.sigma_map is None:
+            return self.sigma
+        return np.moveaxis(self.sigma_map, axis, 0)[index]  # type: ignore[index]
 
     @property
     def sigma_d(self) -> float:
@@ -80,6 +94,8 @@ class NoiseDomain:
         coils: int = 1,
         slice_axis: int = 2,
         estimate: NoiseEstimate | None = None,
+        sigma_map: NDArray[np.floating] | None = None,
+        map_source: str = "user",
     ) -> NoiseDomain:
         """Fit the domain of ``data`` (X, Y, Z), image units.
 
@@ -88,10 +104,16 @@ class NoiseDomain:
             use_vst / coils: the noise model (magnitude data: VST on; N coils of a sum of squares).
             slice_axis: the through-plane axis (wavelet estimates are taken in the other two).
             estimate: an estimate already computed on ``data`` (reused, not recomputed).
+            sigma_map: σ per voxel (image units, ``data``'s shape): spatially varying noise. Non-finite or ≤ 0
+                entries (outside a tool's mask) take the median of the positive ones; ``sigma`` is then ignored.
         Raises:
             ValueError: ``sigma`` is not a positive finite number (names the parameter ``sigma``).
             NoiseEstimateError: σ must be estimated and the data cannot support it.
         """
+        smap = None
+        if sigma_map is not None:
+            smap = clean_map(sigma_map, np.shape(data))
+            sigma = float(np.median(smap))
         if sigma is not None:
             if not np.isfinite(sigma) or sigma <= 0:
                 raise ValueError(f"sigma must be a positive number, got {sigma}")
@@ -104,37 +126,100 @@ class NoiseDomain:
                 except ValueError as exc:
                     raise NoiseEstimateError(str(exc)) from None
             est, s = estimate, float(estimate.sigma)
-        flat = np.ravel(np.asarray(data), order="K")  # a view for C- or F-ordered arrays
+        order = "F" if np.isfortran(np.asarray(data)) else "C"  # a view for C- or F-ordered arrays (NIfTI is F)
+        flat = np.ravel(np.asarray(data), order=order)
         step = max(1, flat.size // 1_000_000)  # a strided subsample bounds memory and time on big volumes
         sample = flat[::step]
         valid = valid_mask(sample)
         values = sample[valid] if valid.any() else sample
-        stab = vst.forward(values, s, coils) if use_vst else values
+        local: float | NDArray[np.float32] = s
+        if smap is not None:
+            mflat = np.ravel(smap, order=order)[::step]  # the same traversal as the data's
+            local = mflat[valid] if valid.any() else mflat
+        stab = vst.forward(values, local, coils) if use_vst else values * np.float32(s) / local
         scale = float(np.percentile(stab, 99.5))
         if not np.isfinite(scale) or scale <= 0:
             scale = float(np.max(np.abs(stab))) or 1.0
-        return NoiseDomain(s, scale, use_vst, coils, saturation_level(data), est)
+        return NoiseDomain(s, scale, use_vst, coils, saturation_level(data), est, smap,
+                           map_source if smap is not None else None)
 
-    def forward(self, data: NDArray[np.floating]) -> NDArray[np.float32]:
-        """Image units → network units (same shape)."""
-        out = vst.forward(data, self.sigma, self.coils) if self.use_vst else np.asarray(data, np.float32)
+    def _sigma(self, data: NDArray[np.floating], sigma: float | NDArray[np.floating] | None) -> object:
+        if sigma is not None:
+            return sigma
+        if self.sigma_map is not None:
+            if np.shape(data) != self.sigma_map.shape:
+                raise ValueError("a part of a frame needs its block of the σ map (NoiseDomain.local)")
+            return self.sigma_map
+        return self.sigma
+
+    def forward(self, data: NDArray[np.floating], sigma: float | NDArray[np.floating] | None = None,
+                ) -> NDArray[np.float32]:
+        """Image units → network units (same shape). ``sigma``: the σ block matching ``data`` when it is a part of
+        the frame and the domain has a map (:meth:`local`)."""
+        s = self._sigma(data, sigma)
+        if self.use_vst:
+            out = vst.forward(data, s, self.coils)
+        else:
+            out = np.asarray(data, np.float32)
+            if self.sigma_map is not None:
+                out = out * (np.float32(self.sigma) / np.asarray(s, np.float32))
         return (out / self.scale).astype(np.float32)
 
-    def inverse(self, x: NDArray[np.floating]) -> NDArray[np.float32]:
-        """Network units → image units (the exact unbiased inverse with the VST)."""
+    def inverse(self, x: NDArray[np.floating], sigma: float | NDArray[np.floating] | None = None,
+                ) -> NDArray[np.float32]:
+        """Network units → image units (the exact unbiased inverse with the VST, with the local σ)."""
+        s = self._sigma(x, sigma)
         e = np.asarray(x, np.float32) * np.float32(self.scale)
-        return vst.inverse(e, self.sigma, self.coils) if self.use_vst else e
+        if self.use_vst:
+            return vst.inverse(e, s, self.coils)
+        if self.sigma_map is not None:
+            e = e * (np.asarray(s, np.float32) / np.float32(self.sigma))
+        return e
 
     def passthrough(self, data: NDArray[np.floating]) -> NDArray[np.bool_]:
         """Voxels returned unchanged: exact zeros, non-finite and saturated voxels (part of this frame allowed)."""
         return ~valid_mask(data, self.saturation)
 
+    def sigma_volume(self, shape: tuple[int, ...]) -> NDArray[np.float32]:
+        """The σ used at every voxel (image units): the map, or the scalar broadcast (for ``--save-sigma-map``)."""
+        if self.sigma_map is not None:
+            return self.sigma_map
+        return np.full(shape, self.sigma, np.float32)
+
     def summary(self) -> dict[str, object]:
         """Plain-dict description (for reports): σ, its source, the noise model and the estimator's diagnostics."""
         d: dict[str, object] = {"sigma": self.sigma, "method": self.method, "coils": self.coils, "vst": self.use_vst,
                                 "sigma_d": self.sigma_d}
+        if self.sigma_map is not None:
+            d["map"] = map_summary(self.sigma_map)
         if self.estimate is not None:
             d.update({k: v for k, v in self.estimate.to_dict().items() if k not in d})
         else:
             d["warnings"] = []
         return d
+
+
+def clean_map(sigma_map: NDArray[np.floating], shape: tuple[int, ...]) -> NDArray[np.float32]:
+    """A σ map made usable: float32, ``shape``, non-finite or ≤ 0 entries (outside another tool's mask) set to the
+    median of the positive ones. Raises ValueError (naming ``sigma_map``) for a wrong shape or no positive entry."""
+    m = np.asarray(sigma_map, dtype=np.float32)
+    if m.shape != tuple(shape):
+        raise ValueError(f"sigma_map has shape {m.shape}, the frame {tuple(shape)}")
+    good = np.isfinite(m) & (m > 0)
+    if not good.any():
+        raise ValueError("sigma_map has no positive finite value")
+    if not good.all():
+        m = np.where(good, m, np.float32(np.median(m[good])))
+    return m
+
+
+def map_summary(m: NDArray[np.floating]) -> dict[str, float]:
+    """min / median / max of a σ map, and the ratio of its centre (the central 1/27 of the box) to its edge (the
+    outer shell, one sixth of each axis): > 1 for parallel-imaging g-factor maps."""
+    m = np.asarray(m, np.float32)
+    sl = tuple(slice(n // 3, max(n // 3 + 1, 2 * n // 3)) for n in m.shape[:3])
+    shell = np.ones(m.shape[:3], bool)
+    shell[tuple(slice(max(1, n // 6), n - max(1, n // 6)) for n in m.shape[:3])] = False
+    centre, edge = float(np.median(m[sl])), float(np.median(m[shell])) if shell.any() else float(np.median(m))
+    return {"min": float(m.min()), "median": float(np.median(m)), "max": float(m.max()),
+            "centre_edge_ratio": centre / edge if edge > 0 else float("nan")}
