@@ -13,7 +13,7 @@ import pytest
 
 from conftest import c2s, psnr
 
-REAL = Path(__file__).parent / "data" / "ge_pd_5slices"
+REAL = Path(__file__).parent / "data" / "ge_pd_series"
 
 
 def test_preview_mask_and_noise_map(noisy_nifti: Path, tiny_model: Path, tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ def test_real_ge_series_round_trip(tiny_model: Path, tmp_path: Path) -> None:
     r = c2s("info", str(REAL), "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert d["shape"] == [256, 256, 5] and d["manufacturer"].startswith("GE")
+    assert d["shape"] == [256, 256, 20] and d["manufacturer"].startswith("GE")  # the whole series (issue 18)
     assert d["spacing"][2] == pytest.approx(7.0, abs=0.1)
     assert d["noise"]["sigma"] > 0
     out = tmp_path / "ge_c2s"
@@ -122,6 +122,7 @@ def test_real_ge_series_round_trip(tiny_model: Path, tmp_path: Path) -> None:
     os.umask(mask_bits)
     assert out.stat().st_mode & 0o777 == 0o777 & ~mask_bits  # the series folder, not mkdtemp's 0700
     src = {pydicom.dcmread(p).SOPInstanceUID: pydicom.dcmread(p, stop_before_pixels=True) for p in REAL.iterdir()}
+    assert len(list(out.iterdir())) == 20  # every instance, brain_001's extra large element included
     for p in out.iterdir():
         ds = pydicom.dcmread(p)
         s = src[ds.SourceImageSequence[0].ReferencedSOPInstanceUID]

@@ -20,7 +20,7 @@ import pytest
 from c2s_cli.io import read_volume
 from c2s_cli.io.dicom_write import write_dicom_series
 
-REAL = Path(__file__).parent / "data" / "ge_pd_5slices"
+REAL = Path(__file__).parent / "data" / "ge_pd_series"
 
 
 def _need(tool: str) -> str:
@@ -30,9 +30,21 @@ def _need(tool: str) -> str:
     return path
 
 
-@pytest.fixture(params=["synthetic", "real"])
+@pytest.fixture(params=["synthetic", "real", "big-endian", "implicit", "mosaic"])
 def pair(request: pytest.FixtureRequest, dicom_series: Path, tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
-    src = dicom_series if request.param == "synthetic" else REAL
+    """A source (a folder) and its derived series. big-endian / implicit: pydicom's own MR_small test files (Explicit
+    VR Big Endian, Implicit VR Little Endian), written back as Explicit VR Little Endian."""
+    if request.param in ("big-endian", "implicit"):
+        from pydicom.data import get_testdata_file
+
+        name = "MR_small_bigendian.dcm" if request.param == "big-endian" else "MR_small_implicit.dcm"
+        src = tmp_path / "src"
+        src.mkdir()
+        shutil.copy(get_testdata_file(name), src / name)
+    elif request.param == "mosaic":
+        src = Path(__file__).parent / "data" / "siemens_pasl_mosaic"  # two 4-D mosaic volumes (Siemens, CSA)
+    else:
+        src = dicom_series if request.param == "synthetic" else REAL
     vol, _ = read_volume(src)
     out = tmp_path / "derived"
     out.mkdir()
@@ -92,10 +104,12 @@ def test_dcm2niix_same_geometry_and_values(pair: tuple[Path, Path, np.ndarray], 
     ijk = np.stack(np.meshgrid(*[np.arange(n) for n in data.shape[:3]], indexing="ij"), -1).reshape(-1, 3)
     world = nib.affines.apply_affine(b.affine, ijk)
     back = np.rint(nib.affines.apply_affine(np.linalg.inv(ours.affine), world)).astype(int)
-    got = data.reshape(-1)
-    want = denoised[back[:, 0], back[:, 1], back[:, 2]]
     slope = float(pydicom.dcmread(next(out.iterdir())).get("RescaleSlope", 1) or 1)
-    assert np.max(np.abs(got - want)) <= slope / 2 + 1e-3
+    frames = range(denoised.shape[3]) if denoised.ndim == 4 else [None]
+    for t in frames:
+        got = (data if t is None else data[..., t]).reshape(-1)
+        want = (denoised if t is None else denoised[..., t])[back[:, 0], back[:, 1], back[:, 2]]
+        assert np.max(np.abs(got - want)) <= slope / 2 + 1e-3
 
 
 def _free_port() -> int:

@@ -142,5 +142,35 @@ def test_single_file_and_compressed(tmp_path: Path, phantom: np.ndarray) -> None
     ds = pydicom.dcmread(paths[0])
     ds.compress(pydicom.uid.RLELossless)
     ds.save_as(tmp_path / "rle.dcm")
-    vol2, _ = read_volume(tmp_path / "rle.dcm")
+    vol2, w2 = read_volume(tmp_path / "rle.dcm")
     np.testing.assert_array_equal(vol2.data, vol.data)
+    assert vol2.meta["transfer_syntax"] == "RLE Lossless" and vol2.meta["lossy"] is False and not w2
+    # a source that went through lossy compression earlier is flagged, and warned about once
+    ds = pydicom.dcmread(paths[0])
+    ds.LossyImageCompression = "01"
+    ds.save_as(tmp_path / "lossy.dcm")
+    vol3, w3 = read_volume(tmp_path / "lossy.dcm")
+    assert vol3.meta["lossy"] is True and sum("lossy" in w for w in w3) == 1
+
+
+@pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "MR_small_implicit.dcm"])
+def test_any_source_syntax_is_written_as_explicit_little_endian(name: str, tmp_path: Path) -> None:
+    """Big-endian and implicit-VR sources (pydicom's test files) give derived instances in Explicit VR Little Endian
+    with the same header values and the new pixels (issue 18: big endian failed after the compute)."""
+    from pydicom.data import get_testdata_file
+
+    from c2s_cli.io import read_volume
+
+    src = Path(get_testdata_file(name))
+    vol, _ = read_volume(src)
+    out = tmp_path / "o"
+    out.mkdir()
+    new = (vol.data * 0.5 + 7).astype(np.float32)
+    write_dicom_series(vol, new, out)
+    a, b = pydicom.dcmread(src), pydicom.dcmread(out / name)
+    assert b.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    for tag in ("PatientName", "StudyInstanceUID", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns",
+                "BitsStored", "PixelRepresentation"):
+        assert b.get(tag) == a.get(tag), tag
+    back, _ = read_volume(out / name)
+    np.testing.assert_allclose(back.data, np.rint(new), atol=0.5 + 1e-3)

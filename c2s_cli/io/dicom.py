@@ -262,36 +262,24 @@ def read_dicom(path: Path, series: str | None = None) -> tuple[Volume, list[str]
 
     Returns the volume and warnings (skipped files, localizers).
     """
-    import pydicom
-
     images, warnings = _read_headers(_walk(path))
     members = _pick_series(path, images, series)
-    members, affine, geo_warnings = _geometry(path, members)
-    warnings += geo_warnings
-    rows, cols = int(members[0][1].Rows), int(members[0][1].Columns)
-    data = np.empty((cols, rows, len(members)), dtype=np.float32)
-    stored_dtypes = set()
-    for k, (p, _) in enumerate(members):
-        ds = None
-        try:
-            ds = pydicom.dcmread(p)
-            arr = ds.pixel_array
-            slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-            intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-        except Exception as exc:
-            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-            name = getattr(syntax, "name", str(syntax))
-            if "handler" in str(exc).lower() or "plugin" in str(exc).lower() or "decod" in str(exc).lower():
-                raise InputError(
-                    f"{p}: cannot decode pixel data with transfer syntax '{name}'; install the codecs with "
-                    "`pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pyjpegls`"
-                ) from None
-            raise InputError(f"{p}: pixel data unreadable ({type(exc).__name__}: {exc})") from None
-        if arr.shape != (rows, cols):
-            raise InputError(f"{p}: image is {arr.shape[0]}×{arr.shape[1]}, the series is {rows}×{cols}")
-        stored_dtypes.add(str(arr.dtype))
-        data[:, :, k] = (arr.astype(np.float32) * slope + intercept).T
-        del ds, arr
+    mosaic = _mosaic_layout(members)
+    stored_dtypes: set[str] = set()
+    if mosaic is not None:
+        members, affine, data, layout = _read_mosaics(members, mosaic, stored_dtypes)
+    else:
+        members, affine, geo_warnings = _geometry(path, members)
+        warnings += geo_warnings
+        rows, cols = int(members[0][1].Rows), int(members[0][1].Columns)
+        data = np.empty((cols, rows, len(members)), dtype=np.float32)
+        for k, (p, _) in enumerate(members):
+            arr = _pixels(p, stored_dtypes)
+            if arr.shape != (rows, cols):
+                raise InputError(f"{p}: image is {arr.shape[0]}×{arr.shape[1]}, the series is {rows}×{cols}")
+            data[:, :, k] = arr.T
+            del arr
+        layout = {"layout": "classic"}
     first = members[0][1]
     meta = {
         "dtype": ",".join(sorted(stored_dtypes)),
@@ -302,6 +290,82 @@ def read_dicom(path: Path, series: str | None = None) -> tuple[Volume, list[str]
         "sequence": str(first.get("SequenceName", first.get("ScanningSequence", ""))),
         "manufacturer": str(first.get("Manufacturer", "")),
         "files": len(members),
+        **layout,
+        **_encoding(first),
     }
+    if meta["lossy"]:
+        warnings.append(f"the source is lossy compressed ({meta['transfer_syntax']}; LossyImageCompression "
+                        f"{first.get('LossyImageCompression', '-')}): its noise is no longer the scanner's, and "
+                        "compression artefacts are not noise c2s can remove")
     return Volume(data, affine, members, "dicom", str(path), 2, meta), warnings
+
+
+_LOSSLESS_WORDS = ("lossless", "little endian", "big endian", "rle", "deflated")
+
+
+def _encoding(ds: Any) -> dict[str, Any]:
+    """The transfer syntax and whether the pixels went through lossy compression (the syntax, or
+    LossyImageCompression = 01 from an earlier step)."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    name = str(getattr(syntax, "name", syntax or "unknown"))
+    lossy_syntax = bool(syntax is not None and getattr(syntax, "is_compressed", False)
+                        and not any(w in name.lower() for w in _LOSSLESS_WORDS))
+    return {"transfer_syntax": name, "lossy": lossy_syntax or str(ds.get("LossyImageCompression", "")) == "01"}
+
+
+def _pixels(p: Path, dtypes: set[str]) -> NDArray[np.float32]:
+    """One instance's pixels in modality units (RescaleSlope / Intercept applied), (rows, columns)."""
+    import pydicom
+
+    ds = None
+    try:
+        ds = pydicom.dcmread(p)
+        arr = ds.pixel_array
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    except Exception as exc:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", str(syntax))
+        if "handler" in str(exc).lower() or "plugin" in str(exc).lower() or "decod" in str(exc).lower():
+            raise InputError(
+                f"{p}: cannot decode pixel data with transfer syntax '{name}'; install the codecs with "
+                "`pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pyjpegls`"
+            ) from None
+        raise InputError(f"{p}: pixel data unreadable ({type(exc).__name__}: {exc})") from None
+    dtypes.add(str(arr.dtype))
+    return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def _mosaic_layout(members: list[tuple[Path, Any]]) -> Any:
+    """The series' mosaic tiling when every instance is a mosaic (else None; a mix is refused)."""
+    from c2s_cli.io.mosaic import mosaic_of
+
+    tilings = [mosaic_of(ds) for _, ds in members]
+    if all(t is None for t in tilings):
+        return None
+    if any(t is None for t in tilings) or len(set(tilings)) != 1:
+        raise InputError(f"{members[0][0].parent}: the series mixes mosaic and other images (or mosaics of other "
+                         "tilings); choose the files of one acquisition")
+    return tilings[0]
+
+
+def _read_mosaics(
+    members: list[tuple[Path, Any]], mosaic: Any, dtypes: set[str],
+) -> tuple[list[tuple[Path, Any]], NDArray[np.float64], NDArray[np.float32], dict[str, Any]]:
+    """Mosaic files → (X, Y, Z) or (X, Y, Z, T), one volume per file in acquisition order."""
+    from c2s_cli.io.mosaic import mosaic_affine, order_volumes, unpack
+
+    members, order = order_volumes(members) if len(members) > 1 else (members, "single file")
+    affine = mosaic_affine(members[0][1], mosaic)
+    for p, ds in members[1:]:
+        if not np.allclose(mosaic_affine(ds, mosaic), affine, atol=1e-3):
+            raise InputError(f"{p}: its mosaic geometry differs from {members[0][0].name}; one series, one geometry")
+    vols = []
+    for p, _ in members:
+        image = _pixels(p, dtypes)
+        vols.append(unpack(image, mosaic))
+    data = vols[0] if len(vols) == 1 else np.stack(vols, axis=-1)
+    layout = {"layout": "mosaic", "mosaic": {"slices": mosaic.n, "grid": mosaic.grid}, "volumes": len(vols),
+              "volumes_by": order}
+    return members, affine, data, layout
 

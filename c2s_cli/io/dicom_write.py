@@ -40,6 +40,33 @@ def derived_uid(*parts: str) -> str:
     return f"2.25.{int.from_bytes(digest, 'big')}"
 
 
+def _read_source(path: Path) -> Any:
+    """The source instance, in a form c2s can write as little endian: a big-endian dataset is decoded element by
+    element (with its own encoding) into a new dataset that has no original encoding left to convert."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    encoding = getattr(ds, "original_encoding", (None, True))
+    if encoding[1] is False:  # big endian
+        ds = _native(ds)
+    return ds
+
+
+def _native(ds: Any) -> Any:
+    from pydicom.dataelem import DataElement
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    out = Dataset()
+    for elem in ds:  # iterating converts raw elements with the dataset's original encoding
+        if elem.VR == "SQ":
+            out.add(DataElement(elem.tag, "SQ", Sequence([_native(item) for item in elem.value])))
+        else:
+            out.add(DataElement(elem.tag, elem.VR, elem.value))
+    out.preamble = b"\0" * 128
+    return out
+
+
 def _derive(
     ds: Any, pixels: NDArray[np.float32], *, series_uid: str, derivation: str, software_version: str,
     description_suffix: str, series_number_offset: int, now: _dt.datetime,
@@ -66,8 +93,10 @@ def _derive(
     photometric = str(ds.PhotometricInterpretation)
     for elem in [e.tag for e in ds if e.tag.group == 0x0000]:  # command-set elements may not be in a file
         del ds[elem]
+    # c2s's own file meta, built anew (nothing of the source's), little endian from here on: set_pixel_data refuses
+    # a big-endian syntax, and the output is Explicit VR Little Endian whatever the source's syntax
+    ds.file_meta = _file_meta(ExplicitVRLittleEndian, __version__)
     ds.set_pixel_data(np.clip(stored, lo, hi).astype(dtype), photometric, bits_stored, generate_instance_uid=False)
-    ds.file_meta = _file_meta(ExplicitVRLittleEndian, __version__)  # c2s's own, built anew: nothing of the source's
     for tag in ("IconImageSequence", "SmallestImagePixelValue", "LargestImagePixelValue",
                 "SmallestPixelValueInSeries", "LargestPixelValueInSeries"):
         if tag in ds:
@@ -139,17 +168,27 @@ def _encode(ds: Any, target: Any, src_path: Path) -> None:
                          f"{str(exc)[:120]})") from None
 
 
+def _instance_pixels(vol: Volume, data: NDArray[np.float32], k: int) -> NDArray[np.float32]:
+    """The (columns, rows) image of source instance ``k``: a slice, or a whole volume tiled back into its mosaic."""
+    if vol.meta.get("layout") == "mosaic":
+        from c2s_cli.io.mosaic import mosaic_of, pack
+
+        m = mosaic_of(vol.source[k][1])
+        frame = data if data.ndim == 3 else data[..., k]
+        return pack(frame, m).T  # type: ignore[arg-type]
+    return data[:, :, k]
+
+
 def check_dicom_writable(vol: Volume, *, uid_seed: str = "") -> None:
     """Dry run before any compute: derive and encode the first instance in memory; raises InputError if a derived
     series of this source cannot be written."""
     import io
 
-    import pydicom
 
     src_path = vol.source[0][0]
     try:
-        ds = pydicom.dcmread(src_path)
-        _derive(ds, vol.data[:, :, 0], series_uid=derived_uid(vol.meta.get("series_uid", ""), uid_seed),
+        ds = _read_source(src_path)
+        _derive(ds, _instance_pixels(vol, vol.data, 0), series_uid=derived_uid(vol.meta.get("series_uid", ""), uid_seed),
                 derivation="c2s dry run", software_version="c2s", description_suffix=" c2s",
                 series_number_offset=1000, now=_dt.datetime.now())
     except InputError:
@@ -189,7 +228,6 @@ def write_dicom_series(
     UIDs are deterministic (:func:`derived_uid` of the source UIDs and ``uid_seed``: the model's SHA-256 and the
     options that change the pixels). Returns the number of voxels clipped to the stored range.
     """
-    import pydicom
 
     now = _dt.datetime.now()
     series_uid = derived_uid(vol.meta.get("series_uid", ""), uid_seed)
@@ -198,8 +236,8 @@ def write_dicom_series(
     clipped = 0
     for k, (src_path, _) in enumerate(vol.source):
         try:
-            ds = pydicom.dcmread(src_path)
-            clipped += _derive(ds, data[:, :, k], series_uid=series_uid, derivation=derivation,
+            ds = _read_source(src_path)
+            clipped += _derive(ds, _instance_pixels(vol, data, k), series_uid=series_uid, derivation=derivation,
                                software_version=software_version, description_suffix=description_suffix,
                                series_number_offset=series_number_offset, now=now)
         except OSError as exc:
