@@ -247,3 +247,18 @@ def test_sigterm_leaves_no_partial_output(tmp_path: Path, noisy_nifti: Path) -> 
     assert proc.returncode == 130, err
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if "c2s-tmp" in p.name] == []
+
+
+def test_4d_classic_series_info_and_denoise(tmp_path: Path, phantom: np.ndarray, tiny_model: Path) -> None:
+    """c2s info says how the volumes of a 4-D series were told apart; denoise estimates the noise per volume."""
+    from test_io_dicom import _four_d
+
+    _four_d(tmp_path / "s", phantom, 3, "EchoNumbers")
+    r = c2s("info", str(tmp_path / "s"), "--json", "--no-noise")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["shape"] == [96, 96, 4, 3] and d["volumes"] == 3 and d["volumes_by"] == "EchoNumbers"
+    assert d["layout"] == "classic" and d["transfer_syntax"] == "Explicit VR Little Endian" and d["lossy"] is False
+    r = c2s("denoise", str(tmp_path / "s"), "-o", str(tmp_path / "o"), "--model", str(tiny_model), "--json")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["noise"]) == 3 and len(list((tmp_path / "o").iterdir())) == 12

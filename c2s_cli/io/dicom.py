@@ -257,6 +257,83 @@ def _geometry(path: Path, members: list[tuple[Path, Any]]) -> tuple[list[tuple[P
     return members, affine, warnings
 
 
+_VOLUME_KEYS = (
+    ("TemporalPositionIdentifier", lambda ds: ds.get("TemporalPositionIdentifier")),
+    ("AcquisitionNumber", lambda ds: ds.get("AcquisitionNumber")),
+    ("EchoNumbers", lambda ds: ds.get("EchoNumbers")),
+    ("DiffusionBValue and gradient", lambda ds: (ds.get((0x0018, 0x9087)).value if (0x0018, 0x9087) in ds else None,
+                                                 tuple(ds[0x0018, 0x9089].value) if (0x0018, 0x9089) in ds else None)),
+    ("TriggerTime", lambda ds: ds.get("TriggerTime")),
+)
+
+
+def _volumes(
+    path: Path, members: list[tuple[Path, Any]],
+) -> tuple[list[list[tuple[Path, Any]]], str | None, list[str]]:
+    """Split a series with several instances at each slice position into volumes (4-D: DWI, fMRI, multi-echo,
+    dynamics) by the first attribute that gives every volume exactly one instance per position; InstanceNumber order
+    is the last resort. One instance per position: one volume. Returns the volumes, what told them apart, and
+    warnings (localizers left out of a 4-D series)."""
+    need = ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
+    if not all(all(t in ds for t in need) for _, ds in members):
+        return [members], None, []  # _geometry names what is missing
+    keys = [(tuple(np.round(np.asarray(ds.ImageOrientationPatient, float), 4)), int(ds.Rows), int(ds.Columns),
+             tuple(np.round(np.asarray(ds.PixelSpacing, float), 4))) for _, ds in members]
+    dominant = max(set(keys), key=keys.count)
+    iop = np.asarray(dominant[0])
+    normal = np.cross(iop[:3], iop[3:])
+    everything = members
+    members = [m for m, k in zip(everything, keys) if k == dominant]
+    rest = [m for m, k in zip(everything, keys) if k != dominant]
+    if any("LOCALIZER" not in [str(v).upper() for v in ds.get("ImageType", [])] for _, ds in rest):
+        return [everything], None, []  # another geometry that is not a localizer: _geometry refuses the mix
+    pos = [round(float(np.asarray(ds.ImagePositionPatient, float) @ normal), 2) for _, ds in members]
+    counts = {p: pos.count(p) for p in set(pos)}
+    n_vols = max(counts.values())
+    if n_vols == 1:
+        return [everything], None, []  # one volume: _geometry sorts it and handles localizers
+    others = len(everything) - len(members)
+    dropped = [f"skipped {others} image(s) of another orientation (localizers?) in a 4-D series"] if others else []
+    uids = [str(ds.SOPInstanceUID) for _, ds in members]
+    if len(set(uids)) != len(uids):
+        dup = next(u for u in uids if uids.count(u) > 1)
+        names = [p.name for (p, _), u in zip(members, uids) if u == dup]
+        raise InputError(f"{path}: {names[0]} and {names[1]} are copies of one instance (same SOPInstanceUID); "
+                         "remove the duplicate")
+    if len(set(counts.values())) != 1:
+        k = next(i for i in range(len(pos)) if counts[pos[i]] > 1)
+        twins = [members[i][0].name for i in range(len(pos)) if pos[i] == pos[k]]
+        raise InputError(f"{path}: two images at the same slice position ({twins[0]}, {twins[1]}) but not every "
+                         "position has as many: duplicated or missing images, not a 4-D series")
+    for name, key in _VOLUME_KEYS:
+        try:
+            keys = [key(ds) for _, ds in members]
+        except Exception:  # noqa: BLE001 - a damaged value: try the next attribute
+            continue
+        if any(k is None or k == (None, None) for k in keys):
+            continue
+        groups: dict[Any, list[int]] = defaultdict(list)
+        for i, k in enumerate(keys):
+            groups[k].append(i)
+        if len(groups) == n_vols and all(sorted(pos[i] for i in g) == sorted(set(pos)) for g in groups.values()):
+            order = sorted(groups, key=lambda k: (str(type(k)), k))
+            return [[members[i] for i in groups[k]] for k in order], name, dropped
+    inst = [int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None for _, ds in members]
+    if None not in inst and len(set(inst)) == len(inst):  # last resort: the t-th instance at each position
+        rank: dict[float, int] = {}
+        vols: list[list[tuple[Path, Any]]] = [[] for _ in range(n_vols)]
+        for i in sorted(range(len(members)), key=lambda i: inst[i]):  # type: ignore[arg-type,return-value]
+            t = rank.get(pos[i], 0)
+            rank[pos[i]] = t + 1
+            vols[t].append(members[i])
+        return vols, "InstanceNumber order", dropped
+    k = next(i for i in range(len(pos)) if counts[pos[i]] > 1)
+    twins = [members[i][0].name for i in range(len(pos)) if pos[i] == pos[k]]
+    raise InputError(f"{path}: {n_vols} images at each slice position (e.g. {twins[0]}, {twins[1]}) and nothing tells "
+                     "the volumes apart: it would need TemporalPositionIdentifier, AcquisitionNumber, EchoNumbers, "
+                     "the diffusion b-value or InstanceNumber to differ")
+
+
 def read_dicom(path: Path, series: str | None = None) -> tuple[Volume, list[str]]:
     """Read one series under ``path`` as a float32 (columns, rows, slices) volume in modality units.
 
@@ -269,17 +346,30 @@ def read_dicom(path: Path, series: str | None = None) -> tuple[Volume, list[str]
     if mosaic is not None:
         members, affine, data, layout = _read_mosaics(members, mosaic, stored_dtypes)
     else:
-        members, affine, geo_warnings = _geometry(path, members)
+        groups, by, dropped = _volumes(path, members)
+        warnings += dropped
+        members, affine, geo_warnings = _geometry(path, groups[0])
         warnings += geo_warnings
+        first_len = len(members)
+        for g in groups[1:]:
+            g_sorted, g_affine, _ = _geometry(path, g)
+            if len(g_sorted) != first_len or not np.allclose(g_affine, affine, atol=1e-3):
+                raise InputError(f"{path}: the volumes told apart by {by} do not share one geometry (e.g. "
+                                 f"{g_sorted[0][0].name} vs {members[0][0].name})")
+            members = members + g_sorted
+        n_slices, n_vols = len(members) // len(groups), len(groups)
         rows, cols = int(members[0][1].Rows), int(members[0][1].Columns)
-        data = np.empty((cols, rows, len(members)), dtype=np.float32)
-        for k, (p, _) in enumerate(members):
+        data = np.empty((cols, rows, n_slices, n_vols) if n_vols > 1 else (cols, rows, n_slices), dtype=np.float32)
+        for idx, (p, _) in enumerate(members):  # volume-major: instance idx is slice idx % Z of volume idx // Z
             arr = _pixels(p, stored_dtypes)
             if arr.shape != (rows, cols):
                 raise InputError(f"{p}: image is {arr.shape[0]}×{arr.shape[1]}, the series is {rows}×{cols}")
-            data[:, :, k] = arr.T
+            if n_vols > 1:
+                data[:, :, idx % n_slices, idx // n_slices] = arr.T
+            else:
+                data[:, :, idx] = arr.T
             del arr
-        layout = {"layout": "classic"}
+        layout = {"layout": "classic"} if n_vols == 1 else {"layout": "classic", "volumes": n_vols, "volumes_by": by}
     first = members[0][1]
     meta = {
         "dtype": ",".join(sorted(stored_dtypes)),

@@ -176,6 +176,8 @@ def _instance_pixels(vol: Volume, data: NDArray[np.float32], k: int) -> NDArray[
         m = mosaic_of(vol.source[k][1])
         frame = data if data.ndim == 3 else data[..., k]
         return pack(frame, m).T  # type: ignore[arg-type]
+    if data.ndim == 4:  # a 4-D classic series: instances are stored volume-major
+        return data[:, :, k % data.shape[2], k // data.shape[2]]
     return data[:, :, k]
 
 
