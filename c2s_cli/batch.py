@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from c2s_cli.errors import InputError, OutputError, UsageError
 from c2s_cli.io import is_nifti, looks_like_dicom
-from c2s_cli.io.atomic import check_output, is_temp_name, regular_input
+from c2s_cli.io.atomic import check_clear_of_inputs, check_output, is_temp_name, regular_input
 
 
 @dataclass(frozen=True)
@@ -178,18 +178,9 @@ def check_plan(jobs: list[Job], *, force: bool, skip_existing: bool) -> None:
         if j.item.error:
             continue
         if skip_existing and j.output.exists():  # skipped by the run; it still may not be an input
-            _check_not_input(j.output, inputs)
+            check_clear_of_inputs(j.output, inputs, what="output", param="output", hint="choose another output folder")
             continue
         check_output(j.output, inputs, force=force, need_parent=False)
-
-
-def _check_not_input(output: Path, inputs: list[Path]) -> None:
-    out = Path(os.path.realpath(output))
-    for src in inputs:
-        s = Path(os.path.realpath(src))
-        if out == s or s in out.parents or out in s.parents:
-            raise OutputError(f"output {output} collides with the input {src}; choose another output folder",
-                              param="output")
 
 
 class Report:
@@ -224,12 +215,7 @@ class Report:
 def _check_report(path: Path, inputs: list[Path]) -> None:
     """A report is appended to: it may exist, but may not be, lie in or hold an input, and an existing one must be
     a JSON Lines file (never append to a scan or a document)."""
-    out = Path(os.path.realpath(path))
-    for src in inputs:
-        s = Path(os.path.realpath(src))
-        if out == s or s in out.parents or out in s.parents:
-            raise OutputError(f"report {path} collides with the input {src}; write the report elsewhere",
-                              param="report")
+    check_clear_of_inputs(path, inputs, what="report", param="report", hint="write the report elsewhere")
     if path.exists():
         if not path.is_file():
             raise OutputError(f"report {path} exists and is not a regular file", param="report")

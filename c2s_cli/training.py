@@ -150,14 +150,9 @@ def resume_config(run_dir: Path, steps: int | None) -> RunConfig:
 def check_run_dir(run_dir: Path, inputs: Sequence[Path], *, resume: bool, force: bool) -> None:
     """A run folder may be reused (it holds c2s's own files) but may not be, hold or lie in an input; an existing,
     non-empty one needs ``resume`` or ``force``."""
-    import os
+    from c2s_cli.io.atomic import check_clear_of_inputs
 
-    out = Path(os.path.realpath(run_dir))
-    for src in inputs:
-        s = Path(os.path.realpath(src))
-        if out == s or s in out.parents or out in s.parents:
-            raise UsageError(f"run_dir {run_dir} collides with the input {src}; choose another run folder",
-                             param="run_dir")
+    check_clear_of_inputs(run_dir, inputs, what="run_dir", param="run_dir", hint="choose another run folder")
     if not resume and run_dir.exists() and any(run_dir.iterdir()) and not force:
         raise UsageError(f"run_dir {run_dir} exists; resume it or force a new run over it", param="run_dir")
 

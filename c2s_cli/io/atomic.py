@@ -132,6 +132,15 @@ def check_output(
         raise OutputError(f"{what} folder {parent} is not writable", param=param)
 
 
+def check_clear_of_inputs(path: Path, inputs: Iterable[Path], *, what: str, param: str, hint: str) -> None:
+    """Refuse a path (a report, a run folder, an output to skip) that is, lies inside or holds an input."""
+    out = _resolve(path)
+    for src in inputs:
+        s = _resolve(src)
+        if out == s or s in out.parents or out in s.parents:
+            raise OutputError(f"{what} {path} collides with the input {src}; {hint}", param=param)
+
+
 def check_distinct(paths: dict[str, Path | None]) -> None:
     """Refuse two outputs of one run that are the same path (e.g. the residual map on the denoised output)."""
     seen: dict[Path, str] = {}
