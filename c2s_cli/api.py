@@ -210,6 +210,10 @@ class Denoiser:
             raise InputError(f"{name}: complex data; give the magnitude image")
         if not _all_finite(data):
             raise InputError(f"{name}: contains NaN or infinite voxels")
+        top = float(max(abs(float(data.max())), abs(float(data.min()))))
+        if top > 1e20:  # squares and VST tables overflow float32 long before the network sees anything
+            raise InputError(f"{name}: intensities up to {top:.3g}, beyond what c2s can compute with in float32 "
+                             "(a damaged file, or rescale it)")
         if vst_on and data.min() < 0:
             raise InputError(f"{name}: negative intensities, not a magnitude image; for signed data turn the "
                              "VST off", param="vst")

@@ -380,6 +380,7 @@ def train(
     channels: Annotated[Optional[str], typer.Option(help="U-Net widths (default 16,32,64,128; e.g. 24,48,96,128 is wider and slower).")] = None,
     guide: Annotated[Optional[list[Path]], typer.Option(help="Other contrast(s) on each target's grid, K per target, in input order (multi-contrast).")] = None,
     guide_names: Annotated[Optional[str], typer.Option(help="Comma list naming the K guide contrasts (e.g. FLAIR).")] = None,
+    sigma_map: Annotated[Optional[list[Path]], typer.Option("--sigma-map", help="σ per voxel (NIfTI on the input's grid), one per input in input order.")] = None,
     guide_dropout: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability of zeroing a guide channel per sample.")] = 0.0,
     invert: Annotated[float, typer.Option("--invert", min=0.0, max=1.0, help="Probability of training on the contrast-inverted patch (bright-on-dark as dark-on-bright).")] = 0.0,
     init: Annotated[Optional[str], typer.Option(help="Start from this model (name or path): fine-tuning.")] = None,
@@ -444,7 +445,7 @@ def train(
             if not prog.console.is_terminal and not log.quiet:
                 log.info(f"step {rec['step']}/{cfg.train.steps} {status}")
 
-        res = training.fit(cfg, items, output, rd, guides=guide or [], init=init, resume=resume is not None,
+        res = training.fit(cfg, items, output, rd, guides=guide or [], sigma_maps=sigma_map or [], init=init, resume=resume is not None,
                            force=force, epochs=epochs, device=device, reference=reference, description=description,
                            on_log=on_log, on_info=log.info, on_warning=log.warn)
     if res is not None:

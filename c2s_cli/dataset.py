@@ -1,7 +1,9 @@
 """The training set: noisy frames (optionally with synthetic noise) → fitted noise domains → training volumes.
 
 Arrays in, training volumes out; reading files is the caller's (``c2s_cli.training``). Every frame gets its own
-:class:`~c2s_cli.noise.domain.NoiseDomain`, and guides the same convention as at inference.
+:class:`~c2s_cli.noise.domain.NoiseDomain`, and guides the same convention as at inference. With a σ map the
+training volume is in the map's unit-σ domain, so the GDSM re-corruption (uniform τ there) is τ scaled by the local
+σ in image units, under which the loss stays exact per voxel.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Scan:
     slice_axis: int = 2
     guides: list[NDArray[np.float32]] = field(default_factory=list)
     contrast: str = ""
+    sigma_map: NDArray[np.float32] | None = None  # σ per voxel (image units), (X, Y, Z) or per frame
 
 
 def noisy_copies(
@@ -61,8 +64,12 @@ def build(
     for scan in scans:
         frames = [scan.data] if scan.data.ndim == 3 else [scan.data[..., t] for t in range(scan.data.shape[3])]
         for t, frame in enumerate(frames):
+            smap = scan.sigma_map if scan.sigma_map is None or scan.sigma_map.ndim == 3 else scan.sigma_map[..., t]
             for data_c, frac in noisy_copies(frame, cfg, rng):
-                dom = fit(data_c, n.sigma, use_vst=n.vst, coils=n.coils, slice_axis=scan.slice_axis)
+                # a σ map describes the acquired noise; synthetic copies carry their own, scalar σ
+                m = smap if frac is None else None
+                dom = fit(data_c, n.sigma if m is None else None, use_vst=n.vst, coils=n.coils,
+                          slice_axis=scan.slice_axis, sigma_map=m)
                 gn = []
                 for g in scan.guides:
                     gt = g if g.ndim == 3 else g[..., t]

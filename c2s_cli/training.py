@@ -16,20 +16,23 @@ from c2s_cli.io import read_volume
 
 def load_training_set(
     items: Sequence[tuple[Path, str | None]], cfg: RunConfig, guides: Sequence[Path] = (),
-    on_warning: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None, sigma_maps: Sequence[Path] = (),
 ) -> tuple[list[Any], dict[str, Any]]:
-    """Read every input (and its K guides, in input order) and build the training volumes (:mod:`c2s_cli.dataset`).
+    """Read every input (and its K guides, and its σ map if ``sigma_maps`` gives one per input, in input order) and
+    build the training volumes (:mod:`c2s_cli.dataset`).
 
     Returns the volumes and the data summary recorded in the model's metadata.
     """
     from c2s_cli.api import fit_domain
     from c2s_cli.dataset import Scan, build
-    from c2s_cli.pipeline import read_guide
+    from c2s_cli.pipeline import read_guide, read_sigma_map
 
     k = cfg.model.guides
     if len(guides) != k * len(items):
         raise UsageError(f"guides: the model takes {k} guide contrast(s) per input: give {k * len(items)}, got "
                          f"{len(guides)}", param="guides")
+    if sigma_maps and len(sigma_maps) != len(items):
+        raise UsageError(f"sigma_map: give one per input ({len(items)}), got {len(sigma_maps)}", param="sigma_map")
     scans = []
     for i, (p, s) in enumerate(items):
         vol, warnings = read_volume(p, series=s)
@@ -37,7 +40,8 @@ def load_training_set(
             if on_warning:
                 on_warning(f"{p}: {w}")
         scans.append(Scan(p.name, vol.data, vol.slice_axis, [read_guide(g, vol) for g in guides[i * k : (i + 1) * k]],
-                          vol.meta.get("series_description", "")))
+                          vol.meta.get("series_description", ""),
+                          read_sigma_map(sigma_maps[i], vol) if sigma_maps else None))
     return build(scans, cfg, fit=fit_domain)
 
 
@@ -184,6 +188,7 @@ def fit(
     run_dir: Path,
     *,
     guides: Sequence[Path] = (),
+    sigma_maps: Sequence[Path] = (),
     init: str | None = None,
     resume: bool = False,
     force: bool = False,
@@ -209,7 +214,7 @@ def fit(
     world, rank = dist_env()
     if world > 1 and resume:
         raise UsageError("resume is not supported under torchrun yet; resume on a single process", param="resume")
-    everything = [p for p, _ in items] + list(guides) + ([reference] if reference else [])
+    everything = [p for p, _ in items] + list(guides) + list(sigma_maps) + ([reference] if reference else [])
     if rank == 0:
         check_model_path(output)
         check_output(output, everything, force=force)
@@ -220,7 +225,7 @@ def fit(
         dev = pick_device(device)
     except (ValueError, RuntimeError) as exc:
         raise UsageError(f"device {device!r}: {exc}", param="device") from None
-    volumes, summary = load_training_set(items, cfg, guides, on_warning=on_warning)
+    volumes, summary = load_training_set(items, cfg, guides, on_warning=on_warning, sigma_maps=sigma_maps)
     if epochs is not None and not resume:
         per_epoch = max(1, sum(v.planes[0].shape[0] for v in volumes) // cfg.train.batch_size)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=max(1, int(epochs * per_epoch))))

@@ -108,6 +108,7 @@ def main() -> None:
     seeds = [work / "seed.nii.gz", work / "seed.nii", work / "seed_series"]
     outcomes: collections.Counter[str] = collections.Counter()
     crashes: list[str] = []
+    runtime: list[str] = []  # the first exit-1 rejections, to say what they were
     t0 = time.time()
 
     def attempt(target: Path, case: Path, label: str, damaged: bool = False) -> None:
@@ -121,6 +122,8 @@ def main() -> None:
                 crashes.append(f"{label}: a damaged gzip stream was read as data")
         except C2SError as exc:
             outcomes[f"rejected (exit {exc.exit_code})"] += 1
+            if exc.exit_code == 1 and len(runtime) < 5:
+                runtime.append(f"{label}: {exc}")
         except Exception:  # a crash: not a c2s error
             outcomes["CRASH"] += 1
             crashes.append(f"{label}: {traceback.format_exc(limit=3)}")
@@ -195,6 +198,8 @@ def main() -> None:
     print(f"{args.trials} inputs in {time.time() - t0:.0f} s (seed {args.seed}): {dict(outcomes)}")
     for c in crashes[:10]:
         print(c)
+    for m in runtime:
+        print("exit 1:", m)
     shutil.rmtree(work, ignore_errors=True)
 
 

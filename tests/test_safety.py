@@ -339,3 +339,15 @@ def test_damaged_file_meta_and_zero_spacing_never_fail_after_compute(small_serie
     assert r.returncode == 4 and r.stderr.count("c2s: error") == 1 and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "z.nii.gz").exists()
     no_temporaries(tmp_path)
+
+
+def test_absurd_intensities_are_refused_before_the_network(tiny_model: Path, tmp_path: Path) -> None:
+    """A float NIfTI with finite but absurd values (a fuzzed header or a broken scaling): one line, exit 4, not a
+    network that overflows into NaN after the compute (the fuzz campaign's exit-1 cases)."""
+    data = np.full((24, 24, 6), 100.0, np.float32)
+    data[3, 3, 3] = 3e38
+    p = tmp_path / "absurd.nii"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(p))
+    r = c2s("denoise", str(p), "-o", str(tmp_path / "o.nii.gz"), "--model", str(tiny_model), "--sigma", "5")
+    one_error_line(r, 4, "absurd.nii", "float32")
+    assert not (tmp_path / "o.nii.gz").exists()

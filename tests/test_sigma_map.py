@@ -142,3 +142,41 @@ def test_cli_sigma_map_in_and_out(varying: tuple[Path, Path, np.ndarray, np.ndar
     r = c2s("denoise", str(p), "-o", str(tmp_path / "x.nii.gz"), "--model", str(tiny_model), "--sigma-map", str(m),
             "--sigma", "3")
     assert r.returncode == 2 and "give one" in r.stderr
+
+
+def test_training_volumes_from_a_map_have_uniform_noise(tmp_path: Path) -> None:
+    """c2s train --sigma-map: the training volume is in the map's unit-σ domain (noise std equal at the centre and
+    the edge), where the GDSM re-corruption is τ scaled by the local σ in image units; without the map the noise
+    follows the 3× field."""
+    from c2s_cli.config import RunConfig
+    from c2s_cli.dataset import Scan, build
+
+    shape = (64, 64, 8)
+    smap = gfactor_map(shape, 2.0, 6.0)
+    noisy = rician(np.full(shape, 80.0, np.float32), smap, np.random.default_rng(5))
+    centre, edge = (slice(28, 36), slice(28, 36)), (slice(0, 8), slice(0, 8))
+
+    def ratio(vol: np.ndarray) -> float:
+        return float(vol[centre].std() / vol[edge].std())
+
+    with_map, summary = build([Scan("x", noisy, 2, [], "", smap)], RunConfig())
+    without, _ = build([Scan("x", noisy, 2, [], "")], RunConfig())
+    assert summary["items"][0]["sigma_method"] == "map (user)"
+    planes = np.moveaxis(with_map[0].planes[0], 0, 2)  # back to (X, Y, Z)
+    assert abs(ratio(planes) - 1) < 0.2
+    assert ratio(np.moveaxis(without[0].planes[0], 0, 2)) > 2.0
+    # the CLI: one map per input, recorded in the model's metadata
+    p, m = tmp_path / "x.nii.gz", tmp_path / "m.nii.gz"
+    nib.save(nib.Nifti1Image(noisy, np.eye(4)), str(p))
+    nib.save(nib.Nifti1Image(smap, np.eye(4)), str(m))
+    out = tmp_path / "t.safetensors"
+    r = c2s("train", str(p), "--sigma-map", str(m), "-o", str(out), "--steps", "2", "--batch-size", "2",
+            "--patch-size", "32", "--channels", "8,16")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    info = json.loads(c2s("info", str(out), "--json").stdout)
+    assert info["training"]["items"][0]["sigma_method"] == "map (user)"
+    r = c2s("train", str(p), "--sigma-map", str(m), "--sigma-map", str(m), "-o", str(tmp_path / "u.safetensors"),
+            "--steps", "2")
+    assert r.returncode == 2 and "--sigma-map: give one per input" in r.stderr
