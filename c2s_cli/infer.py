@@ -124,16 +124,8 @@ def denoise_frame(
         progress = on_progress if on_progress is None or len(axes) == 1 else (
             lambda done, total, i=i: on_progress(i * total + done, len(axes) * total))
         _accumulate(model, data, domain, axis, guides or [], acc, first=i == 0, sigma_d=sigma_d,
-                    batch_size=batch_size, device=device, bf16=bf16, on_progress=progress, tta=tta)
-    views = len(axes) * tta
-    step = 16  # a few planes at a time: bounded temporaries
-    for s in range(0, data.shape[0], step):
-        if views > 1:
-            acc[s : s + step] /= np.float32(views)
-        if passthrough:
-            src = data[s : s + step]
-            keep = domain.passthrough(src)
-            acc[s : s + step][keep] = src[keep]
+                    batch_size=batch_size, device=device, bf16=bf16, on_progress=progress, tta=tta,
+                    last=i == len(axes) - 1, views=len(axes) * tta, passthrough=passthrough)
     return acc
 
 
@@ -141,9 +133,11 @@ def _accumulate(
     model: Precond, data: NDArray[np.float32], domain: NoiseDomain, axis: int,
     guides: list[tuple[NDArray[np.floating], NoiseDomain]], acc: NDArray[np.float32], *, first: bool, sigma_d: float,
     batch_size: int | None, device: torch.device, bf16: bool, on_progress: Callable[[int, int], None] | None, tta: int,
+    last: bool = True, views: int = 1, passthrough: bool = True,
 ) -> None:
     """Add (or, when ``first``, store) the image-unit estimate of every TTA view for slices along ``axis`` into
-    ``acc``."""
+    ``acc``; on the ``last`` axis also divide by the number of ``views`` and restore the pass-through voxels, batch
+    by batch (no extra pass over the volume)."""
     vol = np.moveaxis(data, axis, 0)  # a view: (Z, H, W)
     acc_view = np.moveaxis(acc, axis, 0)
     gvols = [(np.moveaxis(np.asarray(g, np.float32), axis, 0), gd) for g, gd in guides]
@@ -179,6 +173,15 @@ def _accumulate(
                     acc_view[k] = est
                 else:
                     acc_view[k] += est
+            if last and (views > 1 or passthrough):
+                res = acc_view[k]
+                if views > 1:
+                    res /= np.float32(views)
+                if passthrough:
+                    src = vol[k]
+                    keep = domain.passthrough(src)
+                    res[keep] = src[keep]
+                acc_view[k] = res
             if on_progress:
                 on_progress(int(k[-1]) + 1, n)
 
