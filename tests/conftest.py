@@ -166,3 +166,89 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     p = tmp_path_factory.mktemp("models") / "tiny.safetensors"
     save_model(p, model.state_dict(), cfg, {"training": {"description": "random init (tests)"}})
     return p
+
+
+def make_enhanced(
+    path: Path, data: np.ndarray, *, slope: float = 1.0, intercept: float = 0.0, spacing: float = 3.0,
+    frame_order_seed: int | None = 0,
+) -> Path:
+    """Write ``data`` (cols, rows, slices[, volumes]) in stored units as one Enhanced MR multi-frame object, frames in
+    shuffled order, placed by per-frame Plane Position; 4-D volumes told apart by TemporalPositionIndex."""
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    vols = data[..., None] if data.ndim == 3 else data
+    nz, nt = vols.shape[2], vols.shape[3]
+    theta = np.deg2rad(15)
+    row_dir = np.array([np.cos(theta), np.sin(theta), 0.0])
+    col_dir = np.array([-np.sin(theta), np.cos(theta), 0.0])
+    normal = np.cross(row_dir, col_dir)
+    origin = np.array([-40.0, -50.0, 20.0])
+    frames = [(k, t) for t in range(nt) for k in range(nz)]
+    if frame_order_seed is not None:
+        np.random.default_rng(frame_order_seed).shuffle(frames)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = EnhancedMRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID = PATIENT_MARKER, "ZZID12345"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "MR", 7, 1
+    ds.SeriesDescription = "enhanced test"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.Rows, ds.Columns = vols.shape[1], vols.shape[0]
+    ds.NumberOfFrames = len(frames)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    shared = Dataset()
+    pm = Dataset()
+    pm.PixelSpacing = [0.9, 0.8]
+    pm.SliceThickness = spacing
+    pm.SpacingBetweenSlices = spacing
+    po = Dataset()
+    po.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]
+    pvt = Dataset()
+    pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = slope, intercept, "US"
+    ft = Dataset()
+    ft.FrameType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    shared.PixelMeasuresSequence = Sequence([pm])
+    shared.PlaneOrientationSequence = Sequence([po])
+    shared.PixelValueTransformationSequence = Sequence([pvt])
+    shared.MRImageFrameTypeSequence = Sequence([ft])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per = []
+    pixels = np.empty((len(frames), vols.shape[1], vols.shape[0]), np.uint16)
+    for f, (k, t) in enumerate(frames):
+        item = Dataset()
+        pp = Dataset()
+        pp.ImagePositionPatient = [float(v) for v in origin + normal * k * spacing]
+        fc = Dataset()
+        fc.InStackPositionNumber = k + 1
+        fc.StackID = "1"
+        fc.TemporalPositionIndex = t + 1
+        fc.DimensionIndexValues = [t + 1, 1, k + 1]
+        item.PlanePositionSequence = Sequence([pp])
+        item.FrameContentSequence = Sequence([fc])
+        per.append(item)
+        pixels[f] = vols[:, :, k, t].T
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per)
+    ds.DimensionOrganizationUID = generate_uid()
+    org = Dataset()
+    org.DimensionOrganizationUID = ds.DimensionOrganizationUID
+    ds.DimensionOrganizationSequence = Sequence([org])
+    dims = []
+    for pointer in (0x00209128, 0x00209056, 0x00209057):  # TemporalPositionIndex, StackID, InStackPositionNumber
+        item = Dataset()
+        item.DimensionOrganizationUID = ds.DimensionOrganizationUID
+        item.DimensionIndexPointer = pointer
+        item.FunctionalGroupPointer = 0x00209111  # FrameContentSequence
+        dims.append(item)
+    ds.DimensionIndexSequence = Sequence(dims)
+    ds.PixelData = pixels.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -191,8 +191,8 @@ def _geometry(path: Path, members: list[tuple[Path, Any]]) -> tuple[list[tuple[P
             raise InputError(f"{p}: colour / multi-sample image (SamplesPerPixel={ds.SamplesPerPixel}) is not supported")
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             raise InputError(
-                f"{p}: multi-frame (Enhanced) DICOM with {ds.NumberOfFrames} frames is not supported; "
-                "convert it to single-frame instances first (e.g. dcm2niix to NIfTI)"
+                f"{p}: a multi-frame image with {ds.NumberOfFrames} frames but no per-frame functional groups; c2s "
+                "cannot place its frames in space (convert it with dcm2niix)"
             )
         for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
             if tag not in ds:
@@ -265,7 +265,16 @@ def read_dicom(path: Path, series: str | None = None) -> tuple[Volume, list[str]
     """
     images, warnings = _read_headers(_walk(path))
     members = _pick_series(path, images, series)
-    mosaic = mosaic_layout(members)
+    from c2s_cli.io.enhanced import frame_headers, is_enhanced, read_frames
+
+    enhanced = [is_enhanced(ds) for _, ds in members]
+    if any(enhanced) and not all(enhanced):
+        raise InputError(f"{path}: the series mixes multi-frame and single-frame images; choose one of them")
+    frames_of: dict[Path, NDArray[np.float32]] = {}
+    header_of = {p: ds for p, ds in members}  # the files' own headers (series facts, transfer syntax)
+    if all(enhanced):
+        members = [h for p, ds in members for h in frame_headers(p, ds)]
+    mosaic = None if all(enhanced) else mosaic_layout(members)
     stored_dtypes: set[str] = set()
     if mosaic is not None:
         members, affine, data, layout = read_mosaics(members, mosaic, lambda p: _pixels(p, stored_dtypes))
@@ -284,8 +293,15 @@ def read_dicom(path: Path, series: str | None = None) -> tuple[Volume, list[str]
         n_slices, n_vols = len(members) // len(groups), len(groups)
         rows, cols = int(members[0][1].Rows), int(members[0][1].Columns)
         data = np.empty((cols, rows, n_slices, n_vols) if n_vols > 1 else (cols, rows, n_slices), dtype=np.float32)
-        for idx, (p, _) in enumerate(members):  # volume-major: instance idx is slice idx % Z of volume idx // Z
-            arr = _pixels(p, stored_dtypes)
+        for idx, (p, h) in enumerate(members):  # volume-major: instance idx is slice idx % Z of volume idx // Z
+            if all(enhanced):
+                if p not in frames_of:
+                    frames_of[p] = read_frames(p)
+                    src = header_of[p]
+                    stored_dtypes.add(f"{'int' if int(src.PixelRepresentation) else 'uint'}{int(src.BitsAllocated)}")
+                arr = frames_of[p][getattr(h, "_c2s_frame")]
+            else:
+                arr = _pixels(p, stored_dtypes)
             if arr.shape != (rows, cols):
                 raise InputError(f"{p}: image is {arr.shape[0]}×{arr.shape[1]}, the series is {rows}×{cols}")
             if n_vols > 1:
@@ -293,8 +309,10 @@ def read_dicom(path: Path, series: str | None = None) -> tuple[Volume, list[str]
             else:
                 data[:, :, idx] = arr.T
             del arr
-        layout = {"layout": "classic"} if n_vols == 1 else {"layout": "classic", "volumes": n_vols, "volumes_by": by}
-    first = members[0][1]
+        kind = "enhanced" if all(enhanced) else "classic"
+        layout = {"layout": kind} if n_vols == 1 else {"layout": kind, "volumes": n_vols, "volumes_by": by}
+        del frames_of
+    first = header_of.get(members[0][0], members[0][1])
     meta = {
         "dtype": ",".join(sorted(stored_dtypes)),
         "series_uid": str(first.SeriesInstanceUID),

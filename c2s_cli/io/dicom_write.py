@@ -73,7 +73,8 @@ def _derive(
 ) -> int:
     """Turn the source dataset ``ds`` (read with pixels) into its derived copy in place; returns clipped voxels.
 
-    ``pixels`` is the (columns, rows) slice in modality units.
+    ``pixels`` is the (columns, rows) slice in modality units, or for a multi-frame object all its frames,
+    (frames, rows, columns), in the object's frame order.
     """
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
@@ -84,11 +85,17 @@ def _derive(
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
     source_sop = str(ds.SOPInstanceUID)
     source_class = str(ds.SOPClassUID)
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     lo, hi, dtype = _stored_range(ds)
-    stored = np.rint((pixels.T.astype(np.float64) - intercept) / slope)
-    clipped = int(np.count_nonzero((stored < lo) | (stored > hi)))
+    if pixels.ndim == 3:  # a multi-frame object: (frames, rows, columns), each frame with its own rescale
+        from c2s_cli.io.enhanced import stored_frames
+
+        stored, clipped = stored_frames(ds, pixels, lo, hi)
+        _derived_frame_types(ds)
+    else:
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        stored = np.rint((pixels.T.astype(np.float64) - intercept) / slope)
+        clipped = int(np.count_nonzero((stored < lo) | (stored > hi)))
     bits_stored = int(ds.BitsStored)
     photometric = str(ds.PhotometricInterpretation)
     for elem in [e.tag for e in ds if e.tag.group == 0x0000]:  # command-set elements may not be in a file
@@ -107,7 +114,8 @@ def _derive(
     ds.file_meta.MediaStorageSOPClassUID = source_class
     ds.SeriesInstanceUID = series_uid
     image_type = [str(v) for v in ds.get("ImageType", [])]
-    ds.ImageType = ["DERIVED", "SECONDARY", *image_type[2:]]
+    # Enhanced (multi-frame) IODs allow only PRIMARY as value 2 of Image / Frame Type: there only value 1 changes
+    ds.ImageType = (["DERIVED", *image_type[1:]] if pixels.ndim == 3 else ["DERIVED", "SECONDARY", *image_type[2:]])
     ds.DerivationDescription = derivation[:1024]
     ref = Dataset()
     ref.ReferencedSOPClassUID = source_class
@@ -168,6 +176,42 @@ def _encode(ds: Any, target: Any, src_path: Path) -> None:
                          f"{str(exc)[:120]})") from None
 
 
+def _derived_frame_types(ds: Any) -> None:
+    """The frames of a derived multi-frame object are DERIVED too (Frame Type value 1 follows Image Type; value 2
+    stays PRIMARY, the only value the Enhanced MR IOD allows)."""
+    groups = [*(ds.get("SharedFunctionalGroupsSequence") or []), *(ds.get("PerFrameFunctionalGroupsSequence") or [])]
+    for g in groups:
+        for seq in ("MRImageFrameTypeSequence", "FrameTypeSequence"):
+            for item in g.get(seq) or []:
+                if "FrameType" in item:
+                    values = [str(v) for v in item.FrameType]
+                    item.FrameType = ["DERIVED", *values[1:]]
+
+
+def _units(vol: Volume) -> list[tuple[Path, list[int]]]:
+    """The output files of a derived series: one per source file, with the source entries (instances, or the frames
+    of a multi-frame file) it holds."""
+    units: dict[Path, list[int]] = {}
+    if vol.meta.get("layout") == "enhanced":
+        for k, (p, _) in enumerate(vol.source):
+            units.setdefault(p, []).append(k)
+        return list(units.items())
+    return [(p, [k]) for k, (p, _) in enumerate(vol.source)]
+
+
+def _unit_pixels(vol: Volume, data: NDArray[np.float32], unit: tuple[Path, list[int]]) -> NDArray[np.float32]:
+    """What :func:`_derive` takes for one output file: a (columns, rows) image, or every frame (frames, rows, cols)."""
+    if vol.meta.get("layout") != "enhanced":
+        return _instance_pixels(vol, data, unit[1][0])
+    from c2s_cli.io.enhanced import FRAME
+
+    n = max(getattr(vol.source[k][1], FRAME) for k in unit[1]) + 1
+    frames = np.zeros((n, int(vol.source[unit[1][0]][1].Rows), int(vol.source[unit[1][0]][1].Columns)), np.float32)
+    for k in unit[1]:
+        frames[getattr(vol.source[k][1], FRAME)] = _instance_pixels(vol, data, k).T
+    return frames
+
+
 def _instance_pixels(vol: Volume, data: NDArray[np.float32], k: int) -> NDArray[np.float32]:
     """The (columns, rows) image of source instance ``k``: a slice, or a whole volume tiled back into its mosaic."""
     if vol.meta.get("layout") == "mosaic":
@@ -187,10 +231,11 @@ def check_dicom_writable(vol: Volume, *, uid_seed: str = "") -> None:
     import io
 
 
-    src_path = vol.source[0][0]
+    first = _units(vol)[0]
+    src_path = first[0]
     try:
         ds = _read_source(src_path)
-        _derive(ds, _instance_pixels(vol, vol.data, 0), series_uid=derived_uid(vol.meta.get("series_uid", ""), uid_seed),
+        _derive(ds, _unit_pixels(vol, vol.data, first), series_uid=derived_uid(vol.meta.get("series_uid", ""), uid_seed),
                 derivation="c2s dry run", software_version="c2s", description_suffix=" c2s",
                 series_number_offset=1000, now=_dt.datetime.now())
     except InputError:
@@ -198,7 +243,7 @@ def check_dicom_writable(vol: Volume, *, uid_seed: str = "") -> None:
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{src_path}: cannot write a derived copy ({type(exc).__name__}: {str(exc)[:120]})") from None
     _encode(ds, io.BytesIO(), src_path)
-    for p, header in vol.source[1:]:  # every other instance: its header encodes (pixels are replaced anyway)
+    for p, header in ([] if vol.meta.get("layout") == "enhanced" else vol.source[1:]):  # every other instance's header
         try:
             from pydicom.filewriter import write_dataset
             from pydicom.filebase import DicomBytesIO
@@ -233,13 +278,15 @@ def write_dicom_series(
 
     now = _dt.datetime.now()
     series_uid = derived_uid(vol.meta.get("series_uid", ""), uid_seed)
-    names = [p.name for p, _ in vol.source]
+    units = _units(vol)
+    names = [p.name for p, _ in units]
     unique_names = len(set(names)) == len(names)
     clipped = 0
-    for k, (src_path, _) in enumerate(vol.source):
+    for k, unit in enumerate(units):
+        src_path = unit[0]
         try:
             ds = _read_source(src_path)
-            clipped += _derive(ds, _instance_pixels(vol, data, k), series_uid=series_uid, derivation=derivation,
+            clipped += _derive(ds, _unit_pixels(vol, data, unit), series_uid=series_uid, derivation=derivation,
                                software_version=software_version, description_suffix=description_suffix,
                                series_number_offset=series_number_offset, now=now)
         except OSError as exc:
