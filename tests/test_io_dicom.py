@@ -224,3 +224,23 @@ def test_ambiguous_4d_series_is_refused(tmp_path: Path, phantom: np.ndarray) -> 
     _four_d(tmp_path / "s", phantom, 2, None)  # the same InstanceNumbers, nothing else differs
     with pytest.raises(InputError, match="nothing tells the volumes apart.*TemporalPositionIdentifier"):
         read_volume(tmp_path / "s")
+
+
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEGLSLossless", "JPEG2000Lossless"])
+def test_compressed_sources_are_written_as_explicit_little_endian(syntax: str, tmp_path: Path,
+                                                                  phantom: np.ndarray) -> None:
+    """A compressed source decodes, and its derived copy is Explicit VR Little Endian with the new pixels."""
+    stored = np.rint(phantom[:, :, :2] * 1000)
+    paths = make_series(tmp_path / "s", stored)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.compress(getattr(pydicom.uid, syntax))
+        ds.save_as(p)
+    vol, _ = read_volume(tmp_path / "s")
+    out = tmp_path / "o"
+    out.mkdir()
+    write_dicom_series(vol, vol.data + 3, out)
+    for p in out.iterdir():
+        assert pydicom.dcmread(p).file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    back, _ = read_volume(out)
+    np.testing.assert_array_equal(back.data, vol.data + 3)

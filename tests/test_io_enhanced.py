@@ -120,3 +120,11 @@ def test_denoise_enhanced_cli(stored: np.ndarray, tiny_model: Path, tmp_path: Pa
     r = c2s("denoise", str(src.parent), "-o", str(tmp_path / "o.nii.gz"), "--model", str(tiny_model))
     assert r.returncode == 0, r.stderr
     assert nib.load(str(tmp_path / "o.nii.gz")).shape == (40, 36, 6, 2)
+
+
+def test_real_enhanced_object_without_functional_groups_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    """pydicom-data's emri_small.dcm: an Enhanced MR object whose frames have no position or orientation."""
+    real = Path(__file__).parent / "data" / "emri_small.dcm"
+    r = c2s("denoise", str(real), "-o", str(tmp_path / "o.nii.gz"), "--model", str(tiny_model))
+    assert r.returncode == 4 and r.stderr.count("c2s: error") == 1 and "cannot place its frames" in r.stderr
+    assert not (tmp_path / "o.nii.gz").exists()
