@@ -1,0 +1,147 @@
+"""``c2s denoise``: the batch over :meth:`c2s_cli.api.Denoiser.denoise_file`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+import dataclasses
+
+from c2s_cli import __version__
+from c2s_cli.cli import QuietOpt, VerboseOpt, _guarded, _Log, _message, _start, app
+from c2s_cli.errors import EXIT_PARTIAL, C2SError, InputError, UsageError
+
+
+
+def _planes(text: str) -> tuple[str, ...]:
+    from c2s_cli.api import check_planes
+
+    plane_list = tuple(p.strip() for p in text.split(",") if p.strip())
+    check_planes(plane_list)
+    return plane_list
+
+
+@app.command()
+@_guarded
+def denoise(
+    inputs: Annotated[list[str], typer.Argument(help="NIfTI files, DICOM files or folders; @list.txt; - for stdin.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output file or series folder (one input), else a folder.")],
+    model: Annotated[str, typer.Option(help="Model name or .safetensors path.", envvar="C2S_MODEL")] = "default",
+    sigma: Annotated[Optional[float], typer.Option(help="Noise std in image units (default: estimated).")] = None,
+    sigma_map: Annotated[Optional[Path], typer.Option("--sigma-map", help="σ per voxel, NIfTI on the input's grid (spatially varying noise, e.g. dwidenoise -noise).")] = None,
+    save_sigma_map: Annotated[Optional[Path], typer.Option("--save-sigma-map", help="Write the σ used per voxel as NIfTI (one input).")] = None,
+    coils: Annotated[Optional[int], typer.Option("--noise-coils", min=1, help="Effective coil count N (1 = Rician).")] = None,
+    no_vst: Annotated[bool, typer.Option("--no-vst", help="Skip the Rician variance stabilisation.")] = False,
+    strength: Annotated[float, typer.Option(help="Multiplies σ for the network (1 = as estimated).")] = 1.0,
+    tta: Annotated[int, typer.Option(help="Average over 1, 2, 4 or 8 in-plane flips/transposes per slice (N× time).")] = 1,
+    planes: Annotated[str, typer.Option(help="Denoise along these planes and average: axial (acquisition axis), coronal, sagittal (N× time).")] = "axial",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", envvar="C2S_DEVICE")] = "auto",
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Slices per forward pass.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads.")] = None,
+    series: Annotated[Optional[str], typer.Option(help="DICOM series to use (UID or SeriesNumber).")] = None,
+    slice_axis: Annotated[Optional[int], typer.Option(min=0, max=2, help="Axis to slice along (default: acquisition).")] = None,
+    dtype: Annotated[str, typer.Option(help="NIfTI output type: float32 or input.")] = "float32",
+    suffix: Annotated[str, typer.Option(help="Suffix of output names in folder mode.")] = "_c2s",
+    residual: Annotated[Optional[Path], typer.Option("--residual", help="Also write the residual, input − output, as NIfTI (one input).")] = None,
+    noise_map: Annotated[Optional[Path], typer.Option("--noise-map", hidden=True, help="Old name of --residual.")] = None,
+    preview: Annotated[Optional[Path], typer.Option(help="Write a before/after/residual PNG (one input).")] = None,
+    mask: Annotated[Optional[Path], typer.Option(help="NIfTI mask on the input's grid: voxels outside are returned unchanged.")] = None,
+    guide: Annotated[Optional[list[Path]], typer.Option(help="Co-registered other contrast(s) for a multi-contrast model.")] = None,
+    adapt: Annotated[int, typer.Option(min=0, help="Fine-tune the model on each input for this many steps first.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing outputs that c2s wrote (never anything else).")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose output exists.")] = False,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Continue after a failed input (exit 3).")] = False,
+    num_parts: Annotated[Optional[int], typer.Option(help="Split the inputs into N parts (SLURM_ARRAY_TASK_COUNT).")] = None,
+    part_id: Annotated[Optional[int], typer.Option(help="Process part K of N (SLURM_ARRAY_TASK_ID).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input on stdout.")] = False,
+    report: Annotated[Optional[Path], typer.Option(help="Append the JSON objects as JSON Lines to this file.")] = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Denoise scans with a pre-trained C2S model: one forward pass per slice, headers and geometry kept."""
+    from c2s_cli import batch
+    from c2s_cli.api import check_options
+    from c2s_cli.config import DenoiseOptions
+
+    log = _start(quiet, verbose)
+    if noise_map is not None:
+        if residual is not None:
+            raise UsageError("--noise-map is the old name of --residual; give one of them")
+        log.warn("--noise-map is renamed --residual (it writes input − output, not a noise level map)")
+        residual = noise_map
+    if force and skip_existing:
+        raise UsageError("--force and --skip-existing contradict each other")
+    opts = DenoiseOptions(sigma=sigma, sigma_map=sigma_map, save_sigma_map=save_sigma_map, coils=coils, vst=False if no_vst else None, strength=strength, tta=tta,
+                          planes=_planes(planes), slice_axis=slice_axis, series=series, dtype=dtype, mask=mask,
+                          guides=tuple(guide or ()), adapt=adapt, residual=residual, preview=preview, force=force,
+                          threads=threads)
+    check_options(opts)  # before any input is read
+    items = batch.shard(batch.expand(inputs, series, keep_going=keep_going), num_parts, part_id)
+    single = len(items) == 1 and len(inputs) == 1 and inputs[0] != "-" and not inputs[0].startswith("@")
+    jobs = batch.plan(items, output, single=single, suffix=suffix)
+    if dry_run:
+        for j in jobs:
+            typer.echo(json.dumps({"input": str(j.item.path), "series": j.item.series, "output": str(j.output),
+                                   "model": model, "device": device, "error": j.item.error}))
+        return
+    for flag, value in (("--residual", residual), ("--preview", preview), ("--mask", mask), ("--guide", guide),
+                        ("--sigma-map", sigma_map), ("--save-sigma-map", save_sigma_map)):
+        if value and len(jobs) != 1:
+            raise UsageError(f"{flag} needs exactly one input")
+    everything = batch.input_paths(items)
+    if not single:
+        batch.check_plan(jobs, force=force, skip_existing=skip_existing)
+    rep = batch.Report(report, everything, [*(j.output for j in jobs), residual, preview, save_sigma_map])
+    if not single:
+        output.mkdir(parents=True, exist_ok=True)
+    from c2s_cli.api import Denoiser
+
+    den = Denoiser(model, device, batch_size=batch_size, threads=threads)
+    log.info(f"c2s {__version__}: model {den.name} (sha256 {den.sha256[:12]}…), device {den.device}, {len(jobs)} input(s)")
+    failures: list[str] = []
+    try:
+        for j in jobs:
+            p = j.item.path
+            if j.output.exists() and skip_existing:
+                log.info(f"{p}: skipped, {j.output} exists")
+                rec: dict[str, Any] = {"input": str(p), "output": str(j.output), "status": "skipped"}
+            else:
+                try:
+                    if j.item.error:
+                        raise InputError(j.item.error)
+                    rec = _denoise_one(den, j, dataclasses.replace(opts, series=j.item.series), everything, log)
+                except C2SError as exc:
+                    if not keep_going:
+                        raise
+                    failures.append(f"{p}: {_message(exc)}")
+                    log.warn(_message(exc))
+                    rec = {"input": str(p), "output": str(j.output), "status": "failed", "error": _message(exc)}
+            if as_json:
+                typer.echo(json.dumps(rec, default=str))
+            rep.write(rec)
+    finally:
+        rep.close()
+    if failures:
+        log.warn(f"{len(failures)} of {len(jobs)} input(s) failed:\n  " + "\n  ".join(failures))
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _denoise_one(den: Any, job: Any, opts: Any, everything: list[Path], log: _Log) -> dict[str, Any]:
+    with log.progress() as prog:
+        task = prog.add_task(job.item.path.name, total=None, status="")
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            prog.update(task, description=f"{stage} {job.item.path.name}", completed=done, total=total)
+
+        if opts.adapt:
+            log.info(f"{job.item.path}: adapting {den.name} for {opts.adapt} steps")
+        rec = den.denoise_file(job.item.path, job.output, opts, inputs=everything, on_progress=on_progress,
+                               on_warning=lambda w: log.warn(f"{job.item.path}: {w}"))
+    first = rec["noise"][0]
+    log.info(f"{job.item.path}: σ = {first['sigma']:.4g} ({first['method']})")
+    log.info(f"{job.item.path} → {job.output} ({rec['seconds']['total']:.1f} s)")
+    return rec
