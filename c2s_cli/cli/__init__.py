@@ -42,7 +42,8 @@ _FLAGS = {
     "mask": "--mask", "guides": "--guide", "adapt": "--adapt", "residual": "--residual", "preview": "--preview",
     "report": "--report", "sigma_map": "--sigma-map", "save_sigma_map": "--save-sigma-map", "device": "--device", "threads": "--threads", "batch_size": "--batch-size",
     "part_id": "--part-id", "reference": "--reference", "run_dir": "--run-dir", "series": "--series",
-    "resume": "--resume", "init": "--init", "guide_names": "--guide-names",
+    "resume": "--resume", "init": "--init", "guide_names": "--guide-names", "desc": "--desc",
+    "bids_filter_file": "--bids-filter-file", "bids_dir": "BIDS_DIR", "output_dir": "OUTPUT_DIR",
 }
 
 
@@ -158,7 +159,7 @@ def main() -> None:
     import logging
     import warnings
 
-    from c2s_cli.cli import denoise, info, train  # noqa: F401 - importing registers the commands
+    from c2s_cli.cli import bids, denoise, info, train  # noqa: F401 - importing registers the commands
 
     # pydicom reports damaged values by quoting them: keep element values (possibly patient data) out of the logs
     warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")

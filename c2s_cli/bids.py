@@ -1,0 +1,317 @@
+"""BIDS mode: denoise a BIDS dataset into a BIDS derivatives dataset (the BIDS-Apps convention), and summarise it.
+
+Entities are parsed from file names as the BIDS specification defines them (no query library needed to run);
+outputs keep the source's entities, in the specification's order, and add ``desc-<label>``:
+``sub-01/ses-1/anat/sub-01_ses-1_desc-c2s_T1w.nii.gz`` with a JSON sidecar (the source's fields, ``Sources``, and a
+``C2S`` block: model, SHA-256, noise, options, timings), DWI ``.bval`` / ``.bvec`` beside, a preview under
+``sub-01/figures/``. ``dataset_description.json`` is created once, atomically (two participants running at once
+never corrupt it). Every run's record goes to ``logs/sub-<label>_c2s.jsonl`` for the group stage (TSV, JSON, HTML).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from c2s_cli import __version__
+from c2s_cli.errors import InputError, UsageError
+
+# the BIDS specification's entity order (the entities a raw MRI file name can carry, then desc)
+ENTITIES = ("sub", "ses", "task", "acq", "ce", "trc", "stain", "rec", "dir", "run", "mod", "echo", "flip", "inv",
+            "mt", "part", "proc", "hemi", "space", "split", "recording", "chunk", "res", "den", "label", "desc")
+DEFAULT_SUFFIXES = ("T1w", "T2w", "PDw", "FLAIR", "T2starw", "dwi")
+_NAME = re.compile(r"^(?P<entities>(?:[a-zA-Z]+-[a-zA-Z0-9]+_)*)(?P<suffix>[a-zA-Z0-9]+)(?P<ext>\.nii(?:\.gz)?)$")
+
+
+@dataclass(frozen=True)
+class BidsFile:
+    """A raw BIDS image: its path, entities (in file order), suffix and datatype folder."""
+
+    path: Path
+    entities: dict[str, str]
+    suffix: str
+    datatype: str
+    extension: str
+
+    def derivative(self, desc: str, suffix: str | None = None, extension: str | None = None) -> Path:
+        """The derivative's path relative to the derivatives root: the same folders, the same entities in the
+        specification's order, plus ``desc``."""
+        ent = {**self.entities, "desc": desc}
+        name = "_".join(f"{k}-{ent[k]}" for k in ENTITIES if k in ent)
+        folder = Path(f"sub-{self.entities['sub']}")
+        if "ses" in self.entities:
+            folder /= f"ses-{self.entities['ses']}"
+        return folder / self.datatype / f"{name}_{suffix or self.suffix}{extension or self.extension}"
+
+
+def parse_name(path: Path) -> tuple[dict[str, str], str, str] | None:
+    """(entities, suffix, extension) of a BIDS NIfTI name, or None when the name is not one."""
+    m = _NAME.match(path.name)
+    if not m:
+        return None
+    pairs = [p.split("-", 1) for p in m.group("entities").rstrip("_").split("_") if p]
+    ent = dict(pairs)
+    if "sub" not in ent or len(ent) != len(pairs) or any(k not in ENTITIES for k in ent):
+        return None
+    return ent, m.group("suffix"), m.group("ext")
+
+
+def check_dataset(bids_dir: Path) -> dict[str, Any]:
+    """The raw dataset's ``dataset_description.json`` (refused, one line, when missing or unreadable)."""
+    desc = bids_dir / "dataset_description.json"
+    if not bids_dir.is_dir():
+        raise InputError(f"{bids_dir}: not a folder", param="bids_dir")
+    if not desc.is_file():
+        raise InputError(f"{bids_dir}: no dataset_description.json; not a BIDS dataset", param="bids_dir")
+    try:
+        return dict(json.loads(desc.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError):
+        raise InputError(f"{desc}: not valid JSON", param="bids_dir") from None
+
+
+def find_inputs(
+    bids_dir: Path, *, participants: Iterable[str] = (), sessions: Iterable[str] = (),
+    datatypes: Iterable[str] = (), suffixes: Iterable[str] = DEFAULT_SUFFIXES, filters: dict[str, Any] | None = None,
+) -> list[BidsFile]:
+    """The raw images to denoise, sorted: ``sub-*/[ses-*/]<datatype>/*.nii[.gz]`` filtered by labels (with or
+    without the ``sub-`` / ``ses-`` prefix), datatypes, suffixes and a BIDS filter (entity → value or list; null
+    means "absent"), as fMRIPrep's ``--bids-filter-file`` takes it."""
+    subs = {p.removeprefix("sub-") for p in participants}
+    sess = {s.removeprefix("ses-") for s in sessions}
+    dts, sfx = set(datatypes), set(suffixes)
+    out = []
+    for sub in sorted(bids_dir.glob("sub-*")):
+        if not sub.is_dir() or (subs and sub.name.removeprefix("sub-") not in subs):
+            continue
+        for f in sorted(sub.rglob("*.nii*")):
+            parsed = parse_name(f)
+            if parsed is None or not f.is_file():
+                continue
+            ent, suffix, ext = parsed
+            rel = f.relative_to(bids_dir).parts
+            datatype = rel[-2]
+            if (sess and ent.get("ses") not in sess) or (dts and datatype not in dts) or (sfx and suffix not in sfx):
+                continue
+            if filters and not _matches(ent, suffix, datatype, filters):
+                continue
+            out.append(BidsFile(f, ent, suffix, datatype, ext))
+    return out
+
+
+def _matches(ent: dict[str, str], suffix: str, datatype: str, filters: dict[str, Any]) -> bool:
+    names = {"subject": "sub", "session": "ses", "acquisition": "acq", "reconstruction": "rec", "direction": "dir"}
+    for key, want in filters.items():
+        key = names.get(key, key)
+        have = suffix if key == "suffix" else datatype if key == "datatype" else ent.get(key)
+        wants = want if isinstance(want, list) else [want]
+        if want is None:
+            if have is not None:
+                return False
+        elif str(have).removeprefix(f"{key}-") not in [str(w).removeprefix(f"{key}-") for w in wants]:
+            return False
+    return True
+
+
+def load_filter(path: Path | None) -> dict[str, Any] | None:
+    """A ``--bids-filter-file``: one JSON object of entity → value; a top-level query per suffix
+    (``{"t1w": {...}}``, as fMRIPrep writes them) is merged into one filter."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"bids_filter_file {path}: not readable JSON ({type(exc).__name__})",
+                         param="bids_filter_file") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"bids_filter_file {path}: expected a JSON object", param="bids_filter_file")
+    if all(isinstance(v, dict) for v in data.values()) and data:
+        merged: dict[str, Any] = {}
+        for v in data.values():
+            merged.update(v)
+        return merged
+    return data
+
+
+def source_sidecar(bf: BidsFile, bids_dir: Path) -> dict[str, Any]:
+    """The source's JSON metadata with BIDS inheritance: top-level and folder sidecars whose entities are a subset
+    of the image's, the more specific ones last."""
+    meta: dict[str, Any] = {}
+    folders = [bids_dir, *[bids_dir.joinpath(*bf.path.relative_to(bids_dir).parts[:i])
+                           for i in range(1, len(bf.path.relative_to(bids_dir).parts))]]
+    for folder in folders:
+        for j in sorted(folder.glob(f"*{bf.suffix}.json")):
+            parsed = parse_name(j.with_suffix(".nii"))
+            ent = parsed[0] if parsed else _loose_entities(j.name)
+            if (parsed is None or parsed[1] == bf.suffix) and all(bf.entities.get(k) == v for k, v in ent.items()):
+                try:
+                    meta.update(json.loads(j.read_text()))
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    raise InputError(f"{j}: sidecar is not valid JSON") from None
+    return meta
+
+
+def _loose_entities(name: str) -> dict[str, str]:
+    """Entities of a top-level sidecar such as ``task-rest_bold.json`` (no ``sub``)."""
+    return dict(p.split("-", 1) for p in name.split("_")[:-1] if "-" in p)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any], *, only_if_absent: bool = False) -> bool:
+    """Write JSON under a temporary name and rename (or, with ``only_if_absent``, link: the first writer wins and
+    nobody ever sees a half-written file). Returns whether this call wrote it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.c2s-tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    try:
+        if only_if_absent:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            return True
+        os.replace(tmp, path)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_output_dir(bids_dir: Path, out_dir: Path) -> None:
+    """The derivatives folder is outside the raw dataset, or inside its ``derivatives/`` (BIDS-Apps convention)."""
+    raw, out = Path(os.path.realpath(bids_dir)), Path(os.path.realpath(out_dir))
+    if out == raw or out in raw.parents:
+        raise UsageError(f"output_dir {out_dir} is or holds the raw dataset {bids_dir}; use {bids_dir}/derivatives/c2s "
+                         "or a folder outside it", param="output_dir")
+    if raw in out.parents and (raw / "derivatives") not in [out, *out.parents]:
+        raise UsageError(f"output_dir {out_dir} lies inside the raw dataset but not under its derivatives/ folder",
+                         param="output_dir")
+
+
+def dataset_description(out_dir: Path, bids_dir: Path, raw: dict[str, Any], model: str, sha256: str) -> None:
+    """The derivatives' ``dataset_description.json`` (created once)."""
+    write_json_atomic(out_dir / "dataset_description.json", {
+        "Name": f"c2s denoised: {raw.get('Name', bids_dir.name)}",
+        "BIDSVersion": str(raw.get("BIDSVersion", "1.8.0")),
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "c2s", "Version": __version__,
+                         "Description": f"Self-supervised MRI denoising (Corruption2Self); model {model}, "
+                                        f"SHA-256 {sha256}",
+                         "CodeURL": "https://arxiv.org/abs/2505.05631"}],
+        "SourceDatasets": [{"URL": f"file://{bids_dir.resolve()}"}],
+    }, only_if_absent=True)
+
+
+@dataclass
+class ParticipantRun:
+    """What one participant-level run did: one record per file (status ok / skipped / failed)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(r["status"] == "failed" for r in self.records)
+
+
+def run_participant(
+    den: Any, bids_dir: Path, out_dir: Path, files: list[BidsFile], options: Any, *, desc: str = "c2s",
+    skip_existing: bool = False, on_file: Callable[[BidsFile, dict[str, Any]], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> ParticipantRun:
+    """Denoise ``files`` into ``out_dir`` through ``den.denoise_file``; a failing file is a failed record, never the
+    end of the participant."""
+    import dataclasses
+
+    from c2s_cli.errors import C2SError
+
+    if not re.fullmatch(r"[a-zA-Z0-9]+", desc):
+        raise UsageError(f"desc {desc!r}: BIDS labels are alphanumeric", param="desc")
+    raw = check_dataset(bids_dir)
+    check_output_dir(bids_dir, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset_description(out_dir, bids_dir, raw, den.name, den.sha256)
+    run = ParticipantRun()
+    for bf in files:
+        dst = out_dir / bf.derivative(desc, extension=".nii.gz")
+        rec: dict[str, Any] = {"input": str(bf.path.relative_to(bids_dir)), "output": str(dst.relative_to(out_dir)),
+                               "subject": bf.entities["sub"], "session": bf.entities.get("ses"), "suffix": bf.suffix}
+        if skip_existing and dst.exists():
+            rec["status"] = "skipped"
+        else:
+            figure = out_dir / f"sub-{bf.entities['sub']}" / "figures" / bf.derivative(desc, extension=".png").name
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                figure.parent.mkdir(parents=True, exist_ok=True)
+                opts = dataclasses.replace(options, preview=figure, force=options.force)
+                result = den.denoise_file(bf.path, dst, opts, on_warning=on_warning)
+                sidecar = {**source_sidecar(bf, bids_dir),
+                           "Sources": [f"bids:raw:{bf.path.relative_to(bids_dir).as_posix()}"],
+                           "C2S": {k: result[k] for k in ("model", "sha256", "noise", "warnings", "tta", "planes",
+                                                          "seconds", "clipped_voxels")}}
+                write_json_atomic(dst.with_name(dst.name.removesuffix(".nii.gz") + ".json"), sidecar)
+                if bf.suffix == "dwi":
+                    for ext in (".bval", ".bvec"):
+                        src = bf.path.with_name(bf.path.name.removesuffix(bf.extension) + ext)
+                        if src.is_file():
+                            shutil.copyfile(src, out_dir / bf.derivative(desc, extension=ext))
+                rec.update(status="ok", sigma=result["noise"][0]["sigma"], method=result["noise"][0]["method"],
+                           warnings=result["warnings"], seconds=result["seconds"]["total"],
+                           figure=str(figure.relative_to(out_dir)))
+            except C2SError as exc:
+                rec.update(status="failed", error=str(exc))
+        run.records.append(rec)
+        if on_file:
+            on_file(bf, rec)
+    for sub in sorted({bf.entities["sub"] for bf in files}):
+        log = out_dir / "logs" / f"sub-{sub}_c2s.jsonl"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as fh:
+            for r in run.records:
+                if r["subject"] == sub:
+                    fh.write(json.dumps(r, default=str) + "\n")
+    return run
+
+
+def run_group(out_dir: Path) -> dict[str, Any]:
+    """Summarise every participant's records: ``c2s_group.tsv``, ``c2s_group.json`` and ``c2s_report.html``
+    (each run's preview). The last record of each output wins (a re-run replaces a failure)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for log in sorted((out_dir / "logs").glob("sub-*_c2s.jsonl")):
+        for line in log.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                if r["status"] != "skipped" or r["output"] not in latest:
+                    latest[r["output"]] = r
+    if not latest:
+        raise InputError(f"{out_dir}: no participant records under logs/; run the participant level first",
+                         param="output_dir")
+    rows = sorted(latest.values(), key=lambda r: r["output"])
+    cols = ("subject", "session", "suffix", "input", "output", "status", "sigma", "method", "seconds", "error")
+    lines = ["\t".join(cols)] + ["\t".join("n/a" if r.get(c) in (None, "") else str(r[c]) for c in cols) for r in rows]
+    (out_dir / "c2s_group.tsv").write_text("\n".join(lines) + "\n")
+    summary = {"files": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
+               "failed": sum(r["status"] == "failed" for r in rows), "runs": rows}
+    write_json_atomic(out_dir / "c2s_group.json", summary)
+    (out_dir / "c2s_report.html").write_text(_html(rows))
+    return summary
+
+
+def _html(rows: list[dict[str, Any]]) -> str:
+    import html
+
+    parts = ["<!doctype html><meta charset='utf-8'><title>c2s report</title>",
+             "<style>body{font-family:sans-serif} img{max-width:100%} .failed{color:#b00}</style>",
+             f"<h1>c2s {__version__}: denoising report</h1>"]
+    for r in rows:
+        head = html.escape(f"{r['output']} — {r['status']}")
+        parts.append(f"<h2 class='{r['status']}'>{head}</h2>")
+        if r["status"] == "ok":
+            warn = "".join(f"<li>{html.escape(w)}</li>" for w in r.get("warnings") or [])
+            parts.append(f"<p>σ = {r['sigma']:.4g} ({html.escape(str(r['method']))}), {r['seconds']:.1f} s</p>"
+                         f"<ul>{warn}</ul><img src='{html.escape(r['figure'])}' alt='input | c2s | residual'>")
+        elif r["status"] == "failed":
+            parts.append(f"<p>{html.escape(str(r.get('error')))}</p>")
+    return "\n".join(parts) + "\n"

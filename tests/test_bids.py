@@ -1,0 +1,188 @@
+"""c2s bids (issue 22): a BIDS derivatives dataset from a synthetic raw dataset made in the fixture."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import c2s, snapshot
+from phantoms import head_phantom, rician
+from c2s_cli.bids import ENTITIES, parse_name
+
+
+def _nii(path: Path, data: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.rint(data).astype(np.int16), np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
+
+
+@pytest.fixture
+def raw(tmp_path: Path) -> Path:
+    """Two subjects, one with sessions: T1w, T2w, a 3-volume dwi with bval/bvec, sidecars (one inherited from the
+    top level), and one broken FLAIR."""
+    root = tmp_path / "raw"
+    root.mkdir()
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "synthetic", "BIDSVersion": "1.8.0"}))
+    (root / "T1w.json").write_text(json.dumps({"MagneticFieldStrength": 3}))
+    vol = rician(head_phantom((32, 32, 8), seed=1) * 1000, 40.0, seed=2)
+    _nii(root / "sub-01/anat/sub-01_T1w.nii.gz", vol)
+    (root / "sub-01/anat/sub-01_T1w.json").write_text(json.dumps({"RepetitionTime": 2.3}))
+    dwi = np.stack([vol, vol * 0.6, vol * 0.5], axis=-1)
+    _nii(root / "sub-01/dwi/sub-01_dwi.nii.gz", dwi)
+    (root / "sub-01/dwi/sub-01_dwi.bval").write_text("0 1000 1000\n")
+    (root / "sub-01/dwi/sub-01_dwi.bvec").write_text("0 1 0\n0 0 1\n0 0 0\n")
+    (root / "sub-01/dwi/sub-01_dwi.json").write_text(json.dumps({"PhaseEncodingDirection": "j-"}))
+    _nii(root / "sub-02/ses-1/anat/sub-02_ses-1_run-1_T1w.nii.gz", vol)
+    _nii(root / "sub-02/ses-2/anat/sub-02_ses-2_T2w.nii.gz", vol)
+    (root / "sub-02/ses-2/anat/sub-02_ses-2_FLAIR.nii.gz").write_bytes(b"not a nifti")
+    (root / "README").write_text("synthetic test dataset\n")
+    (root / "participants.tsv").write_text("participant_id\nsub-01\nsub-02\n")
+    return root
+
+
+def test_participant_and_group(raw: Path, tiny_model: Path, tmp_path: Path) -> None:
+    out = raw / "derivatives" / "c2s"
+    before = snapshot(raw)
+    r = c2s("bids", str(raw), str(out), "participant", "--model", str(tiny_model))
+    assert r.returncode == 3, r.stderr  # the broken FLAIR is a failed record, the rest is done
+    assert "sub-02_ses-2_FLAIR.nii.gz: failed" in r.stderr
+    assert {k: v for k, v in snapshot(raw).items() if "/derivatives/" not in k} == before  # raw untouched
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Name"] == "c2s"
+    assert "SHA-256" in desc["GeneratedBy"][0]["Description"] and desc["SourceDatasets"]
+    expected = ["sub-01/anat/sub-01_desc-c2s_T1w.nii.gz", "sub-01/dwi/sub-01_desc-c2s_dwi.nii.gz",
+                "sub-02/ses-1/anat/sub-02_ses-1_run-1_desc-c2s_T1w.nii.gz",
+                "sub-02/ses-2/anat/sub-02_ses-2_desc-c2s_T2w.nii.gz"]
+    for rel in expected:
+        assert (out / rel).is_file(), rel
+        side = json.loads((out / rel.replace(".nii.gz", ".json")).read_text())
+        assert side["Sources"][0].startswith("bids:raw:sub-") and side["C2S"]["sha256"] and side["C2S"]["noise"]
+    t1 = json.loads((out / "sub-01/anat/sub-01_desc-c2s_T1w.json").read_text())
+    assert t1["RepetitionTime"] == 2.3 and t1["MagneticFieldStrength"] == 3  # the source's, with inheritance
+    assert (out / "sub-01/dwi/sub-01_desc-c2s_dwi.bval").read_text() == "0 1000 1000\n"
+    assert (out / "sub-01/dwi/sub-01_desc-c2s_dwi.bvec").is_file()
+    assert nib.load(str(out / "sub-01/dwi/sub-01_desc-c2s_dwi.nii.gz")).shape == (32, 32, 8, 3)
+    assert len(json.loads((out / "sub-01/dwi/sub-01_desc-c2s_dwi.json").read_text())["C2S"]["noise"]) == 3
+    assert (out / "sub-01/figures/sub-01_desc-c2s_T1w.png").is_file()
+    # resume: everything done is skipped, the failure is tried again
+    r = c2s("bids", str(raw), str(out), "participant", "--model", str(tiny_model), "--skip-existing")
+    assert r.returncode == 3 and r.stderr.count(": skipped") == 4
+    r = c2s("bids", str(raw), str(out), "group")
+    assert r.returncode == 3, r.stderr  # one failed file
+    tsv = (out / "c2s_group.tsv").read_text().splitlines()
+    assert tsv[0].split("\t")[:6] == ["subject", "session", "suffix", "input", "output", "status"]
+    assert len(tsv) == 6 and sum("\tfailed\t" in ln for ln in tsv) == 1
+    summary = json.loads((out / "c2s_group.json").read_text())
+    assert summary["ok"] == 4 and summary["failed"] == 1
+    html = (out / "c2s_report.html").read_text()
+    assert html.count("<img") == 4 and "sub-01/figures/sub-01_desc-c2s_T1w.png" in html
+
+
+def test_filters_and_labels(raw: Path, tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d1"
+    r = c2s("bids", str(raw), str(out), "participant", "--participant-label", "sub-01", "--datatype", "anat",
+            "--model", str(tiny_model))
+    assert r.returncode == 0, r.stderr
+    made = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz"))
+    assert made == ["sub-01/anat/sub-01_desc-c2s_T1w.nii.gz"]
+    filt = tmp_path / "filter.json"
+    filt.write_text(json.dumps({"t2w": {"suffix": "T2w", "session": "2"}}))
+    out2 = tmp_path / "d2"
+    r = c2s("bids", str(raw), str(out2), "participant", "--bids-filter-file", str(filt), "--model", str(tiny_model))
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in out2.rglob("*.nii.gz")] == ["sub-02_ses-2_desc-c2s_T2w.nii.gz"]
+
+
+def test_names_follow_the_specification(raw: Path, tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    c2s("bids", str(raw), str(out), "participant", "--model", str(tiny_model), "--suffix", "T1w")
+    for p in out.rglob("*_desc-*"):
+        parsed = parse_name(p.with_name(p.name.split(".")[0] + ".nii"))
+        assert parsed is not None, p.name
+        keys = list(parsed[0])
+        assert keys == sorted(keys, key=ENTITIES.index) and keys[-1] == "desc"  # the specification's order
+        assert re.fullmatch(r"[a-zA-Z0-9]+", parsed[0]["desc"])
+        rel = p.relative_to(out).parts
+        assert rel[0] == f"sub-{parsed[0]['sub']}"
+        if rel[1] != "figures":  # previews go to sub-<label>/figures/, as fMRIPrep puts its reports
+            assert ("ses" not in parsed[0]) or rel[1] == f"ses-{parsed[0]['ses']}"
+    r = c2s("bids", str(raw), str(out), "participant", "--model", str(tiny_model), "--desc", "c2s_v1")
+    assert r.returncode == 2 and "--desc" in r.stderr
+
+
+def test_bad_datasets_and_outputs(raw: Path, tiny_model: Path, tmp_path: Path) -> None:
+    (raw / "dataset_description.json").rename(raw / "dd.json")
+    r = c2s("bids", str(raw), str(tmp_path / "d"), "participant", "--model", str(tiny_model))
+    assert r.returncode == 4 and r.stderr.count("c2s: error") == 1 and "dataset_description.json" in r.stderr
+    (raw / "dd.json").rename(raw / "dataset_description.json")
+    r = c2s("bids", str(raw), str(raw / "sub-01"), "participant", "--model", str(tiny_model))
+    assert r.returncode == 2 and "OUTPUT_DIR" in r.stderr
+    r = c2s("bids", str(raw), str(tmp_path / "none"), "group")
+    assert r.returncode == 4 and "participant level first" in r.stderr
+
+
+def test_concurrent_participants_write_one_description(raw: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """Two SLURM tasks at once: both finish, dataset_description.json is whole."""
+    import os
+    import sys
+
+    out = tmp_path / "d"
+    env = {**os.environ, "NO_COLOR": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "c2s_cli", "bids", str(raw), str(out), "participant",
+                               "--participant-label", lab, "--model", str(tiny_model), "--suffix", "T1w"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for lab in ("01", "02")]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert json.loads((out / "dataset_description.json").read_text())["DatasetType"] == "derivative"
+    assert len(list(out.rglob("*_desc-c2s_T1w.nii.gz"))) == 2
+
+
+def test_pybids_indexes_the_derivatives(raw: Path, tiny_model: Path, tmp_path: Path) -> None:
+    bids = pytest.importorskip("bids")
+    out = raw / "derivatives" / "c2s"
+    c2s("bids", str(raw), str(out), "participant", "--model", str(tiny_model))
+    layout = bids.BIDSLayout(str(raw), derivatives=[str(out)], validate=False)
+    found = layout.get(scope="derivatives", desc="c2s", extension=[".nii.gz"])
+    assert len(found) == 4
+    t1 = layout.get(scope="derivatives", desc="c2s", suffix="T1w", subject="02", extension=".nii.gz")
+    assert len(t1) == 1 and t1[0].entities["session"] == "1" and t1[0].entities["run"] == 1
+    assert t1[0].get_metadata()["Sources"][0].startswith("bids:raw:")
+
+
+def test_raw_dataset_still_valid(raw: Path, tiny_model: Path) -> None:
+    validator = shutil.which("bids-validator")
+    if validator is None:
+        pytest.skip("bids-validator not installed")
+    (raw / "sub-02/ses-2/anat/sub-02_ses-2_FLAIR.nii.gz").unlink()
+    c2s("bids", str(raw), str(raw / "derivatives" / "c2s"), "participant", "--model", str(tiny_model))
+    r = subprocess.run([validator, str(raw), "--json"], capture_output=True, text=True, timeout=300)
+    report = json.loads(r.stdout)  # the validator's JSON report (a usage error would not parse)
+    assert report["issues"]["errors"] == [], report["issues"]["errors"]
+    assert report["summary"]["subjects"] == ["01", "02"]  # it did read the dataset
+
+
+def test_slurm_example(raw: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """examples/bids_slurm.sh runs one participant per array task."""
+    import os
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "bids_slurm.sh"
+    out = tmp_path / "d"
+    bindir = tmp_path / "bin"  # `c2s` on PATH, as the README's install provides it
+    bindir.mkdir()
+    import sys
+
+    (bindir / "c2s").write_text(f"#!/bin/sh\nexec {sys.executable} -m c2s_cli \"$@\"\n")
+    (bindir / "c2s").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "C2S_MODEL": str(tiny_model), "NO_COLOR": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for task in ("0", "1"):
+        r = subprocess.run(["bash", str(script), str(raw), str(out)], env={**env, "SLURM_ARRAY_TASK_ID": task},
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode in (0, 3), r.stderr  # task 1 is sub-02, whose FLAIR is broken: exit 3
+    assert len(list(out.rglob("*_desc-c2s_*.nii.gz"))) == 4
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["sub-01_c2s.jsonl", "sub-02_c2s.jsonl"]
