@@ -219,10 +219,11 @@ class ParticipantRun:
 def run_participant(
     den: Any, bids_dir: Path, out_dir: Path, files: list[BidsFile], options: Any, *, desc: str = "c2s",
     skip_existing: bool = False, on_file: Callable[[BidsFile, dict[str, Any]], None] | None = None,
-    on_warning: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None, residual: bool = False, sigma_map: bool = False,
 ) -> ParticipantRun:
     """Denoise ``files`` into ``out_dir`` through ``den.denoise_file``; a failing file is a failed record, never the
-    end of the participant."""
+    end of the participant. ``residual`` / ``sigma_map``: also write input − output and the σ used per voxel, as
+    ``desc-<desc>residual`` and ``desc-<desc>sigma`` images beside the output."""
     import dataclasses
 
     from c2s_cli.errors import C2SError
@@ -245,7 +246,10 @@ def run_participant(
             try:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 figure.parent.mkdir(parents=True, exist_ok=True)
-                opts = dataclasses.replace(options, preview=figure, force=options.force)
+                extra = {"residual": out_dir / bf.derivative(f"{desc}residual", extension=".nii.gz") if residual else None,
+                         "save_sigma_map": out_dir / bf.derivative(f"{desc}sigma", extension=".nii.gz") if sigma_map
+                         else None}
+                opts = dataclasses.replace(options, preview=figure, **extra)
                 result = den.denoise_file(bf.path, dst, opts, on_warning=on_warning)
                 sidecar = {**source_sidecar(bf, bids_dir),
                            "Sources": [f"bids:raw:{bf.path.relative_to(bids_dir).as_posix()}"],

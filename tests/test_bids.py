@@ -87,10 +87,15 @@ def test_participant_and_group(raw: Path, tiny_model: Path, tmp_path: Path) -> N
 def test_filters_and_labels(raw: Path, tiny_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "d1"
     r = c2s("bids", str(raw), str(out), "participant", "--participant-label", "sub-01", "--datatype", "anat",
-            "--model", str(tiny_model))
+            "--model", str(tiny_model), "--save-residual", "--save-sigma-map")
     assert r.returncode == 0, r.stderr
     made = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz"))
-    assert made == ["sub-01/anat/sub-01_desc-c2s_T1w.nii.gz"]
+    assert made == ["sub-01/anat/sub-01_desc-c2s_T1w.nii.gz", "sub-01/anat/sub-01_desc-c2sresidual_T1w.nii.gz",
+                    "sub-01/anat/sub-01_desc-c2ssigma_T1w.nii.gz"]
+    den = np.asarray(nib.load(str(out / made[0])).dataobj)
+    res = np.asarray(nib.load(str(out / made[1])).dataobj)
+    src = np.asarray(nib.load(str(raw / "sub-01/anat/sub-01_T1w.nii.gz")).dataobj, dtype=np.float32)
+    np.testing.assert_allclose(src - den, res, atol=1e-3)
     filt = tmp_path / "filter.json"
     filt.write_text(json.dumps({"t2w": {"suffix": "T2w", "session": "2"}}))
     out2 = tmp_path / "d2"

@@ -31,6 +31,8 @@ def bids(
     tta: Annotated[int, typer.Option(help="1, 2, 4 or 8 in-plane flips per slice.")] = 1,
     device: Annotated[str, typer.Option(envvar="C2S_DEVICE")] = "auto",
     threads: Annotated[Optional[int], typer.Option(min=1)] = None,
+    save_residual: Annotated[bool, typer.Option("--save-residual", help="Also write input − output (desc-<desc>residual).")] = False,
+    save_sigma_map: Annotated[bool, typer.Option("--save-sigma-map", help="Also write the σ used per voxel (desc-<desc>sigma).")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Resume: skip outputs that exist.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace outputs c2s wrote before.")] = False,
     quiet: QuietOpt = False,
@@ -67,7 +69,7 @@ def bids(
     run = lib.run_participant(den, bids_dir, output_dir, files, opts, desc=desc, skip_existing=skip_existing,
                               on_file=lambda bf, r: log.info(f"{r['input']}: {r['status']}"
                                                              + (f" ({r['error']})" if r.get("error") else "")),
-                              on_warning=log.warn)
+                              on_warning=log.warn, residual=save_residual, sigma_map=save_sigma_map)
     log.debug(json.dumps(run.records, default=str))
     if run.failed:
         log.warn(f"{run.failed} of {len(run.records)} file(s) failed (see {output_dir / 'logs'})")
