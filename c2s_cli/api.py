@@ -83,7 +83,8 @@ def fit_domain(
     try:
         return NoiseDomain.fit(frame, sigma, use_vst=use_vst, coils=coils, slice_axis=slice_axis, sigma_map=sigma_map)
     except NoiseEstimateError as exc:
-        raise InputError(f"cannot estimate the noise: {exc}; give sigma (or a sigma_map)", param="sigma") from None
+        raise InputError(f"sigma: the noise level cannot be estimated ({exc}); give it (or a sigma_map)",
+                         param="sigma") from None
     except ValueError as exc:
         if str(exc).startswith("sigma_map"):
             raise InputError(str(exc), param="sigma_map") from None

@@ -128,3 +128,19 @@ def test_vst_fast_lookup_matches_the_tables(coils: int) -> None:
     assert vst.forward(3.0, 1.0, coils).shape == () and vst.inverse(np.float32(5.0), 1.0, coils).shape == ()
     out = vst.inverse(np.array([np.nan, np.inf, -np.inf, 5.0]), 1.0, coils)
     assert np.isnan(out[0]) and out[1] == np.inf and out[2] == 0 and np.isfinite(out[3])
+
+
+def test_degenerate_sigma_is_refused_not_turned_into_nan() -> None:
+    """A σ estimate or a user σ so small that the normalised volume overflows is refused with a named error (the
+    fuzz campaign's last exit-1 case: a mutated volume whose estimate was 4e-41)."""
+    import pytest
+
+    from c2s_cli.noise.domain import NoiseDomain, NoiseEstimateError
+    from c2s_cli.noise.estimate import NoiseEstimate
+
+    data = np.full((24, 24, 6), 500.0, np.float32)
+    data[::3] = 1036.0
+    with pytest.raises(NoiseEstimateError, match="implausibly small"):
+        NoiseDomain.fit(data, estimate=NoiseEstimate(sigma=4e-41, method="object"))
+    with pytest.raises(ValueError, match="sigma = .* too small"):
+        NoiseDomain.fit(data, 1e-38)

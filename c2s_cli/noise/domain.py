@@ -126,6 +126,10 @@ class NoiseDomain:
                 except ValueError as exc:
                     raise NoiseEstimateError(str(exc)) from None
             est, s = estimate, float(estimate.sigma)
+            top = float(np.max(np.abs(data))) if np.size(data) else 0.0
+            if not s > 1e-6 * top:  # a degenerate estimate (e.g. a plateau of identical values): not a noise level
+                raise NoiseEstimateError(f"the estimate σ = {s:.3g} is implausibly small against intensities up to "
+                                         f"{top:.3g}")
         order = "F" if np.isfortran(np.asarray(data)) else "C"  # a view for C- or F-ordered arrays (NIfTI is F)
         flat = np.ravel(np.asarray(data), order=order)
         step = max(1, flat.size // 1_000_000)  # a strided subsample bounds memory and time on big volumes
@@ -140,6 +144,8 @@ class NoiseDomain:
         scale = float(np.percentile(stab, 99.5))
         if not np.isfinite(scale) or scale <= 0:
             scale = float(np.max(np.abs(stab))) or 1.0
+        if not np.isfinite(scale):
+            raise ValueError(f"sigma = {s:.3g} is too small for intensities up to {float(np.max(np.abs(values))):.3g}")
         return NoiseDomain(s, scale, use_vst, coils, saturation_level(data), est, smap,
                            map_source if smap is not None else None)
 
