@@ -17,7 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from c2s_cli.checkpoint import load_model, resolve_model, sha256
-from c2s_cli.config import PLANES, TTA_CHOICES, DenoiseOptions
+from c2s_cli import config
+from c2s_cli.config import DenoiseOptions
 from c2s_cli.errors import C2SError, InputError, UsageError
 from c2s_cli.noise.domain import NoiseDomain, NoiseEstimateError
 from c2s_cli.volume import Volume
@@ -42,16 +43,19 @@ def _all_finite(a: NDArray[np.floating]) -> bool:
 
 
 def check_tta(tta: int) -> None:
-    """Refuse a test-time augmentation count other than 1, 2, 4 or 8 (a :class:`UsageError` naming ``tta``)."""
-    if tta not in TTA_CHOICES:
-        raise UsageError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}", param="tta")
+    """:func:`c2s_cli.config.check_tta` as a :class:`UsageError` naming ``tta``."""
+    try:
+        config.check_tta(tta)
+    except ValueError as exc:
+        raise UsageError(str(exc), param="tta") from None
 
 
 def check_planes(planes: tuple[str, ...]) -> None:
-    """Refuse an empty, repeated or unknown plane list (a :class:`UsageError` naming ``planes``)."""
-    if not planes or len(set(planes)) != len(planes) or any(p not in PLANES for p in planes):
-        raise UsageError(f"planes {','.join(planes)!r}: give one or more of {', '.join(PLANES)}, each once",
-                         param="planes")
+    """:func:`c2s_cli.config.check_planes` as a :class:`UsageError` naming ``planes``."""
+    try:
+        config.check_planes(planes)
+    except ValueError as exc:
+        raise UsageError(str(exc), param="planes") from None
 
 
 def check_options(options: DenoiseOptions) -> None:
@@ -196,7 +200,7 @@ class Denoiser:
             report: filled with each frame's :class:`NoiseDomain` and the timings.
             tta: test-time augmentation: the mean over 1, 2, 4 or 8 in-plane flips / transposes of each slice.
             planes: denoise slice by slice along each of these planes ("axial" = ``slice_axis``, "coronal" and
-                "sagittal" = the other two axes) and average (in network units, one noise domain per frame).
+                "sagittal" = the other two axes) and average (in image units, one noise domain per frame).
         """
         from c2s_cli.data import plane_axes
         from c2s_cli.infer import denoise_frame
@@ -211,12 +215,13 @@ class Denoiser:
             raise InputError(f"{name}: complex data; give the magnitude image")
         if not _all_finite(data):
             raise InputError(f"{name}: contains NaN or infinite voxels")
-        top = float(max(abs(float(data.max())), abs(float(data.min()))))
+        lo, hi = float(data.min()), float(data.max())
+        top = max(abs(lo), abs(hi))
         if top > 1e20:  # squares and VST tables overflow float32 long before the network sees anything
             raise InputError(f"{name}: intensities up to {top:.3g}, beyond what c2s can compute with in float32 "
                              "(a damaged file, or rescale it)")
-        if vst_on and data.min() < 0:
-            raise InputError(f"{name}: negative intensities, not a magnitude image; for signed data turn the "
+        if vst_on and lo < 0:
+            raise InputError(f"vst: {name} has negative intensities, not a magnitude image; for signed data turn the "
                              "VST off", param="vst")
         self.check_guides(len(guides or []))
         if not strength > 0:

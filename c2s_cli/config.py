@@ -18,6 +18,18 @@ TTA_CHOICES = (1, 2, 4, 8)  # test-time augmentation: in-plane flips / transpose
 PLANES = ("axial", "coronal", "sagittal")  # axial = the acquisition's slice axis; coronal, sagittal = the other two
 
 
+def check_tta(tta: int) -> None:
+    """Refuse a test-time augmentation count other than 1, 2, 4 or 8 (ValueError naming ``tta``)."""
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}")
+
+
+def check_planes(planes: tuple[str, ...]) -> None:
+    """Refuse an empty, repeated or unknown plane list (ValueError naming ``planes``)."""
+    if not planes or len(set(planes)) != len(planes) or any(p not in PLANES for p in planes):
+        raise ValueError(f"planes {','.join(planes)!r}: give one or more of {', '.join(PLANES)}, each once")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Noise-conditioned 2D U-Net (backbone) and its preconditioning.
@@ -157,10 +169,8 @@ class DenoiseOptions:
             raise ValueError(f"coils must be ≥ 1, got {self.coils}")
         if not self.strength > 0:
             raise ValueError(f"strength must be > 0, got {self.strength}")
-        if self.tta not in TTA_CHOICES:
-            raise ValueError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {self.tta}")
-        if not self.planes or len(set(self.planes)) != len(self.planes) or any(p not in PLANES for p in self.planes):
-            raise ValueError(f"planes {','.join(self.planes)!r}: give one or more of {', '.join(PLANES)}, each once")
+        check_tta(self.tta)
+        check_planes(self.planes)
         if self.slice_axis is not None and self.slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}")
         if self.dtype not in ("float32", "input"):

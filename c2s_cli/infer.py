@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from c2s_cli.config import TTA_CHOICES
+from c2s_cli.config import check_tta
 from c2s_cli.model import Precond
 from c2s_cli.noise.domain import NoiseDomain
 
@@ -33,11 +33,6 @@ def pick_device(spec: str = "auto") -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {spec!r}: MPS is not available on this machine")
     return dev
-
-
-def _check_tta(tta: int) -> None:
-    if tta not in TTA_CHOICES:
-        raise ValueError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}")
 
 
 def _dihedral(x: NDArray[np.float32], t: int, inverse: bool = False) -> NDArray[np.float32]:
@@ -113,7 +108,7 @@ def denoise_frame(
     Memory: the input, the output (the accumulator) and a slab of normalised slices.
     """
     device = device or torch.device("cpu")
-    _check_tta(tta)
+    check_tta(tta)
     data = np.asarray(data, dtype=np.float32)
     if len(guides or []) != model.cfg.guides:
         raise ValueError(f"model expects {model.cfg.guides} guide contrast(s), got {len(guides or [])}")

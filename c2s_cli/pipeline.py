@@ -98,12 +98,9 @@ def preflight(
     den.check_guides(len(o.guides))
     outputs = {"output": dst, "residual": o.residual, "preview": o.preview, "save_sigma_map": o.save_sigma_map}
     check_distinct(outputs)
-    if o.residual is not None and not is_nifti(o.residual):
-        raise UsageError(f"residual {o.residual}: the residual map is written as NIfTI (.nii or .nii.gz)",
-                         param="residual")
-    if o.save_sigma_map is not None and not is_nifti(o.save_sigma_map):
-        raise UsageError(f"save_sigma_map {o.save_sigma_map}: the σ map is written as NIfTI (.nii or .nii.gz)",
-                         param="save_sigma_map")
+    for name, what in (("residual", "the residual map"), ("save_sigma_map", "the σ map")):
+        if outputs[name] is not None and not is_nifti(outputs[name]):  # type: ignore[arg-type]
+            raise UsageError(f"{name} {outputs[name]}: {what} is written as NIfTI (.nii or .nii.gz)", param=name)
     if o.preview is not None and o.preview.suffix.lower() != ".png":
         raise UsageError(f"preview {o.preview}: the preview is a PNG (.png)", param="preview")
     every_input = [src, *inputs, *([o.mask] if o.mask else []), *o.guides, *([o.sigma_map] if o.sigma_map else [])]

@@ -53,8 +53,6 @@ def _message(exc: C2SError) -> str:
     flag = _FLAGS.get(exc.param or "")
     if flag and (msg.startswith(exc.param + " ") or msg.startswith(exc.param + ":")):  # type: ignore[operator]
         return f"{flag}{msg[len(exc.param):]}"  # type: ignore[arg-type]
-    if flag and exc.param == "vst" and "VST off" in msg:
-        return msg.replace("turn the VST off", "use --no-vst")
     return msg
 
 

@@ -59,13 +59,12 @@ class NoiseDomain:
     saturation: float | None = None
     estimate: NoiseEstimate | None = field(default=None, compare=False)
     sigma_map: NDArray[np.float32] | None = field(default=None, compare=False, repr=False)
-    map_source: str | None = None  # "user" (given) or "estimated"; None: one σ for the frame
 
     @property
     def method(self) -> str:
-        """Where σ came from: "user", "background" or "object"; "map" with a σ map."""
+        """Where σ came from: "user", "background" or "object"; "map (user)" with a given σ map."""
         if self.sigma_map is not None:
-            return f"map ({self.map_source})"
+            return "map (user)"
         return "user" if self.estimate is None else self.estimate.method
 
     def local(self, axis: int, index: object) -> float | NDArray[np.float32]:
@@ -95,7 +94,6 @@ class NoiseDomain:
         slice_axis: int = 2,
         estimate: NoiseEstimate | None = None,
         sigma_map: NDArray[np.floating] | None = None,
-        map_source: str = "user",
     ) -> NoiseDomain:
         """Fit the domain of ``data`` (X, Y, Z), image units.
 
@@ -126,16 +124,17 @@ class NoiseDomain:
                 except ValueError as exc:
                     raise NoiseEstimateError(str(exc)) from None
             est, s = estimate, float(estimate.sigma)
-            top = float(np.max(np.abs(data))) if np.size(data) else 0.0
-            if not s > 1e-6 * top:  # a degenerate estimate (e.g. a plateau of identical values): not a noise level
-                raise NoiseEstimateError(f"the estimate σ = {s:.3g} is implausibly small against intensities up to "
-                                         f"{top:.3g}")
         order = "F" if np.isfortran(np.asarray(data)) else "C"  # a view for C- or F-ordered arrays (NIfTI is F)
         flat = np.ravel(np.asarray(data), order=order)
         step = max(1, flat.size // 1_000_000)  # a strided subsample bounds memory and time on big volumes
         sample = flat[::step]
         valid = valid_mask(sample)
         values = sample[valid] if valid.any() else sample
+        if est is not None:  # a degenerate estimate (e.g. a plateau of identical values) is not a noise level
+            top = float(np.max(np.abs(values))) if values.size else 0.0
+            if not s > 1e-6 * top:
+                raise NoiseEstimateError(f"the estimate σ = {s:.3g} is implausibly small against intensities up "
+                                         f"to {top:.3g}")
         local: float | NDArray[np.float32] = s
         if smap is not None:
             mflat = np.ravel(smap, order=order)[::step]  # the same traversal as the data's
@@ -146,8 +145,7 @@ class NoiseDomain:
             scale = float(np.max(np.abs(stab))) or 1.0
         if not np.isfinite(scale):
             raise ValueError(f"sigma = {s:.3g} is too small for intensities up to {float(np.max(np.abs(values))):.3g}")
-        return NoiseDomain(s, scale, use_vst, coils, saturation_level(data), est, smap,
-                           map_source if smap is not None else None)
+        return NoiseDomain(s, scale, use_vst, coils, saturation_level(data), est, smap)
 
     def _sigma(self, data: NDArray[np.floating], sigma: float | NDArray[np.floating] | None) -> object:
         if sigma is not None:
