@@ -205,6 +205,41 @@ def dataset_description(out_dir: Path, bids_dir: Path, raw: dict[str, Any], mode
     }, only_if_absent=True)
 
 
+def _is_c2s_json(path: Path, key: str) -> bool:
+    try:
+        return key in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def check_companions(sidecar: Path, companions: list[Path]) -> None:
+    """Before any compute: the sidecar and the DWI bval / bvec beside an output may be replaced only when they are
+    c2s's own (a sidecar with its ``C2S`` block; bval / bvec beside such a sidecar), never a file c2s did not write."""
+    from c2s_cli.errors import OutputError
+
+    ours = sidecar.exists() and _is_c2s_json(sidecar, "C2S")
+    for p in [sidecar, *companions]:
+        if p.exists() and not ours:
+            raise OutputError(f"{p} exists and was not written by c2s; move it away", param="output_dir")
+
+
+def check_group_outputs(out_dir: Path) -> None:
+    """The group files may be replaced only when a previous group run wrote them."""
+    from c2s_cli.errors import OutputError
+
+    marks = {"c2s_group.tsv": lambda p: p.read_text().startswith("subject\tsession\t"),
+             "c2s_group.json": lambda p: _is_c2s_json(p, "runs"),
+             "c2s_report.html": lambda p: "<title>c2s report</title>" in p.read_text()}
+    for name, ours in marks.items():
+        p = out_dir / name
+        try:
+            foreign = p.exists() and not ours(p)
+        except (OSError, UnicodeDecodeError):
+            foreign = True
+        if foreign:
+            raise OutputError(f"{p} exists and was not written by c2s; move it away", param="output_dir")
+
+
 @dataclass
 class ParticipantRun:
     """What one participant-level run did: one record per file (status ok / skipped / failed)."""
@@ -250,12 +285,16 @@ def run_participant(
                          "save_sigma_map": out_dir / bf.derivative(f"{desc}sigma", extension=".nii.gz") if sigma_map
                          else None}
                 opts = dataclasses.replace(options, preview=figure, **extra)
+                side_path = dst.with_name(dst.name.removesuffix(".nii.gz") + ".json")
+                companions = [out_dir / bf.derivative(desc, extension=e) for e in (".bval", ".bvec")] \
+                    if bf.suffix == "dwi" else []
+                check_companions(side_path, companions)
                 result = den.denoise_file(bf.path, dst, opts, on_warning=on_warning)
                 sidecar = {**source_sidecar(bf, bids_dir),
                            "Sources": [f"bids:raw:{bf.path.relative_to(bids_dir).as_posix()}"],
                            "C2S": {k: result[k] for k in ("model", "sha256", "noise", "warnings", "tta", "planes",
                                                           "seconds", "clipped_voxels")}}
-                write_json_atomic(dst.with_name(dst.name.removesuffix(".nii.gz") + ".json"), sidecar)
+                write_json_atomic(side_path, sidecar)
                 if bf.suffix == "dwi":
                     for ext in (".bval", ".bvec"):
                         src = bf.path.with_name(bf.path.name.removesuffix(bf.extension) + ext)
@@ -292,6 +331,7 @@ def run_group(out_dir: Path) -> dict[str, Any]:
     if not latest:
         raise InputError(f"{out_dir}: no participant records under logs/; run the participant level first",
                          param="output_dir")
+    check_group_outputs(out_dir)
     rows = sorted(latest.values(), key=lambda r: r["output"])
     cols = ("subject", "session", "suffix", "input", "output", "status", "sigma", "method", "seconds", "error")
     lines = ["\t".join(cols)] + ["\t".join("n/a" if r.get(c) in (None, "") else str(r[c]) for c in cols) for r in rows]

@@ -191,3 +191,19 @@ def test_slurm_example(raw: Path, tiny_model: Path, tmp_path: Path) -> None:
         assert r.returncode in (0, 3), r.stderr  # task 1 is sub-02, whose FLAIR is broken: exit 3
     assert len(list(out.rglob("*_desc-c2s_*.nii.gz"))) == 4
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["sub-01_c2s.jsonl", "sub-02_c2s.jsonl"]
+
+
+def test_foreign_files_in_the_derivatives_are_never_replaced(raw: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """A sidecar, bval or group file that c2s did not write stays as it is: that file fails (or the group level
+    stops) with one line, before any compute."""
+    out = tmp_path / "d"
+    side = out / "sub-01/dwi/sub-01_desc-c2s_dwi.json"
+    side.parent.mkdir(parents=True)
+    side.write_text('{"mine": 1}')
+    r = c2s("bids", str(raw), str(out), "participant", "--participant-label", "01", "--model", str(tiny_model))
+    assert r.returncode == 3 and "was not written by c2s" in r.stderr
+    assert side.read_text() == '{"mine": 1}' and not (out / "sub-01/dwi/sub-01_desc-c2s_dwi.nii.gz").exists()
+    (out / "c2s_report.html").write_text("<p>my notes</p>")
+    r = c2s("bids", str(raw), str(out), "group")
+    assert r.returncode == 2 and r.stderr.count("c2s: error") == 1 and "c2s_report.html" in r.stderr
+    assert (out / "c2s_report.html").read_text() == "<p>my notes</p>" and not (out / "c2s_group.tsv").exists()
