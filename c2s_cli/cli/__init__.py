@@ -1,4 +1,4 @@
-"""The ``c2s`` command line: ``denoise``, ``train`` and ``info``. The only package that knows Typer and rich.
+"""The ``c2s`` command line: ``denoise``, ``train``, ``info``, ``bids`` and ``serve``. The only package that knows Typer and rich.
 
 This module holds the app, the error-to-exit-code mapping and the stderr logger; each command lives in its own
 module (``info``, ``denoise``, ``train``), registered on import.
@@ -44,6 +44,11 @@ _FLAGS = {
     "part_id": "--part-id", "reference": "--reference", "run_dir": "--run-dir", "series": "--series",
     "resume": "--resume", "init": "--init", "guide_names": "--guide-names", "desc": "--desc",
     "bids_filter_file": "--bids-filter-file", "bids_dir": "BIDS_DIR", "output_dir": "OUTPUT_DIR",
+    # c2s serve
+    "config": "--config", "host": "--host", "port": "--port", "ae_title": "--ae-title", "spool": "--spool",
+    "send": "--send", "allow": "--allow", "stable_seconds": "--stable-seconds", "min_slices": "--min-slices",
+    "retry_seconds": "--retry-seconds", "retry_max_seconds": "--retry-max-seconds", "keep_days": "--keep-days",
+    "tls_cert": "--tls-cert", "tls_key": "--tls-key", "tls_ca": "--tls-ca", "send_tls_ca": "--send-tls-ca",
 }
 
 
@@ -157,7 +162,7 @@ def main() -> None:
     import logging
     import warnings
 
-    from c2s_cli.cli import bids, denoise, info, train  # noqa: F401 - importing registers the commands
+    from c2s_cli.cli import bids, denoise, info, serve, train  # noqa: F401 - importing registers the commands
 
     # pydicom reports damaged values by quoting them: keep element values (possibly patient data) out of the logs
     warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")

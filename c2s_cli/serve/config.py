@@ -1,0 +1,185 @@
+"""The configuration of ``c2s serve``: one frozen dataclass, filled from flags and/or a TOML file (same names)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from c2s_cli.errors import UsageError
+
+_AET = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE: 16 characters of the default repertoire, no backslash
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A DICOM destination (a Storage SCP): called AE title, host and port."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        """``AET@HOST:PORT`` (IPv6 hosts in brackets: ``PACS@[::1]:104``)."""
+        m = re.fullmatch(r"(?P<aet>[^@]+)@(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:@\[\]]+)):(?P<port>\d{1,5})", text.strip())
+        if not m or not _AET.match(m["aet"].strip()) or not 0 < int(m["port"]) < 65536:
+            raise UsageError(f"send {text!r}: expected AET@HOST:PORT (AE title of ≤ 16 characters, port 1–65535)",
+                             param="send")
+        return cls(m["aet"].strip(), m["v6"] or m["host"], int(m["port"]))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.ae_title}@{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Every setting of the DICOM node. Times in seconds; ``keep_days`` in days (0: delete a job once delivered).
+
+    Routing: a series is denoised when its Modality is MR, it has at least ``min_slices`` images (frames for a
+    multi-frame object), its SeriesDescription or ProtocolName matches one of ``include`` (shell patterns,
+    case-insensitive; empty: everything) and none of ``exclude``. Any other series is ignored, or sent on unchanged
+    with ``forward_unmatched``.
+    """
+
+    spool: Path
+    host: str = "127.0.0.1"
+    port: int = 11112
+    ae_title: str = "C2S"
+    send: tuple[Destination, ...] = ()
+    output: Path | None = None
+    allow: tuple[str, ...] = ()  # calling AE titles; empty: any
+    allow_address: tuple[str, ...] = ()  # source IP addresses; empty: any
+    stable_seconds: float = 30.0
+    on_release: bool = False  # a series is also ready when the association that sent it is released
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    min_slices: int = 3
+    forward_unmatched: bool = False
+    retry_seconds: float = 10.0  # first retry delay; doubles up to retry_max_seconds
+    retry_max_seconds: float = 600.0
+    keep_days: float = 7.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None  # with it, callers must present a certificate signed by this CA
+    send_tls_ca: Path | None = None  # with it, outgoing associations use TLS, destinations verified by this CA
+    model: str = "default"
+    device: str = "auto"
+    threads: int | None = None
+    strength: float = 1.0
+    tta: int = 1
+    planes: tuple[str, ...] = ("axial",)
+    vst: bool | None = None
+    coils: int | None = None
+    log_json: bool = False
+    poll_seconds: float = 0.5
+
+    def validate(self) -> None:
+        """Raise :class:`UsageError` naming the first bad setting (before anything is opened)."""
+        if not _AET.match(self.ae_title) or self.ae_title != self.ae_title.strip():
+            raise UsageError(f"ae_title {self.ae_title!r}: 1–16 characters, no backslash, no surrounding spaces",
+                             param="ae_title")
+        for a in self.allow:
+            if not _AET.match(a):
+                raise UsageError(f"allow {a!r}: not an AE title (1–16 characters, no backslash)", param="allow")
+        if not 0 <= self.port < 65536:
+            raise UsageError(f"port must be 0–65535, got {self.port}", param="port")
+        for name in ("stable_seconds", "retry_seconds", "retry_max_seconds", "keep_days", "poll_seconds"):
+            v = getattr(self, name)
+            if not (v >= 0 and v < float("inf")):
+                raise UsageError(f"{name} must be a number ≥ 0, got {v}", param=name)
+        if self.min_slices < 1:
+            raise UsageError(f"min_slices must be ≥ 1, got {self.min_slices}", param="min_slices")
+        if not self.send and self.output is None:
+            raise UsageError("send: give at least one destination (--send AET@HOST:PORT) or an --output folder",
+                             param="send")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise UsageError("tls_cert and tls_key go together", param="tls_cert")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise UsageError("tls_ca needs tls_cert and tls_key (the node's own certificate)", param="tls_ca")
+        for name in ("tls_cert", "tls_key", "tls_ca", "send_tls_ca"):
+            p = getattr(self, name)
+            if p is not None and not Path(p).is_file():
+                raise UsageError(f"{name} {p}: no such file", param=name)
+        try:
+            self.denoise_options().validate()
+        except ValueError as exc:
+            raise UsageError(str(exc), param=str(exc).split(" ")[0]) from None
+
+    def denoise_options(self) -> Any:
+        """The :class:`~c2s_cli.config.DenoiseOptions` of every job (σ is estimated per series)."""
+        from c2s_cli.config import DenoiseOptions
+
+        return DenoiseOptions(strength=self.strength, tta=self.tta, planes=self.planes, vst=self.vst, coils=self.coils,
+                              threads=self.threads)
+
+
+_PATHS = {"spool", "output", "tls_cert", "tls_key", "tls_ca", "send_tls_ca"}
+_LISTS = {"send", "allow", "allow_address", "include", "exclude", "planes"}
+_INTS = {"port", "min_slices", "threads", "tta", "coils"}
+_FLOATS = {"stable_seconds", "retry_seconds", "retry_max_seconds", "keep_days", "strength", "poll_seconds"}
+_BOOLS = {"on_release", "forward_unmatched", "vst", "log_json"}
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """The settings of a TOML file (keys as the flags, ``-`` or ``_``); unknown keys are refused with their name."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise UsageError(f"config {path}: cannot read ({exc.strerror})", param="config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config {path}: not valid TOML ({exc})", param="config") from None
+    known = {f.name for f in dataclasses.fields(ServeConfig)}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise UsageError(f"config {path}: unknown setting {key!r}", param="config")
+        out[name] = value
+    return out
+
+
+def build(settings: Mapping[str, Any]) -> ServeConfig:
+    """A validated :class:`ServeConfig` from plain values (TOML values overridden by the flags that were given)."""
+    values: dict[str, Any] = {}
+    for name, value in settings.items():
+        if value is None:
+            continue
+        if name in _LISTS:
+            items = [value] if isinstance(value, str) else list(value)
+            if name == "planes" and len(items) == 1 and "," in items[0]:
+                items = [s.strip() for s in items[0].split(",")]
+            values[name] = tuple(Destination.parse(v) if name == "send" else str(v) for v in items)
+        elif name in _PATHS:
+            values[name] = Path(value).expanduser()
+        elif name in _INTS | _FLOATS:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not ok or (name in _INTS and value != int(value)):
+                raise UsageError(f"{name} must be a{'n integer' if name in _INTS else ' number'}, got {value!r}",
+                                 param=name)
+            values[name] = int(value) if name in _INTS else float(value)
+        elif name in _BOOLS:
+            if not isinstance(value, bool):
+                raise UsageError(f"{name} must be true or false, got {value!r}", param=name)
+            values[name] = value
+        else:
+            values[name] = value
+    if "spool" not in values:
+        raise UsageError("spool: a spool folder is required (--spool DIR or spool = \"…\" in the config)",
+                         param="spool")
+    try:
+        cfg = ServeConfig(**values)
+    except TypeError as exc:
+        raise UsageError(f"config: {exc}", param="config") from None
+    cfg.validate()
+    return cfg

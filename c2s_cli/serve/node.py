@@ -1,0 +1,285 @@
+"""The DICOM node behind ``c2s serve``: receive (:mod:`.scp`), wait for stable series, route, denoise through the
+library pipeline, send (:mod:`.scu`) and keep every job in the spool (:mod:`c2s_cli.io.spool`) until each
+destination has acknowledged it.
+
+One worker thread (the caller's) owns the model and the jobs; pynetdicom's threads only receive. Every state change
+is on disk before it is relied on, so ``kill -9`` at any moment and a restart end with each received series denoised
+and delivered: the derived UIDs are deterministic (source UIDs, the model's SHA-256 and the pixel options, see
+:func:`c2s_cli.io.dicom_write.derived_uid`), so a re-send after a crash replaces instances at the destination
+instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from c2s_cli import __version__
+from c2s_cli.errors import C2SError
+from c2s_cli.io.spool import Job, Spool, copy_series, iter_files, read_header
+from c2s_cli.serve.config import ServeConfig
+from c2s_cli.serve.scp import Receiver
+from c2s_cli.serve.scu import SendError, send_series
+
+Event = dict[str, Any]
+
+
+def route(cfg: ServeConfig, header: Any, count: int) -> tuple[str, str]:
+    """``("denoise" | "forward" | "ignore", reason)`` for a series whose first instance has ``header`` and which has
+    ``count`` images (frames for a multi-frame object)."""
+    unmatched = "forward" if cfg.forward_unmatched else "ignore"
+    modality = str(header.get("Modality", "") or "")
+    if modality != "MR":
+        return unmatched, f"modality {modality or 'missing'} (only MR is denoised)"
+    if count < cfg.min_slices:
+        return unmatched, f"{count} image(s), fewer than min_slices {cfg.min_slices}"
+    names = [str(header.get(k, "") or "").lower() for k in ("SeriesDescription", "ProtocolName")]
+    if cfg.include and not any(fnmatch.fnmatchcase(n, p.lower()) for p in cfg.include for n in names):
+        return unmatched, "matches no include pattern"
+    for p in cfg.exclude:
+        if any(fnmatch.fnmatchcase(n, p.lower()) for n in names):
+            return unmatched, f"matches exclude pattern {p!r}"
+    return "denoise", "MR series"
+
+
+class Node:
+    """A running DICOM node. ``denoiser``: an already loaded :class:`~c2s_cli.api.Denoiser` (default: load
+    ``cfg.model`` in :meth:`start`). ``on_event``: called with every structured log event (a dict with "event",
+    "series" as a short hash, never a patient attribute)."""
+
+    def __init__(self, cfg: ServeConfig, *, denoiser: Any = None,
+                 on_event: Callable[[Event], None] | None = None) -> None:
+        self.cfg = cfg
+        self.spool = Spool(cfg.spool)
+        self.denoiser = denoiser
+        self._on_event = on_event or (lambda e: None)
+        self.receiver = Receiver(cfg, self.spool, self.event)
+        self.stopping = threading.Event()
+        self.destinations: dict[str, dict[str, Any]] = {
+            str(d): {"state": "unknown", "failures": 0, "next_try": 0.0, "last_error": None, "last_ok": None}
+            for d in cfg.send}
+        self.last_error: dict[str, Any] | None = None
+        self.counts = {"denoised": 0, "forwarded": 0, "ignored": 0, "failed": 0, "delivered": 0}
+        self.current: str | None = None
+        self.started = time.time()
+        self._purged = 0.0
+        self.state = "starting"
+
+    # --------------------------------------------------------------------------------------- events
+    def event(self, e: Event) -> None:
+        e = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **e}
+        if e.get("level") == "error":
+            self.last_error = {"time": e["time"], "message": e.get("reason") or e.get("error") or e["event"]}
+        self._on_event(e)
+
+    # --------------------------------------------------------------------------------------- life cycle
+    def start(self) -> None:
+        """Open the spool (recovering from an earlier run), load the model once, start listening."""
+        for note in self.spool.open():
+            self.event({"event": "recovered", "note": note})
+        for job in self.spool.jobs():
+            self.event({"event": "resumed", "series": job.key[:8], "job": job.id, "stage": job.state["stage"]})
+        if self.denoiser is None:
+            from c2s_cli.api import Denoiser
+
+            self.denoiser = Denoiser(self.cfg.model, self.cfg.device, threads=self.cfg.threads)
+        self.receiver.start()
+        self.state = "running"
+        self.event({"event": "listening", "ae_title": self.cfg.ae_title, "host": self.cfg.host,
+                    "port": self.receiver.port, "model": self.denoiser.name, "sha256": self.denoiser.sha256[:16],
+                    "destinations": [str(d) for d in self.cfg.send] + ([str(self.cfg.output)] if self.cfg.output
+                                                                       else [])})
+        self.write_status()
+
+    def serve_forever(self) -> None:
+        """Work until :meth:`stop`: then stop accepting, finish the current job and return."""
+        try:
+            while not self.stopping.is_set():
+                if not self.step():
+                    self.stopping.wait(self.cfg.poll_seconds)
+        finally:
+            self.receiver.stop()
+            self.state = "stopped"
+            self.write_status()
+            self.event({"event": "stopped", "queued_jobs": len(self.spool.jobs()),
+                        "waiting_series": len(self.spool.waiting())})
+
+    def stop(self) -> None:
+        """Ask the node to stop (signal-safe): no new association is accepted once the current step ends."""
+        if not self.stopping.is_set():
+            self.state = "stopping"
+            self.stopping.set()
+            threading.Thread(target=self.receiver.stop, name="c2s-serve-stop", daemon=True).start()
+
+    # --------------------------------------------------------------------------------------- work
+    def step(self) -> bool:
+        """One unit of work: claim the stable series, then process or deliver one job. Returns whether anything
+        was done (the caller sleeps otherwise)."""
+        did = False
+        ready = self.receiver.take_ready()
+        for key, age in sorted(self.spool.waiting().items()):
+            if age >= self.cfg.stable_seconds or key in ready:
+                job = self.spool.claim(key)
+                n = len(job.instances())
+                merged = job.state.get("merged_from_earlier", 0)
+                self.event({"event": "series complete", "series": key[:8], "job": job.id, "instances": n,
+                            "why": "association released" if key in ready and age < self.cfg.stable_seconds
+                            else f"no instance for {self.cfg.stable_seconds:g} s",
+                            **({"note": f"late instances: {n - merged} new, {merged} from the earlier job of this "
+                                        "series; the whole series is processed again"} if merged else {})})
+                did = True
+        now = time.time()
+        for job in self.spool.jobs():
+            if job.state["stage"] == "claimed":
+                self._process(job)
+                did = True
+                break
+            if any(self._due(d, now) for d in self._pending(job)):
+                self._deliver(job)
+                did = True
+                break
+        if now - self._purged > 60:
+            self._purged = now
+            n = self.spool.purge(self.cfg.keep_days)
+            if n:
+                self.event({"event": "purged", "jobs": n, "keep_days": self.cfg.keep_days})
+        if did:
+            self.write_status()
+        return did
+
+    def _pending(self, job: Job) -> list[str]:
+        names = [str(d) for d in self.cfg.send] + (["output"] if self.cfg.output is not None else [])
+        return [n for n in names if n not in job.state["delivered"]]
+
+    def _due(self, name: str, now: float) -> bool:
+        return name == "output" or self.destinations[name]["next_try"] <= now
+
+    def _process(self, job: Job) -> None:
+        """Route a claimed job and denoise it (the derived series goes to ``job.output``)."""
+        self.current = job.key[:8]
+        files = job.instances()
+        header = read_header(files[0])
+        count = max(len(files), int(header.get("NumberOfFrames", 1) or 1))
+        action, reason = route(self.cfg, header, count)
+        job.state.update(action=action, reason=reason, instances=len(files),
+                         last_received=max(p.stat().st_mtime for p in files))
+        if action == "ignore":
+            self.counts["ignored"] += 1
+            self.event({"event": "ignored", "series": job.key[:8], "reason": reason})
+            self._finish(job, "done")
+            return
+        if action == "denoise" and not job.output.exists():
+            self.event({"event": "denoising", "series": job.key[:8], "instances": len(files)})
+            t0 = time.perf_counter()
+            try:
+                record = self.denoiser.denoise_file(job.input, job.output, self.cfg.denoise_options())
+            except C2SError as exc:
+                job.state["error"] = str(exc)
+                self.counts["failed"] += 1
+                self.event({"event": "failed", "series": job.key[:8], "error": _redact(str(exc), job),
+                            "level": "error"})
+                self._finish(job, "failed")
+                return
+            self.counts["denoised"] += 1
+            job.state["seconds"] = round(time.perf_counter() - t0, 3)
+            job.state["sigma"] = [f.get("sigma") for f in record.get("noise", [])]
+            self.event({"event": "denoised", "series": job.key[:8], "instances": len(files),
+                        "seconds": job.state["seconds"], "warnings": len(record.get("warnings", []))})
+        elif action == "forward":
+            self.counts["forwarded"] += 1
+            self.event({"event": "forwarding unchanged", "series": job.key[:8], "reason": reason})
+        job.state["stage"] = "deliver"
+        job.save()
+        self._deliver(job)
+        self.current = None
+
+    def _deliver(self, job: Job) -> None:
+        """Send the job's series to every destination that has not acknowledged it yet (retrying with backoff);
+        finish the job once all have."""
+        folder = job.output if job.state.get("action") == "denoise" else job.input
+        files = [p for p in iter_files(folder) if p.suffix == ".dcm"]
+        now = time.time()
+        for dest in self.cfg.send:
+            name = str(dest)
+            if name in job.state["delivered"] or not self._due(name, now):
+                continue
+            d = self.destinations[name]
+            try:
+                n = send_series(dest, files, calling_ae=self.cfg.ae_title, tls_ca=self.cfg.send_tls_ca)
+            except (SendError, OSError) as exc:
+                d["failures"] += 1
+                delay = min(self.cfg.retry_seconds * 2 ** (d["failures"] - 1), self.cfg.retry_max_seconds)
+                d.update(state="down", next_try=time.time() + delay, last_error=str(exc))
+                job.state["attempts"] = job.state.get("attempts", 0) + 1
+                job.save()
+                self.event({"event": "send failed", "series": job.key[:8], "destination": name, "error": str(exc),
+                            "retry_in_s": round(delay, 1), "level": "error"})
+                continue
+            d.update(state="ok", failures=0, next_try=0.0, last_ok=time.time(), last_error=None)
+            job.state["delivered"][name] = time.time()
+            job.save()
+            self.event({"event": "sent", "series": job.key[:8], "destination": name, "instances": n,
+                        "latency_s": round(time.time() - job.state.get("last_received", time.time()), 2)})
+        if self.cfg.output is not None and "output" not in job.state["delivered"]:
+            target = self._local_target(files)
+            if job.state.get("action") == "denoise":
+                copy_series(folder, target)
+            else:
+                _copy_missing(files, target)
+            job.state["delivered"]["output"] = time.time()
+            job.save()
+            self.event({"event": "written", "series": job.key[:8], "instances": len(files)})
+        if not self._pending(job):
+            self.counts["delivered"] += 1
+            self._finish(job, "done")
+
+    def _local_target(self, files: list[Path]) -> Path:
+        h = read_header(files[0])
+        return self.cfg.output / str(h.StudyInstanceUID) / str(h.SeriesInstanceUID)  # type: ignore[operator]
+
+    def _finish(self, job: Job, where: str) -> None:
+        if where == "done" and self.cfg.keep_days == 0:
+            self.spool.finish(job, where)
+            self.spool.purge(0)
+        else:
+            self.spool.finish(job, where)
+
+    # --------------------------------------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        jobs = self.spool.jobs()
+        return {
+            "c2s": __version__, "pid": os.getpid(), "state": self.state, "ae_title": self.cfg.ae_title,
+            "host": self.cfg.host, "port": getattr(self.receiver, "port", self.cfg.port),
+            "started": self.started, "updated": time.time(),
+            "queue": {"waiting_series": len(self.spool.waiting()),
+                      "to_denoise": sum(j.state["stage"] == "claimed" for j in jobs),
+                      "to_deliver": sum(j.state["stage"] == "deliver" for j in jobs)},
+            "current": self.current, "received_instances": self.receiver.received, "jobs": dict(self.counts),
+            "last_error": self.last_error,
+            "destinations": {k: {**v, "next_try": v["next_try"] or None} for k, v in self.destinations.items()},
+        }
+
+    def write_status(self) -> None:
+        self.spool.write_status(self.status())
+
+
+def _copy_missing(files: list[Path], target: Path) -> None:
+    """Forwarded (unchanged) instances into the local output folder; instances already there are kept."""
+    import shutil
+
+    target.mkdir(parents=True, exist_ok=True)
+    for p in files:
+        if not (target / p.name).exists():
+            tmp = target / f".{p.name}.part"
+            shutil.copy2(p, tmp)
+            os.replace(tmp, target / p.name)
+
+
+def _redact(message: str, job: Job) -> str:
+    """An error message with the spool path shortened to the job (the message never holds patient attributes)."""
+    return message.replace(str(job.path), f"job {job.id}")

@@ -1,0 +1,298 @@
+"""``c2s serve`` in-process: a real node on loopback, pynetdicom peers at both ends (serve_helpers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from conftest import make_series
+from phantoms import rician
+from serve_helpers import Destination, associate, free_port, send, wait_for
+
+from c2s_cli.errors import UsageError
+from c2s_cli.serve import Destination as Dest
+from c2s_cli.serve import Node, build, load_toml, route
+
+
+@pytest.fixture(scope="module")
+def denoiser(tiny_model: Path) -> Any:
+    from c2s_cli.api import Denoiser
+
+    return Denoiser(str(tiny_model), "cpu")
+
+
+def series(folder: Path, phantom: np.ndarray, *, n: int | None = None, seed: int = 5, **kw: Any) -> list[Path]:
+    stored = np.clip(np.rint(rician(phantom * 1000, 40.0, seed=seed)), 0, 4095)
+    return sorted(make_series(folder, stored[:, :, :n] if n else stored, **kw))
+
+
+class Running:
+    """A node serving in a thread; ``events`` is its structured log."""
+
+    def __init__(self, cfg: Any, denoiser: Any) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.node = Node(cfg, denoiser=denoiser, on_event=self.events.append)
+        self.node.start()
+        self.port = self.node.receiver.port
+        self.thread = threading.Thread(target=self.node.serve_forever, daemon=True)
+        self.thread.start()
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in list(self.events) if e["event"] == name]
+
+    def close(self) -> None:
+        self.node.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def dest() -> Iterator[Destination]:
+    d = Destination()
+    d.start()
+    yield d
+    d.stop()
+
+
+def node_cfg(tmp_path: Path, dest_port: int | None, **kw: Any) -> Any:
+    return build({"spool": tmp_path / "spool", "port": 0, "stable_seconds": 0.5, "poll_seconds": 0.05,
+                  "send": [f"DEST@127.0.0.1:{dest_port}"] if dest_port else [], **kw})
+
+
+@pytest.fixture
+def running(tmp_path: Path, dest: Destination, denoiser: Any) -> Iterator[Running]:
+    r = Running(node_cfg(tmp_path, dest.server.server_address[1], allow=["MODALITY", "OTHER"]), denoiser)
+    yield r
+    r.close()
+
+
+def check_derived(received: list[Any], sources: list[Path]) -> None:
+    """The derived-series properties `c2s denoise` guarantees: new UIDs, one series, same study and frame of
+    reference, DERIVED, every source referenced once, geometry kept."""
+    src = {str(d.SOPInstanceUID): d for d in (pydicom.dcmread(p) for p in sources)}
+    assert len(received) == len(src)
+    assert len({str(d.SeriesInstanceUID) for d in received}) == 1
+    assert str(received[0].SeriesInstanceUID) not in {str(d.SeriesInstanceUID) for d in src.values()}
+    assert {str(d.SOPInstanceUID) for d in received}.isdisjoint(src)
+    refs = [str(d.SourceImageSequence[0].ReferencedSOPInstanceUID) for d in received]
+    assert sorted(refs) == sorted(src)
+    for d in received:
+        s = src[str(d.SourceImageSequence[0].ReferencedSOPInstanceUID)]
+        assert d.ImageType[0] == "DERIVED"
+        for tag in ("StudyInstanceUID", "FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient",
+                    "PixelSpacing", "Rows", "Columns"):
+            assert d[tag].value == s[tag].value, tag
+        assert d.SeriesNumber == s.SeriesNumber + 1000
+        assert d.ContributingEquipmentSequence[-1].Manufacturer == "c2s"
+
+
+def test_round_trip_matches_c2s_denoise(tmp_path: Path, phantom: np.ndarray, running: Running, dest: Destination,
+                                        denoiser: Any) -> None:
+    files = series(tmp_path / "s", phantom)
+    assert set(send(running.port, files)) == {0}
+    wait_for(lambda: dest.count() == len(files) and not running.node.spool.jobs(), what="the derived series")
+    check_derived(list(dest.final.values()), files)
+    # the same rule as `c2s denoise` from a folder: the same UIDs and the same pixels
+    from c2s_cli.config import DenoiseOptions
+
+    denoiser.denoise_file(tmp_path / "s", tmp_path / "cli", DenoiseOptions())
+    local = {str(d.SOPInstanceUID): d for d in (pydicom.dcmread(p) for p in (tmp_path / "cli").iterdir())}
+    assert set(local) == set(dest.final)
+    for uid, d in local.items():
+        np.testing.assert_array_equal(d.pixel_array, dest.final[uid].pixel_array)
+    assert set(dest.arrivals.values()) == {1}
+    # the log names series by a short hash, never by patient attributes
+    log = json.dumps(running.events)
+    assert "ZZPATIENTMARKER" not in log and "ZZID12345" not in log
+    assert [e["series"] for e in running.named("sent")] == [running.named("denoised")[0]["series"]]
+
+
+def test_concurrent_associations(tmp_path: Path, phantom: np.ndarray, running: Running, dest: Destination) -> None:
+    sets = [series(tmp_path / f"s{i}", phantom, n=8, seed=i, series_number=i + 1) for i in range(3)]
+    results: list[list[int]] = [[] for _ in sets]
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, send(running.port, sets[i])))
+               for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(set(r) == {0} and len(r) == 8 for r in results)
+    wait_for(lambda: dest.count() == 24, what="three derived series")
+    by_series: dict[str, list[Any]] = {}
+    for d in dest.final.values():
+        by_series.setdefault(str(d.SeriesInstanceUID), []).append(d)
+    assert len(by_series) == 3
+    for received in by_series.values():
+        number = received[0].SeriesNumber - 1000
+        check_derived(received, sets[number - 1])
+
+
+def test_callers_are_filtered(tmp_path: Path, dest: Destination, denoiser: Any) -> None:
+    r = Running(node_cfg(tmp_path, dest.server.server_address[1], allow=["MODALITY"]), denoiser)
+    try:
+        a = associate(r.port, "INTRUDER")
+        assert a.is_rejected and not a.is_established
+        a = associate(r.port, "MODALITY")
+        assert a.is_established
+        assert a.send_c_echo().Status == 0
+        a.release()
+    finally:
+        r.close()
+    r = Running(node_cfg(tmp_path, dest.server.server_address[1], allow_address=["10.255.255.1"]), denoiser)
+    try:
+        assert not associate(r.port, "MODALITY").is_established  # loopback is not on the address list
+    finally:
+        r.close()
+
+
+def test_corrupt_datasets_are_refused_and_the_node_keeps_running(tmp_path: Path, phantom: np.ndarray,
+                                                                 running: Running, dest: Destination) -> None:
+    files = series(tmp_path / "s", phantom, n=6)
+    no_series = pydicom.dcmread(files[0])
+    del no_series.SeriesInstanceUID
+    short = pydicom.dcmread(files[1])
+    short.PixelData = short.PixelData[: len(short.PixelData) // 2]
+    bad_uid = pydicom.dcmread(files[2])
+    bad_uid.SOPInstanceUID = "../../etc/passwd"
+    statuses = send(running.port, [no_series, short, bad_uid])
+    assert all(0xC000 <= s <= 0xCFFF for s in statuses), [hex(s) for s in statuses]
+    assert len(running.named("refused")) == 3
+    assert not list((running.node.spool.root / "incoming").iterdir())
+    assert set(send(running.port, files)) == {0}  # still serving
+    wait_for(lambda: dest.count() == 6, what="the derived series after the refusals")
+
+
+def test_routing_rules(tmp_path: Path, phantom: np.ndarray, dest: Destination, denoiser: Any) -> None:
+    from pydicom.uid import CTImageStorage, SecondaryCaptureImageStorage
+
+    cfg = node_cfg(tmp_path, dest.server.server_address[1], exclude=["*localizer*"], min_slices=4)
+    r = Running(cfg, denoiser)
+    try:
+        scout = series(tmp_path / "scout", phantom, n=6, series_number=2)
+        for p in scout:
+            d = pydicom.dcmread(p)
+            d.SeriesDescription = "AAHead_Scout LOCALIZER"
+            d.save_as(p)
+        few = series(tmp_path / "few", phantom, n=3, series_number=3)
+        sc = [pydicom.dcmread(p) for p in series(tmp_path / "sc", phantom, n=6, series_number=4)]
+        for d in sc:
+            d.SOPClassUID = d.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+            d.Modality = "OT"
+        ct = pydicom.dcmread(series(tmp_path / "ct", phantom, n=4, series_number=6)[0])
+        ct.SOPClassUID = ct.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        assert set(send(r.port, scout)) == {0} and set(send(r.port, few)) == {0} and set(send(r.port, sc)) == {0}
+        with pytest.raises(AssertionError, match="not established"):  # CT: no presentation context is accepted
+            send(r.port, [ct])
+        wait_for(lambda: len(r.named("ignored")) == 3, what="three ignored series")
+        reasons = sorted(e["reason"] for e in r.named("ignored"))
+        assert reasons == ["3 image(s), fewer than min_slices 4", "matches exclude pattern '*localizer*'",
+                           "modality OT (only MR is denoised)"]
+        assert dest.count() == 0
+    finally:
+        r.close()
+    # with --forward-unmatched the same series go on unchanged (same UIDs, same bytes of pixel data)
+    r = Running(build({**cfg.__dict__, "spool": tmp_path / "spool2", "forward_unmatched": True,
+                       "send": [str(d) for d in cfg.send]}), denoiser)
+    try:
+        assert set(send(r.port, few)) == {0}
+        wait_for(lambda: dest.count() == 3, what="the forwarded series")
+        src = {str(d.SOPInstanceUID): d for d in (pydicom.dcmread(p) for p in few)}
+        assert set(dest.final) == set(src)
+        assert all(dest.final[u].PixelData == src[u].PixelData for u in src)
+    finally:
+        r.close()
+
+
+def test_route_patterns() -> None:
+    cfg = build({"spool": "/tmp/x", "output": "/tmp/o", "include": ["t1*", "*mprage*"], "exclude": ["*scout*"]})
+    h = pydicom.Dataset()
+    h.Modality, h.SeriesDescription, h.ProtocolName = "MR", "T1 SE", "head"
+    assert route(cfg, h, 20) == ("denoise", "MR series")
+    h.SeriesDescription = "FLAIR"
+    assert route(cfg, h, 20)[0] == "ignore"
+    h.ProtocolName = "Sag MPRAGE"
+    assert route(cfg, h, 20)[0] == "denoise"
+    h.ProtocolName = "mprage scout"
+    assert route(cfg, h, 20) == ("ignore", "matches exclude pattern '*scout*'")
+
+
+def test_destination_down_then_up(tmp_path: Path, phantom: np.ndarray, denoiser: Any) -> None:
+    port = free_port()
+    r = Running(node_cfg(tmp_path, port, retry_seconds=0.2, retry_max_seconds=0.5), denoiser)
+    later = Destination()
+    try:
+        files = series(tmp_path / "s", phantom, n=6)
+        assert set(send(r.port, files)) == {0}
+        wait_for(lambda: len(r.named("send failed")) >= 2, what="failed deliveries")
+        st = json.loads((r.node.spool.root / "status.json").read_text())
+        assert st["destinations"][f"DEST@127.0.0.1:{port}"]["state"] == "down"
+        assert st["queue"]["to_deliver"] == 1 and st["last_error"]
+        later.start(port)
+        wait_for(lambda: later.count() == 6 and not r.node.spool.jobs(), what="delivery after the retry")
+        check_derived(list(later.final.values()), files)
+        st = json.loads((r.node.spool.root / "status.json").read_text())
+        assert st["destinations"][f"DEST@127.0.0.1:{port}"]["state"] == "ok" and st["queue"]["to_deliver"] == 0
+    finally:
+        later.stop()
+        r.close()
+
+
+def test_late_instances_start_a_new_job(tmp_path: Path, phantom: np.ndarray, running: Running,
+                                        dest: Destination, denoiser: Any) -> None:
+    files = series(tmp_path / "s", phantom, n=10, shuffle_seed=None)
+    assert set(send(running.port, files[:6])) == {0}
+    wait_for(lambda: dest.count() == 6 and not running.node.spool.jobs(), what="the first job")
+    assert set(send(running.port, files[6:])) == {0}
+    wait_for(lambda: dest.count() == 10 and len(running.named("sent")) == 2, what="the second job")
+    note = running.named("series complete")[1]["note"]
+    assert note.startswith("late instances: 4 new, 6 from the earlier job")
+    check_derived(list(dest.final.values()), files)  # one series, each instance once
+
+
+def test_local_output_and_spool(tmp_path: Path, phantom: np.ndarray, denoiser: Any) -> None:
+    out = tmp_path / "out"
+    r = Running(build({"spool": tmp_path / "spool", "port": 0, "stable_seconds": 0.2, "poll_seconds": 0.05,
+                       "output": out, "keep_days": 0}), denoiser)
+    try:
+        files = series(tmp_path / "s", phantom, n=5)
+        assert set(send(r.port, files)) == {0}
+        wait_for(lambda: len(r.named("written")) == 1, what="the local copy")
+        (study,) = out.iterdir()
+        (folder,) = study.iterdir()
+        check_derived([pydicom.dcmread(p) for p in folder.iterdir()], files)
+        spool = tmp_path / "spool"
+        assert stat.S_IMODE(spool.stat().st_mode) == 0o700
+        wait_for(lambda: not list((spool / "done").iterdir()), what="keep_days 0 to delete the job")
+    finally:
+        r.close()
+    st = json.loads((spool / "status.json").read_text())
+    assert st["state"] == "stopped" and st["jobs"]["denoised"] == 1 and st["received_instances"] == 5
+
+
+def test_configuration(tmp_path: Path) -> None:
+    toml = tmp_path / "c2s.toml"
+    toml.write_text('spool = "/tmp/s"\nport = 104\nsend = ["PACS@10.0.0.5:104", "B@[::1]:11112"]\n'
+                    'allow = ["MR1"]\nstable-seconds = 5\nplanes = "axial,coronal"\n')
+    cfg = build({**load_toml(toml), "port": 11113})  # a flag overrides the file
+    assert cfg.port == 11113 and cfg.stable_seconds == 5.0 and cfg.planes == ("axial", "coronal")
+    assert cfg.send == (Dest("PACS", "10.0.0.5", 104), Dest("B", "::1", 11112)) and str(cfg.send[1]) == "B@[::1]:11112"
+    assert cfg.host == "127.0.0.1"  # other interfaces must be asked for
+    bad = [({"send": ["PACS:104"]}, "send"), ({"port": "x"}, "port"), ({"ae_title": "A" * 17}, "ae_title"),
+           ({"tls_cert": tmp_path / "none.pem", "tls_key": tmp_path / "k.pem"}, "tls_cert"),
+           ({"stable_seconds": -1}, "stable_seconds"), ({"tta": 3}, "tta"), ({"send": []}, "send")]
+    for extra, param in bad:
+        with pytest.raises(UsageError) as exc:
+            build({"spool": "/tmp/s", "send": ["P@h:1"], **extra})
+        assert exc.value.param == param, (extra, exc.value)
+    toml.write_text('spool = "/tmp/s"\nsned = ["P@h:1"]\n')
+    with pytest.raises(UsageError, match="unknown setting 'sned'"):
+        load_toml(toml)
+    assert os.path.basename(str(cfg.spool)) == "s"
