@@ -20,14 +20,82 @@ TINY = {"channels": (8, 16), "emb_dim": 16}  # a tiny U-Net: fast to build, load
 
 
 def c2s(*args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 600,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as users do: a subprocess, stdout and stderr apart, NO_COLOR."""
+        cwd: Path | None = None, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the CLI: stdout and stderr apart, NO_COLOR, the exit code as the shell sees it.
+
+    In this process by default (the CLI's ``main()`` with ``sys.argv``, the streams, stdin and the environment
+    swapped, and restored after): a fresh interpreter costs ~3 s of imports per call, most of the suite's time. A
+    real subprocess with ``process=True``, with ``cwd``, or for every call when ``C2S_TEST_SUBPROCESS=1``.
+    """
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-    if cwd is not None:  # the package must stay importable from another working directory
-        full_env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent),
-                                                  full_env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "c2s_cli", *args], capture_output=True, text=True, input=stdin,
-                          env=full_env, timeout=timeout, cwd=cwd)
+    if process or cwd is not None or os.environ.get("C2S_TEST_SUBPROCESS") == "1":
+        if cwd is not None:  # the package must stay importable from another working directory
+            full_env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                      full_env.get("PYTHONPATH", "")])
+        return subprocess.run([sys.executable, "-m", "c2s_cli", *args], capture_output=True, text=True,
+                              input=stdin, env=full_env, timeout=timeout, cwd=cwd)
+    return _c2s_here(list(args), stdin, full_env)
+
+
+def _c2s_here(args: list[str], stdin: str | None, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import contextlib
+    import io
+    import signal
+
+    import torch
+
+    from c2s_cli import cli
+
+    saved = (sys.argv, sys.stdin, dict(os.environ), signal.getsignal(signal.SIGTERM), torch.get_num_threads())
+    out, err = io.StringIO(), io.StringIO()
+    code: int = 0
+    try:
+        sys.argv = ["c2s", *args]
+        sys.stdin = io.StringIO(stdin or "")
+        os.environ.clear()
+        os.environ.update(env)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv, sys.stdin = saved[0], saved[1]
+        os.environ.clear()
+        os.environ.update(saved[2])
+        signal.signal(signal.SIGTERM, saved[3])
+        torch.set_num_threads(saved[4])
+    return subprocess.CompletedProcess(["c2s", *args], code, out.getvalue(), err.getvalue())
+
+
+def dcmtk(tool: str) -> str | None:
+    """The path of dcmtk's ``tool`` (storescu, storescp, echoscu), or None. pynetdicom installs apps of the same
+    names into the virtual environment; they are skipped, the tests want dcmtk's independent implementation."""
+    import shutil
+
+    here = str(Path(sys.executable).parent)
+    path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep) if d and d != here)
+    found = shutil.which(tool, path=path)
+    if found is None:
+        return None
+    r = subprocess.run([found, "--version"], capture_output=True, text=True)
+    return found if "dcmtk" in (r.stdout + r.stderr).lower() else None
+
+
+def wait_listening(port: int, timeout: float = 30) -> None:
+    """Wait until something accepts TCP connections on 127.0.0.1:``port``."""
+    import socket
+    import time
+
+    t0 = time.monotonic()
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() - t0 > timeout:
+                raise AssertionError(f"nothing listens on port {port} after {timeout} s") from None
+            time.sleep(0.05)
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:

@@ -49,12 +49,12 @@ class Destination:
             self.arrivals[str(ds.SOPInstanceUID)] += 1
         return 0x0000
 
-    def start(self, port: int = 0) -> int:
+    def start(self, port: int = 0, ssl_context: Any = None) -> int:
         from pynetdicom import AE, AllStoragePresentationContexts, evt
 
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = AllStoragePresentationContexts
-        self.server = ae.start_server(("127.0.0.1", port), block=False,
+        self.server = ae.start_server(("127.0.0.1", port), block=False, ssl_context=ssl_context,
                                       evt_handlers=[(evt.EVT_C_STORE, self._store)])
         return int(self.server.server_address[1])
 
@@ -69,7 +69,7 @@ class Destination:
 
 
 def send(port: int, datasets: Sequence[Path | Any], *, calling: str = "MODALITY", called: str = "C2S",
-         stop_after: int | None = None) -> list[int]:
+         tls: Any = None) -> list[int]:
     """C-STORE ``datasets`` (files or datasets) to the node on ``port`` in one association; returns the statuses
     (-1: no status, e.g. the association was lost). Raises AssertionError when the association is not accepted."""
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -77,16 +77,15 @@ def send(port: int, datasets: Sequence[Path | Any], *, calling: str = "MODALITY"
 
     items = [pydicom.dcmread(p) if isinstance(p, Path) else p for p in datasets]
     ae = AE(ae_title=calling)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10  # a killed node must not hold the sender for 30 s
     for cls in {str(d.SOPClassUID) for d in items}:
         ae.add_requested_context(cls, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called, tls_args=tls)
     if not assoc.is_established:
         raise AssertionError("association not established" + (" (rejected)" if assoc.is_rejected else ""))
     out = []
     try:
-        for i, d in enumerate(items):
-            if stop_after is not None and i >= stop_after:
-                break
+        for d in items:
             try:
                 st = assoc.send_c_store(d)
             except (ValueError, RuntimeError):

@@ -135,7 +135,7 @@ def test_loss_class_matches_formula_and_mask() -> None:
     gen = torch.Generator().manual_seed(3)
     net = ToyPrecond()
     cfg = GDSMConfig(tau_max=2.0, alpha=-1.0, gamma_power=1.0, target_fraction=0.3)
-    y = torch.randn(16, 1, 1, 1)
+    y = torch.randn(16, 1, 1, 1, generator=gen)
     sd = torch.full((16,), 0.2)
     mask = torch.ones_like(y)
     mask[:4] = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import threading
 from collections.abc import Iterator
@@ -296,3 +297,56 @@ def test_configuration(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown setting 'sned'"):
         load_toml(toml)
     assert os.path.basename(str(cfg.spool)) == "s"
+    example = build(load_toml(Path(__file__).parents[1] / "examples" / "serve" / "c2s-serve.toml"))
+    assert example.ae_title == "C2S" and example.send and example.allow and example.host == "0.0.0.0"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_tls_in_and_out(tmp_path: Path, phantom: np.ndarray, denoiser: Any) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=c2s-test",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    tls_dest = Destination()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(str(cert), str(key))
+    dport = tls_dest.start(ssl_context=server_ctx)
+    r = Running(node_cfg(tmp_path, dport, tls_cert=cert, tls_key=key, send_tls_ca=cert), denoiser)
+    try:
+        files = series(tmp_path / "s", phantom, n=4)
+        with pytest.raises(AssertionError, match="not established"):
+            send(r.port, files)  # plain DICOM to a TLS node
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+        assert set(send(r.port, files, tls=(client, "127.0.0.1"))) == {0}
+        wait_for(lambda: tls_dest.count() == 4, what="the derived series over TLS")
+        check_derived(list(tls_dest.final.values()), files)
+    finally:
+        r.close()
+        tls_dest.stop()
+
+
+def test_release_completes_a_series_and_failures_are_kept(tmp_path: Path, phantom: np.ndarray, dest: Destination,
+                                                          denoiser: Any) -> None:
+    cfg = node_cfg(tmp_path, dest.server.server_address[1], stable_seconds=300, on_release=True)
+    r = Running(cfg, denoiser)
+    try:
+        files = series(tmp_path / "s", phantom, n=5)
+        assert set(send(r.port, files)) == {0}
+        wait_for(lambda: dest.count() == 5, 30, "the series completed by the association release")
+        assert r.named("series complete")[0]["why"] == "association released"
+        # a series c2s cannot denoise (two slices at one position) fails alone: logged, kept in failed/, node goes on
+        bad = series(tmp_path / "bad", phantom, n=4, positions=[0, 3, 3, 6], series_number=9)
+        assert set(send(r.port, bad)) == {0}
+        wait_for(lambda: len(r.named("failed")) == 1, 30, "the failed job")
+        (failed,) = (r.node.spool.root / "failed").iterdir()
+        assert "same slice position" in json.loads((failed / "job.json").read_text())["error"]
+        assert len(list((failed / "input").iterdir())) == 4  # the received instances are kept
+        assert set(send(r.port, series(tmp_path / "s2", phantom, n=5, series_number=11))) == {0}
+        wait_for(lambda: dest.count() == 10, 30, "the next series")
+        st = json.loads((r.node.spool.root / "status.json").read_text())
+        assert st["jobs"]["failed"] == 1 and "same slice position" in st["last_error"]["message"]
+    finally:
+        r.close()

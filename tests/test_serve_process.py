@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from conftest import c2s
+from conftest import c2s, dcmtk, wait_listening
 from serve_helpers import Destination, free_port, send, wait_for
 from test_serve import check_derived, series
 
@@ -68,24 +67,25 @@ def dest() -> Iterator[Destination]:
     d.stop()
 
 
-@pytest.mark.skipif(not (shutil.which("storescu") and shutil.which("storescp")), reason="dcmtk is not installed")
+@pytest.mark.skipif(not (dcmtk("storescu") and dcmtk("storescp") and dcmtk("echoscu")), reason="dcmtk not installed")
 def test_dcmtk_at_both_ends_and_sigterm(tmp_path: Path, phantom: np.ndarray, tiny_model: Path) -> None:
     files = series(tmp_path / "s", phantom, n=10)
     received = tmp_path / "pacs"
     received.mkdir()
     dport = free_port()
-    pacs = subprocess.Popen(["storescp", "-aet", "PACS", "-od", str(received), str(dport)],
+    pacs = subprocess.Popen([dcmtk("storescp"), "-aet", "PACS", "-od", str(received), str(dport)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_listening(dport)
     srv = Server(tmp_path / "spool", free_port(), tiny_model, "--send", f"PACS@127.0.0.1:{dport}", "--allow",
                  "STORESCU")
     try:
-        r = subprocess.run(["storescu", "-aet", "STORESCU", "-aec", "C2S", "127.0.0.1", str(srv.port),
+        r = subprocess.run([dcmtk("storescu"), "-aet", "STORESCU", "-aec", "C2S", "127.0.0.1", str(srv.port),
                             *map(str, files)], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         wait_for(lambda: srv.seen("sent"), 60, "the derived series at storescp")
         check_derived([pydicom.dcmread(p) for p in received.iterdir()], files)
         # an unknown calling AE is rejected by the running node, dcmtk's echoscu sees the rejection
-        r = subprocess.run(["echoscu", "-aet", "NOBODY", "-aec", "C2S", "127.0.0.1", str(srv.port)],
+        r = subprocess.run([dcmtk("echoscu"), "-aet", "NOBODY", "-aec", "C2S", "127.0.0.1", str(srv.port)],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode != 0 and "Rejected" in (r.stdout + r.stderr)
         r = c2s("serve", "--status", "--spool", str(tmp_path / "spool"))
@@ -168,3 +168,22 @@ def test_cli_errors_name_flags(tmp_path: Path) -> None:
         r = c2s("serve", "--spool", str(tmp_path / "s"), "--port", str(busy), "--output", str(tmp_path / "o"),
                 "--model", "default")
     assert r.returncode == 2 and f"--port {busy}: cannot listen" in r.stderr
+
+
+def test_sigterm_finishes_the_current_job(tmp_path: Path, phantom: np.ndarray, tiny_model: Path) -> None:
+    files = series(tmp_path / "s", np.tile(phantom, (2, 2, 2)))
+    dest = Destination()
+    dport = dest.start()
+    srv = Server(tmp_path / "spool", free_port(), tiny_model, "--send", f"DEST@127.0.0.1:{dport}")
+    try:
+        assert set(send(srv.port, files)) == {0}
+        wait_for(lambda: srv.seen("denoising"), 60, "the job to start")
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(60) == 0
+        assert dest.count() == len(files)  # the job in progress was finished and delivered before the exit
+        assert srv.seen("stopped") and not list((tmp_path / "spool" / "jobs").iterdir())
+        with pytest.raises(AssertionError, match="not established"):
+            send(srv.port, files[:1])  # no longer accepting
+    finally:
+        srv.stop()
+        dest.stop()

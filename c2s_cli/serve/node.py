@@ -178,18 +178,21 @@ class Node:
             t0 = time.perf_counter()
             try:
                 record = self.denoiser.denoise_file(job.input, job.output, self.cfg.denoise_options())
-            except C2SError as exc:
-                job.state["error"] = str(exc)
+            except Exception as exc:  # noqa: BLE001 - one series must not stop the node; never silent: logged, kept
+                why = str(exc) if isinstance(exc, C2SError) else f"internal error: {type(exc).__name__}: {exc}"
+                job.state["error"] = why
                 self.counts["failed"] += 1
-                self.event({"event": "failed", "series": job.key[:8], "error": _redact(str(exc), job),
-                            "level": "error"})
+                self.event({"event": "failed", "series": job.key[:8], "error": _redact(why, job), "level": "error",
+                            "kept_in": "failed/"})
                 self._finish(job, "failed")
+                self.current = None
                 return
             self.counts["denoised"] += 1
             job.state["seconds"] = round(time.perf_counter() - t0, 3)
             job.state["sigma"] = [f.get("sigma") for f in record.get("noise", [])]
             self.event({"event": "denoised", "series": job.key[:8], "instances": len(files),
-                        "seconds": job.state["seconds"], "warnings": len(record.get("warnings", []))})
+                        "seconds": job.state["seconds"], "inference_s": record.get("seconds", {}).get("inference"),
+                        "warnings": len(record.get("warnings", []))})
         elif action == "forward":
             self.counts["forwarded"] += 1
             self.event({"event": "forwarding unchanged", "series": job.key[:8], "reason": reason})
@@ -209,22 +212,24 @@ class Node:
             if name in job.state["delivered"] or not self._due(name, now):
                 continue
             d = self.destinations[name]
+            t0 = time.perf_counter()
             try:
                 n = send_series(dest, files, calling_ae=self.cfg.ae_title, tls_ca=self.cfg.send_tls_ca)
-            except (SendError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - SendError, OSError, or pynetdicom's own: retried with backoff
                 d["failures"] += 1
                 delay = min(self.cfg.retry_seconds * 2 ** (d["failures"] - 1), self.cfg.retry_max_seconds)
-                d.update(state="down", next_try=time.time() + delay, last_error=str(exc))
+                err = str(exc) if isinstance(exc, (SendError, OSError)) else f"{type(exc).__name__}: {exc}"
+                d.update(state="down", next_try=time.time() + delay, last_error=err)
                 job.state["attempts"] = job.state.get("attempts", 0) + 1
                 job.save()
-                self.event({"event": "send failed", "series": job.key[:8], "destination": name, "error": str(exc),
+                self.event({"event": "send failed", "series": job.key[:8], "destination": name, "error": err,
                             "retry_in_s": round(delay, 1), "level": "error"})
                 continue
             d.update(state="ok", failures=0, next_try=0.0, last_ok=time.time(), last_error=None)
             job.state["delivered"][name] = time.time()
             job.save()
             self.event({"event": "sent", "series": job.key[:8], "destination": name, "instances": n,
-                        "latency_s": round(time.time() - job.state.get("last_received", time.time()), 2)})
+                        "seconds": round(time.perf_counter() - t0, 3), "latency_s": round(time.time() - job.state.get("last_received", time.time()), 2)})
         if self.cfg.output is not None and "output" not in job.state["delivered"]:
             target = self._local_target(files)
             if job.state.get("action") == "denoise":
