@@ -60,14 +60,15 @@ class Node:
         self._on_event = on_event or (lambda e: None)
         self.receiver = Receiver(cfg, self.spool, self.event)
         self.stopping = threading.Event()
+        names = [str(d) for d in cfg.send] + (["output"] if cfg.output is not None else [])
         self.destinations: dict[str, dict[str, Any]] = {
-            str(d): {"state": "unknown", "failures": 0, "next_try": 0.0, "last_error": None, "last_ok": None}
-            for d in cfg.send}
+            n: {"state": "unknown", "failures": 0, "next_try": 0.0, "last_error": None, "last_ok": None} for n in names}
         self.last_error: dict[str, Any] | None = None
         self.counts = {"denoised": 0, "forwarded": 0, "ignored": 0, "failed": 0, "delivered": 0}
         self.current: str | None = None
         self.started = time.time()
         self._purged = 0.0
+        self._status_at = 0.0
         self.state = "starting"
 
     # --------------------------------------------------------------------------------------- events
@@ -148,24 +149,27 @@ class Node:
             n = self.spool.purge(self.cfg.keep_days)
             if n:
                 self.event({"event": "purged", "jobs": n, "keep_days": self.cfg.keep_days})
-        if did:
+        if did or now - self._status_at > 10:  # a heartbeat: "updated" tells a monitor the node is alive
             self.write_status()
         return did
 
     def _pending(self, job: Job) -> list[str]:
-        names = [str(d) for d in self.cfg.send] + (["output"] if self.cfg.output is not None else [])
-        return [n for n in names if n not in job.state["delivered"]]
+        return [n for n in self.destinations if n not in job.state["delivered"]]
 
     def _due(self, name: str, now: float) -> bool:
-        return name == "output" or self.destinations[name]["next_try"] <= now
+        return bool(self.destinations[name]["next_try"] <= now)
 
     def _process(self, job: Job) -> None:
         """Route a claimed job and denoise it (the derived series goes to ``job.output``)."""
         self.current = job.key[:8]
         files = job.instances()
-        header = read_header(files[0])
-        count = max(len(files), int(header.get("NumberOfFrames", 1) or 1))
-        action, reason = route(self.cfg, header, count)
+        try:
+            header = read_header(files[0])
+            count = max(len(files), int(header.get("NumberOfFrames", 1) or 1))
+            action, reason = route(self.cfg, header, count)
+        except Exception as exc:  # noqa: BLE001 - a header the receiver accepted but routing cannot read
+            self._failed(job, f"cannot read the series header ({type(exc).__name__})")
+            return
         job.state.update(action=action, reason=reason, instances=len(files),
                          last_received=max(p.stat().st_mtime for p in files))
         if action == "ignore":
@@ -179,13 +183,8 @@ class Node:
             try:
                 record = self.denoiser.denoise_file(job.input, job.output, self.cfg.denoise_options())
             except Exception as exc:  # noqa: BLE001 - one series must not stop the node; never silent: logged, kept
-                why = str(exc) if isinstance(exc, C2SError) else f"internal error: {type(exc).__name__}: {exc}"
-                job.state["error"] = why
-                self.counts["failed"] += 1
-                self.event({"event": "failed", "series": job.key[:8], "error": _redact(why, job), "level": "error",
-                            "kept_in": "failed/"})
-                self._finish(job, "failed")
-                self.current = None
+                self._failed(job, str(exc) if isinstance(exc, C2SError)
+                             else f"internal error: {type(exc).__name__}: {exc}")
                 return
             self.counts["denoised"] += 1
             job.state["seconds"] = round(time.perf_counter() - t0, 3)
@@ -202,19 +201,22 @@ class Node:
         self.current = None
 
     def _deliver(self, job: Job) -> None:
-        """Send the job's series to every destination that has not acknowledged it yet (retrying with backoff);
-        finish the job once all have."""
+        """Send the job's series to every destination (and the --output folder) that has not acknowledged it yet,
+        retrying each with backoff; finish the job once all have."""
         folder = job.output if job.state.get("action") == "denoise" else job.input
         files = [p for p in iter_files(folder) if p.suffix == ".dcm"]
         now = time.time()
-        for dest in self.cfg.send:
-            name = str(dest)
-            if name in job.state["delivered"] or not self._due(name, now):
+        for name in self._pending(job):
+            if not self._due(name, now):
                 continue
             d = self.destinations[name]
             t0 = time.perf_counter()
             try:
-                n = send_series(dest, files, calling_ae=self.cfg.ae_title, tls_ca=self.cfg.send_tls_ca)
+                if name == "output":
+                    n = self._write_local(job, folder, files)
+                else:
+                    dest = next(x for x in self.cfg.send if str(x) == name)
+                    n = send_series(dest, files, calling_ae=self.cfg.ae_title, tls_ca=self.cfg.send_tls_ca)
             except Exception as exc:  # noqa: BLE001 - SendError, OSError, or pynetdicom's own: retried with backoff
                 d["failures"] += 1
                 delay = min(self.cfg.retry_seconds * 2 ** (d["failures"] - 1), self.cfg.retry_max_seconds)
@@ -228,20 +230,29 @@ class Node:
             d.update(state="ok", failures=0, next_try=0.0, last_ok=time.time(), last_error=None)
             job.state["delivered"][name] = time.time()
             job.save()
-            self.event({"event": "sent", "series": job.key[:8], "destination": name, "instances": n,
-                        "seconds": round(time.perf_counter() - t0, 3), "latency_s": round(time.time() - job.state.get("last_received", time.time()), 2)})
-        if self.cfg.output is not None and "output" not in job.state["delivered"]:
-            target = self._local_target(files)
-            if job.state.get("action") == "denoise":
-                copy_series(folder, target)
-            else:
-                _copy_missing(files, target)
-            job.state["delivered"]["output"] = time.time()
-            job.save()
-            self.event({"event": "written", "series": job.key[:8], "instances": len(files)})
+            self.event({"event": "sent" if name != "output" else "written", "series": job.key[:8],
+                        "destination": name, "instances": n, "seconds": round(time.perf_counter() - t0, 3),
+                        "latency_s": round(time.time() - job.state.get("last_received", time.time()), 2)})
         if not self._pending(job):
             self.counts["delivered"] += 1
             self._finish(job, "done")
+
+    def _write_local(self, job: Job, folder: Path, files: list[Path]) -> int:
+        """The series into ``--output``/STUDY_UID/SERIES_UID/ (a derived series replaces its earlier copy)."""
+        target = self._local_target(files)
+        if job.state.get("action") == "denoise":
+            copy_series(folder, target)
+        else:
+            _copy_missing(files, target)
+        return len(files)
+
+    def _failed(self, job: Job, why: str) -> None:
+        job.state["error"] = why
+        self.counts["failed"] += 1
+        self.event({"event": "failed", "series": job.key[:8], "error": _redact(why, job), "level": "error",
+                    "kept_in": "failed/"})
+        self._finish(job, "failed")
+        self.current = None
 
     def _local_target(self, files: list[Path]) -> Path:
         h = read_header(files[0])
@@ -270,6 +281,7 @@ class Node:
         }
 
     def write_status(self) -> None:
+        self._status_at = time.time()
         self.spool.write_status(self.status())
 
 
