@@ -111,6 +111,8 @@ class Denoiser:
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         batch_size: slices per forward pass (the output does not depend on it).
         threads: CPU threads for torch (None: torch's default).
+        precision: ``auto`` (bf16 autocast where the hardware runs it natively: a CUDA GPU with bf16, a CPU with
+            AVX512_BF16 or AMX; fp32 elsewhere), ``fp32`` or ``bf16``.
     Example:
         >>> den = Denoiser()                                              # doctest: +SKIP
         >>> clean = den.denoise(noisy_array)          # (X, Y, Z), σ estimated  # doctest: +SKIP
@@ -124,10 +126,11 @@ class Denoiser:
         *,
         batch_size: int | None = None,
         threads: int | None = None,
+        precision: str = "auto",
     ) -> None:
         import torch
 
-        from c2s_cli.infer import pick_device
+        from c2s_cli.infer import native_bf16, pick_device
 
         if threads is not None:
             if threads < 1:
@@ -147,7 +150,10 @@ class Denoiser:
         self.model.to(self.device)
         self.load_seconds = time.perf_counter() - t0
         self.batch_size = batch_size or _default_batch(self.device)
-        self.bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        if precision not in ("auto", "fp32", "bf16"):
+            raise UsageError(f"precision must be auto, fp32 or bf16, got {precision!r}", param="precision")
+        self.bf16 = native_bf16(self.device) if precision == "auto" else precision == "bf16"
+        self.precision = "bf16" if self.bf16 else "fp32"
 
     @property
     def name(self) -> str:
@@ -351,4 +357,5 @@ class Denoiser:
                         on_warning=on_warning)
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.name, "path": str(self.path), "sha256": self.sha256, "device": str(self.device)}
+        return {"model": self.name, "path": str(self.path), "sha256": self.sha256, "device": str(self.device),
+                "precision": self.precision}

@@ -153,6 +153,7 @@ class DenoiseOptions:
     adapt: int = 0  # GDSM fine-tuning steps on the scan itself before denoising
     adapt_lr: float = 2e-4
     sigma_map: Path | None = None  # σ per voxel (NIfTI on the input's grid): spatially varying noise
+    estimate_sigma_map: bool = False  # estimate the σ map from the scan itself (noise.sigma_map)
     save_sigma_map: Path | None = None  # write the σ per voxel that was used (NIfTI)
     residual: Path | None = None
     preview: Path | None = None
@@ -165,6 +166,8 @@ class DenoiseOptions:
             raise ValueError(f"sigma must be a positive number, got {self.sigma}")
         if self.sigma is not None and self.sigma_map is not None:
             raise ValueError("sigma and sigma_map both given: give one")
+        if self.estimate_sigma_map and (self.sigma is not None or self.sigma_map is not None):
+            raise ValueError("sigma_map auto estimates the map: give it without sigma and without a map file")
         if self.coils is not None and self.coils < 1:
             raise ValueError(f"coils must be ≥ 1, got {self.coils}")
         if not self.strength > 0:

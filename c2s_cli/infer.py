@@ -35,6 +35,22 @@ def pick_device(spec: str = "auto") -> torch.device:
     return dev
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast runs natively on ``device``: a CUDA GPU with bf16, or a CPU with AVX512_BF16 or AMX
+    (Linux ``/proc/cpuinfo`` flags) that oneDNN uses. Elsewhere fp32: oneDNN's bf16 emulation on other CPUs is
+    slower than fp32 (measured ~15× on an AVX2 CPU, benchmarks/README.md)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), []))
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"}) and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def _dihedral(x: NDArray[np.float32], t: int, inverse: bool = False) -> NDArray[np.float32]:
     """Element ``t`` (0…7) of the in-plane dihedral group on (..., H, W): bit 0 flips W, bit 1 flips H, bit 2
     transposes H and W (applied last; ``inverse`` undoes it, transpose first)."""

@@ -91,5 +91,13 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
             out["noise"] = NoiseDomain.fit(first, None, coils=coils, slice_axis=vol.slice_axis).summary()
         except NoiseEstimateError as exc:
             out["noise"] = {"sigma": None, "method": None, "warnings": [str(exc)]}
+        from c2s_cli.noise.sigma_map import SigmaMapError, describe, estimate_sigma_map, plain_words
+
+        try:
+            est = estimate_sigma_map(first)
+            out["noise"]["sigma_map"] = {**describe(est), "says": plain_words(est),
+                                         "flag": "--sigma-map auto" if est.varying else None}
+        except SigmaMapError as exc:
+            out["noise"]["sigma_map"] = {"varying": None, "says": f"no σ-map estimate: {exc}"}
     out["warnings"] = warnings
     return out

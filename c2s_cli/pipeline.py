@@ -68,6 +68,27 @@ def read_sigma_map(path: Path, vol: Volume) -> NDArray[np.float32]:
     return m.data
 
 
+def estimated_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
+                        report: list[dict[str, object]]) -> NDArray[np.float32]:
+    """The σ map estimated from each 3-D frame of ``vol`` (:mod:`c2s_cli.noise.sigma_map`); says in plain words
+    whether the noise varies, and refuses with one line when the scan cannot support the estimate."""
+    from c2s_cli.noise.sigma_map import SigmaMapError, describe, estimate_sigma_map, plain_words
+
+    frames = [vol.data] if vol.data.ndim == 3 else [vol.data[..., t] for t in range(vol.data.shape[3])]
+    maps = []
+    for t, frame in enumerate(frames):
+        try:
+            est = estimate_sigma_map(frame)
+        except SigmaMapError as exc:
+            raise InputError(f"sigma_map auto: {src}: the scan cannot support a σ-map estimate ({exc}); give "
+                             "sigma, or a sigma_map file (e.g. dwidenoise -noise)", param="sigma_map") from None
+        if t == 0:
+            warn(f"{src}: {plain_words(est)}")
+        report.append(describe(est))
+        maps.append(est.sigma)
+    return maps[0] if len(maps) == 1 else np.stack(maps, axis=-1)
+
+
 def anisotropy_warning(vol: Volume, axis: int, planes: tuple[str, ...]) -> str | None:
     """View aggregation on thick slices measured no gain at 2× and a loss at 3–5× (benchmarks/README.md)."""
     if len(planes) < 2:
@@ -84,7 +105,9 @@ def pixel_options(den: Denoiser, o: DenoiseOptions) -> dict[str, Any]:
     """The options that change the output's pixels (they and the model's SHA-256 seed the derived UIDs)."""
     return {"sigma": o.sigma, "coils": o.coils, "vst": o.vst, "strength": o.strength, "tta": o.tta,
             "planes": list(o.planes), "slice_axis": o.slice_axis, "adapt": o.adapt, "adapt_lr": o.adapt_lr,
-            "mask": bool(o.mask), "guides": len(o.guides), "sigma_map": bool(o.sigma_map), "model_sha256": den.sha256}
+            "mask": bool(o.mask), "guides": len(o.guides), "sigma_map": bool(o.sigma_map), "model_sha256": den.sha256,
+            **({"sigma_map_auto": True} if o.estimate_sigma_map else {}),
+            **({"precision": "bf16"} if getattr(den, "bf16", False) else {})}
 
 
 def preflight(
@@ -151,6 +174,11 @@ def run_file(
             on_warning(w)
     axis = o.slice_axis if o.slice_axis is not None else vol.slice_axis
     seconds: dict[str, float] = {"model_load": den.load_seconds, "read": t_read}
+    map_report: list[dict[str, object]] = []
+    if o.estimate_sigma_map:
+        t0 = time.perf_counter()
+        smap = estimated_sigma_map(vol, src, warn, map_report)
+        seconds["sigma_map"] = time.perf_counter() - t0
     with ExitStack() as locks:
         for p in (dst, o.residual, o.preview, o.save_sigma_map):
             if p is not None:
@@ -206,6 +234,7 @@ def run_file(
         "status": "ok",
         **den.describe(),
         "noise": rep.noise,
+        **({"sigma_map_estimate": map_report} if map_report else {}),
         "warnings": warnings,
         "clipped_voxels": clipped,
         "adapt_steps": o.adapt,

@@ -112,3 +112,30 @@ def test_noise_domain_is_fitted_once_per_frame(den: Denoiser, noisy_nifti: Path,
     rec = den.denoise_file(noisy_nifti, tmp_path / "o.nii.gz",
                            DenoiseOptions(planes=("axial", "coronal", "sagittal"), tta=2))
     assert len(calls) == 1 and len(rec["noise"]) == 1
+
+
+def test_precision(tiny_model: Path, phantom: np.ndarray) -> None:
+    """auto picks bf16 exactly where the CPU runs it natively; bf16 stays close to fp32 and independent of the batch
+    size within bf16's resolution; a bad value is a UsageError naming the parameter."""
+    import torch
+
+    from c2s_cli.infer import native_bf16
+    from conftest import psnr
+    from phantoms import rician
+
+    auto = Denoiser(str(tiny_model), "cpu")
+    assert auto.precision == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
+    assert auto.describe()["precision"] == auto.precision
+    noisy = rician(phantom, 0.05, seed=11)[:, :, :6]
+    fp32 = Denoiser(str(tiny_model), "cpu", precision="fp32").denoise(noisy)
+    bf16 = Denoiser(str(tiny_model), "cpu", precision="bf16", batch_size=1)
+    one = bf16.denoise(noisy)
+    bf16.batch_size = 6
+    many = bf16.denoise(noisy)
+    clean = phantom[:, :, :6]
+    assert abs(psnr(one, clean) - psnr(fp32, clean)) < 0.05
+    assert np.max(np.abs(one - fp32)) < 0.02 * float(np.ptp(fp32))  # bf16 keeps 8 bits of mantissa
+    assert np.max(np.abs(one - many)) < 0.01 * float(np.ptp(fp32))
+    with pytest.raises(UsageError) as exc:
+        Denoiser(str(tiny_model), "cpu", precision="fp16")
+    assert exc.value.param == "precision"

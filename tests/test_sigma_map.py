@@ -180,3 +180,76 @@ def test_training_volumes_from_a_map_have_uniform_noise(tmp_path: Path) -> None:
     r = c2s("train", str(p), "--sigma-map", str(m), "--sigma-map", str(m), "-o", str(tmp_path / "u.safetensors"),
             "--steps", "2")
     assert r.returncode == 2 and "--sigma-map: give one per input" in r.stderr
+
+
+# ------------------------------------------------------------------------------ σ-map estimation (--sigma-map auto)
+
+def smooth_phantom(shape: tuple[int, int, int] = (160, 160, 24), seed: int = 0) -> np.ndarray:
+    """Nested ellipsoids (scalp 0.9, GM 0.6, WM 1.0) × a smooth 5 % texture × a bias field, peak ~1000."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    r = np.sqrt((x / 0.8) ** 2 + (y / 0.9) ** 2 + (z / 1.5) ** 2)
+    img = np.where(r < 1, 0.9, 0.0)
+    img[r < 0.9] = 0.6
+    img[np.sqrt((x / 0.55) ** 2 + (y / 0.65) ** 2 + (z / 1.2) ** 2) < 0.8] = 1.0
+    t = ndimage.gaussian_filter(rng.standard_normal(shape), 6.0)
+    return (img * (1 + 0.05 * t / t.std()) * (1 + 0.15 * x - 0.1 * y) * 1000).astype(np.float32)
+
+
+def test_mppca_sigma_of_pure_noise() -> None:
+    from c2s_cli.noise.sigma_map import mppca_sigma
+
+    rng = np.random.default_rng(0)
+    for sigma in (0.5, 3.0):
+        assert mppca_sigma(rng.normal(10, sigma, (2000, 147))) == pytest.approx(sigma, rel=0.02)
+
+
+def test_estimated_map_follows_a_known_map_and_stays_flat_on_white_noise() -> None:
+    """Measured on this phantom: a 2.5× centre-high map is found varying with a median error of 11 % inside the
+    object, but its contrast is flattened (1.19 where the truth is 1.9 between the inner and outer regions: edge
+    blocks read tissue boundaries as noise); stationary σ = 5 % is called stationary with a 6 % error. On the real
+    unseen T1 of benchmarks/sigma_map.py the errors are smaller (benchmarks/README.md)."""
+    from c2s_cli.noise.sigma_map import estimate_sigma_map
+
+    clean = smooth_phantom()
+    obj = clean > 150
+    c = np.array(clean.shape) / 2
+    xx, yy, _ = np.meshgrid(*[np.arange(n) for n in clean.shape], indexing="ij")
+    truth = (30 + 45 * np.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * 40.0**2))).astype(np.float32)
+    est = estimate_sigma_map(rician(clean, truth, np.random.default_rng(3)))
+    err = np.abs(est.sigma[obj] / truth[obj] - 1)
+    assert est.varying and np.median(err) < 0.15
+    inner = est.sigma[obj & (truth > 60)].mean() / est.sigma[obj & (truth < 40)].mean()
+    assert inner > 1.15  # centre-high as the truth, but flattened: measured 1.19 where the truth is 1.9
+    flat = estimate_sigma_map(rician(clean, 50.0, np.random.default_rng(4)))
+    assert not flat.varying and np.ptp(flat.sigma) == 0
+    assert float(flat.sigma.flat[0]) == pytest.approx(50.0, rel=0.08)
+
+
+def test_sigma_map_auto_cli(tmp_path: Path, tiny_model: Path) -> None:
+    import json
+
+    clean = smooth_phantom()
+    p = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(rician(clean, 50.0, np.random.default_rng(5)), np.eye(4)), str(p))
+    used = tmp_path / "used.nii.gz"
+    r = c2s("denoise", str(p), "-o", str(tmp_path / "o.nii.gz"), "--model", str(tiny_model), "--sigma-map", "auto",
+            "--save-sigma-map", str(used), "--json")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["sigma_map_estimate"][0]["varying"] is False and "stationary" in r.stderr
+    assert np.ptp(np.asarray(nib.load(str(used)).dataobj)) == 0
+    info = json.loads(c2s("info", str(p), "--json").stdout)
+    assert info["noise"]["sigma_map"]["varying"] is False and info["noise"]["sigma_map"]["flag"] is None
+    # a scan too small for the estimate: one line naming the flag and what to give instead
+    small = tmp_path / "small.nii.gz"
+    nib.save(nib.Nifti1Image(rician(clean[:40, :40, :12], 50.0, np.random.default_rng(6)), np.eye(4)), str(small))
+    r = c2s("denoise", str(small), "-o", str(tmp_path / "s.nii.gz"), "--model", str(tiny_model), "--sigma-map", "auto")
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("c2s: error:")]
+    assert r.returncode == 4 and len(errors) == 1 and errors[0].startswith("c2s: error: --sigma-map auto:")
+    assert "give sigma" in errors[0] and not (tmp_path / "s.nii.gz").exists()
+    r = c2s("denoise", str(p), "-o", str(tmp_path / "x.nii.gz"), "--model", str(tiny_model), "--sigma-map", "auto",
+            "--sigma", "3")
+    assert r.returncode == 2 and "--sigma-map auto estimates the map" in r.stderr

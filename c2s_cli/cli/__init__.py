@@ -40,7 +40,7 @@ _FLAGS = {
     "output": "-o", "model": "--model", "sigma": "--sigma", "coils": "--noise-coils", "vst": "--no-vst",
     "strength": "--strength", "tta": "--tta", "planes": "--planes", "slice_axis": "--slice-axis", "dtype": "--dtype",
     "mask": "--mask", "guides": "--guide", "adapt": "--adapt", "residual": "--residual", "preview": "--preview",
-    "report": "--report", "sigma_map": "--sigma-map", "save_sigma_map": "--save-sigma-map", "device": "--device", "threads": "--threads", "batch_size": "--batch-size",
+    "report": "--report", "sigma_map": "--sigma-map", "save_sigma_map": "--save-sigma-map", "device": "--device", "precision": "--precision", "threads": "--threads", "batch_size": "--batch-size",
     "part_id": "--part-id", "reference": "--reference", "run_dir": "--run-dir", "series": "--series",
     "resume": "--resume", "init": "--init", "guide_names": "--guide-names", "desc": "--desc",
     "bids_filter_file": "--bids-filter-file", "bids_dir": "BIDS_DIR", "output_dir": "OUTPUT_DIR",

@@ -31,7 +31,7 @@ def denoise(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output file or series folder (one input), else a folder.")],
     model: Annotated[str, typer.Option(help="Model name or .safetensors path.", envvar="C2S_MODEL")] = "default",
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in image units (default: estimated).")] = None,
-    sigma_map: Annotated[Optional[Path], typer.Option("--sigma-map", help="σ per voxel, NIfTI on the input's grid (spatially varying noise, e.g. dwidenoise -noise).")] = None,
+    sigma_map: Annotated[Optional[Path], typer.Option("--sigma-map", help="σ per voxel, NIfTI on the input's grid (spatially varying noise, e.g. dwidenoise -noise); 'auto' estimates it from the scan.")] = None,
     save_sigma_map: Annotated[Optional[Path], typer.Option("--save-sigma-map", help="Write the σ used per voxel as NIfTI (one input).")] = None,
     coils: Annotated[Optional[int], typer.Option("--noise-coils", min=1, help="Effective coil count N (1 = Rician).")] = None,
     no_vst: Annotated[bool, typer.Option("--no-vst", help="Skip the Rician variance stabilisation.")] = False,
@@ -39,6 +39,7 @@ def denoise(
     tta: Annotated[int, typer.Option(help="Average over 1, 2, 4 or 8 in-plane flips/transposes per slice (N× time).")] = 1,
     planes: Annotated[str, typer.Option(help="Denoise along these planes and average: axial (acquisition axis), coronal, sagittal (N× time).")] = "axial",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", envvar="C2S_DEVICE")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32 or bf16.", envvar="C2S_PRECISION")] = "auto",
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Slices per forward pass.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads.")] = None,
     series: Annotated[Optional[str], typer.Option(help="DICOM series to use (UID or SeriesNumber).")] = None,
@@ -75,7 +76,8 @@ def denoise(
         residual = noise_map
     if force and skip_existing:
         raise UsageError("--force and --skip-existing contradict each other")
-    opts = DenoiseOptions(sigma=sigma, sigma_map=sigma_map, save_sigma_map=save_sigma_map, coils=coils, vst=False if no_vst else None, strength=strength, tta=tta,
+    auto_map = sigma_map is not None and str(sigma_map) == "auto"  # a file named auto: ./auto
+    opts = DenoiseOptions(sigma=sigma, sigma_map=None if auto_map else sigma_map, estimate_sigma_map=auto_map, save_sigma_map=save_sigma_map, coils=coils, vst=False if no_vst else None, strength=strength, tta=tta,
                           planes=_planes(planes), slice_axis=slice_axis, series=series, dtype=dtype, mask=mask,
                           guides=tuple(guide or ()), adapt=adapt, residual=residual, preview=preview, force=force,
                           threads=threads)
@@ -89,7 +91,7 @@ def denoise(
                                    "model": model, "device": device, "error": j.item.error}))
         return
     for flag, value in (("--residual", residual), ("--preview", preview), ("--mask", mask), ("--guide", guide),
-                        ("--sigma-map", sigma_map), ("--save-sigma-map", save_sigma_map)):
+                        ("--sigma-map", opts.sigma_map), ("--save-sigma-map", save_sigma_map)):
         if value and len(jobs) != 1:
             raise UsageError(f"{flag} needs exactly one input")
     everything = batch.input_paths(items)
@@ -100,7 +102,7 @@ def denoise(
         output.mkdir(parents=True, exist_ok=True)
     from c2s_cli.api import Denoiser
 
-    den = Denoiser(model, device, batch_size=batch_size, threads=threads)
+    den = Denoiser(model, device, batch_size=batch_size, threads=threads, precision=precision)
     log.info(f"c2s {__version__}: model {den.name} (sha256 {den.sha256[:12]}…), device {den.device}, {len(jobs)} input(s)")
     failures: list[str] = []
     try:

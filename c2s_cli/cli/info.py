@@ -57,6 +57,9 @@ def info(
             table.add_row("noise", line)
             for w in v.get("warnings", []):
                 table.add_row("", f"⚠ {w}")
+            smap = v.get("sigma_map")
+            if isinstance(smap, dict):
+                table.add_row("", str(smap["says"]) + (f" ({smap['flag']})" if smap.get("flag") else ""))
         elif k == "series" and isinstance(v, list):
             for i, s in enumerate(v):
                 table.add_row("series" if i == 0 else "", f"#{s['number']} {s['description']!r} {s['modality']} ×{s['images']}  {s['uid']}")

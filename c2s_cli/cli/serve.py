@@ -48,6 +48,7 @@ def serve(
     send_tls_ca: Annotated[Optional[Path], typer.Option("--send-tls-ca", help="Send over TLS, verifying destinations with this CA.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name or .safetensors path.", envvar="C2S_MODEL")] = None,
     device: Annotated[Optional[str], typer.Option(envvar="C2S_DEVICE")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 where native), fp32 or bf16.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1)] = None,
     strength: Annotated[Optional[float], typer.Option(help="Multiplies σ for the network.")] = None,
     tta: Annotated[Optional[int], typer.Option(help="1, 2, 4 or 8 in-plane flips per slice.")] = None,
@@ -92,7 +93,7 @@ def serve(
 
 _SETTINGS = {"host", "port", "ae_title", "spool", "send", "output", "allow", "allow_address", "stable_seconds",
              "on_release", "include", "exclude", "min_slices", "forward_unmatched", "retry_seconds",
-             "retry_max_seconds", "keep_days", "tls_cert", "tls_key", "tls_ca", "send_tls_ca", "model", "device",
+             "retry_max_seconds", "keep_days", "tls_cert", "tls_key", "tls_ca", "send_tls_ca", "model", "device", "precision",
              "threads", "strength", "tta", "planes", "log_json"}
 
 

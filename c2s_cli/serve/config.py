@@ -70,6 +70,7 @@ class ServeConfig:
     send_tls_ca: Path | None = None  # with it, outgoing associations use TLS, destinations verified by this CA
     model: str = "default"
     device: str = "auto"
+    precision: str = "auto"
     threads: int | None = None
     strength: float = 1.0
     tta: int = 1
@@ -93,6 +94,8 @@ class ServeConfig:
             v = getattr(self, name)
             if not (v >= 0 and v < float("inf")):
                 raise UsageError(f"{name} must be a number ≥ 0, got {v}", param=name)
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise UsageError(f"precision must be auto, fp32 or bf16, got {self.precision!r}", param="precision")
         if self.min_slices < 1:
             raise UsageError(f"min_slices must be ≥ 1, got {self.min_slices}", param="min_slices")
         if not self.send and self.output is None:

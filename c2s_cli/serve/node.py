@@ -88,7 +88,8 @@ class Node:
         if self.denoiser is None:
             from c2s_cli.api import Denoiser
 
-            self.denoiser = Denoiser(self.cfg.model, self.cfg.device, threads=self.cfg.threads)
+            self.denoiser = Denoiser(self.cfg.model, self.cfg.device, threads=self.cfg.threads,
+                                     precision=self.cfg.precision)
         self.receiver.start()
         self.state = "running"
         self.event({"event": "listening", "ae_title": self.cfg.ae_title, "host": self.cfg.host,
