@@ -228,6 +228,16 @@ def test_estimated_map_follows_a_known_map_and_stays_flat_on_white_noise() -> No
     assert float(flat.sigma.flat[0]) == pytest.approx(50.0, rel=0.08)
 
 
+def test_correlated_noise_is_refused_not_underestimated() -> None:
+    """Zero-filled (interpolated) noise is low-rank in a patch: MP-PCA would read σ = 50 as ~1 (nothing denoised).
+    The whole-scan estimator, which corrects for correlation, catches it and the map is refused in plain words."""
+    from c2s_cli.noise.sigma_map import SigmaMapError, estimate_sigma_map
+    from phantoms import zero_filled_rician
+
+    with pytest.raises(SigmaMapError, match="spatially correlated"):
+        estimate_sigma_map(zero_filled_rician(smooth_phantom(), 50.0, seed=3))
+
+
 def test_sigma_map_auto_cli(tmp_path: Path, tiny_model: Path) -> None:
     import json
 
