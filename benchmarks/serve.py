@@ -167,7 +167,9 @@ def main() -> None:
         "latency_s": {"median": float(np.median(lat)), "min": min(lat), "max": max(lat), "all": lat},
         "denoise_s": {"median": float(np.median([float(e["seconds"]) for e in denoised])),  # type: ignore[arg-type]
                       "inference_median": float(np.median([float(e["inference_s"]) for e in denoised]))},  # type: ignore[arg-type]
-        "node_send_s": {"median": float(np.median([float(e["seconds"]) for e in sent]))},  # type: ignore[arg-type]
+        "node_send_s": {"median": float(np.median([float(e["seconds"]) for e in sent])),  # type: ignore[arg-type]
+                        "all": [float(e["seconds"]) for e in sent]},  # type: ignore[arg-type]
+        "denoise_all_s": [float(e["seconds"]) for e in denoised],  # type: ignore[arg-type]
         "storescu_send_s": {"median": float(np.median(sends)), "all": sends},
         "throughput_series_per_min": args.series / (t_end - t_start) * 60,
         "wall_s": t_end - t_start, "peak_rss_mb": hwm_mb,
