@@ -49,15 +49,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_synced(tmp: Path, data: bytes) -> None:
+    """Create ``tmp`` (mode 0600, must not exist) with ``data`` and fsync it."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_durably(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary sibling, fsync, rename, fsync the folder."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_synced(tmp, data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -134,12 +139,8 @@ class Spool:
         """Store one instance durably; returns the series key. Raises OSError when the disk refuses it."""
         key = series_key(series_uid)
         tmp = self.root / "tmp" / f"{uuid.uuid4().hex}.part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            _write_synced(tmp, data)
             with self._lock:  # the worker claims a series folder under the same lock
                 folder = self.root / "incoming" / key
                 if not folder.is_dir():
