@@ -169,7 +169,10 @@ class Receiver:
             def verify_request(self, request: Any, client_address: Any) -> bool:
                 return not allowed or client_address[0] in allowed
 
-        handlers = [(evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store),
+        from c2s_cli.serve.scu import no_delay
+
+        handlers = [(evt.EVT_CONN_OPEN, lambda event: no_delay(event.assoc)),
+                    (evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store),
                     (evt.EVT_RELEASED, self._released), (evt.EVT_ABORTED, self._aborted)]
         try:
             server = ae.make_server((cfg.host, cfg.port), evt_handlers=handlers, ssl_context=self.ssl_context(),

@@ -17,6 +17,19 @@ class SendError(Exception):
     """A destination did not acknowledge every instance (down, refused, or an instance failed)."""
 
 
+def no_delay(assoc: Any) -> None:
+    """Turn off Nagle's algorithm on an association's socket (pynetdicom leaves it on): each C-STORE otherwise
+    waits for a delayed ACK before its last segment goes out (measured: 100 instances 7.6 s → 5.6 s)."""
+    import socket
+
+    sock = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (or already closed): nothing to tune
+            pass
+
+
 def _contexts(files: Sequence[Path]) -> list[tuple[str, str]]:
     """(SOP class, transfer syntax) of every file: the presentation contexts to propose."""
     import pydicom
@@ -60,6 +73,7 @@ def send_series(
     if not assoc.is_established:
         why = "rejected the association" if assoc.is_rejected else "did not answer"
         raise SendError(f"{dest}: {why}")
+    no_delay(assoc)
     stored = 0
     try:
         for p in files:
