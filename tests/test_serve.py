@@ -350,3 +350,26 @@ def test_release_completes_a_series_and_failures_are_kept(tmp_path: Path, phanto
         assert st["jobs"]["failed"] == 1 and "same slice position" in st["last_error"]["message"]
     finally:
         r.close()
+
+
+def test_no_delay_reaches_the_socket(dest: Destination) -> None:
+    """pynetdicom leaves Nagle's algorithm on; c2s turns it off through the association's socket (a pynetdicom
+    change that moved the socket would make this silently a no-op, so it is checked)."""
+    import socket
+
+    from pydicom.uid import MRImageStorage
+    from pynetdicom import AE
+
+    from c2s_cli.serve.scu import no_delay
+
+    ae = AE(ae_title="C2S")
+    ae.add_requested_context(MRImageStorage)
+    assoc = ae.associate("127.0.0.1", dest.server.server_address[1], ae_title="DEST")
+    assert assoc.is_established
+    try:
+        sock = assoc.dul.socket.socket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        no_delay(assoc)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        assoc.release()
