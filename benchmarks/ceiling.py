@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -26,6 +24,10 @@ import torch
 
 from c2s_cli.api import Denoiser
 from c2s_cli.infer import native_bf16
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import run_header  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -60,11 +62,9 @@ def main() -> None:
     xc = torch.rand(args.batch, 64, 256, 256).contiguous(memory_format=torch.channels_last)
     conv_flops = 2 * args.batch * 64 * 64 * 9 * 256 * 256
     res: dict[str, object] = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-                   f"cpu capability {torch.backends.cpu.get_cpu_capability()}",
+        **run_header(args.threads),
         "native_bf16": native_bf16(torch.device("cpu")), "model": args.model,
-        "network_gflop_per_slice": net_flops / args.batch / 1e9, "command": shlex.join(["python", *sys.argv]),
+        "network_gflop_per_slice": net_flops / args.batch / 1e9,
         "rows": [],
     }
     rows: list[dict[str, object]] = res["rows"]  # type: ignore[assignment]

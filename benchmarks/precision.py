@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -23,6 +21,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from common import run_header  # noqa: E402
 
 from quality import head_mask, metrics, rician  # noqa: E402
 from unseen import load  # noqa: E402
@@ -44,11 +44,8 @@ def main() -> None:
     mask = head_mask(ref)
     dens = {p: Denoiser(args.model, "cpu", threads=args.threads, precision=p) for p in ("fp32", "bf16")}
     res: dict[str, object] = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-                   f"cpu capability {torch.backends.cpu.get_cpu_capability()}",
-        "native_bf16": native_bf16(torch.device("cpu")), "threads": args.threads, "model": args.model,
-        "command": shlex.join(["python", *sys.argv]), "rows": [],
+        **run_header(args.threads),
+        "native_bf16": native_bf16(torch.device("cpu")), "model": args.model, "rows": [],
     }
     rows: list[dict[str, object]] = res["rows"]  # type: ignore[assignment]
     for i, level in enumerate((0.05, 0.10)):

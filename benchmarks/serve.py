@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import socket
 import subprocess
 import sys
@@ -27,6 +25,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import run_header  # noqa: E402
 
 
 def dcmtk(tool: str) -> str:
@@ -103,15 +105,10 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "serve.json")
     args = ap.parse_args()
-    import torch
-
     res: dict[str, object] = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-                   f"cpu capability {torch.backends.cpu.get_cpu_capability()}",
+        **run_header(args.threads),
         "lscpu_flags_bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text(),
-        "threads": args.threads, "command": shlex.join(["python", *sys.argv]),
-    }
+            }
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)
         vol = volume(args.data if args.data.exists() else None, args.slices)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,8 @@ import torch
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from common import run_header  # noqa: E402
 
 from quality import bm3d_slices, head_mask, metrics  # noqa: E402
 from unseen import load  # noqa: E402
@@ -62,10 +62,8 @@ def main() -> None:
     mask = head_mask(ref)
     den = Denoiser(args.model, "cpu", threads=args.threads)
     res: dict[str, object] = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-                   f"cpu capability {torch.backends.cpu.get_cpu_capability()}",
-        "threads": args.threads, "precision": den.precision, "command": shlex.join(["python", *sys.argv]),
+        **run_header(args.threads),
+        "precision": den.precision,
         "reference_sigma_pct": round(100 * sigma_ref, 2), "rows": [], "maps": [],
     }
     rows: list[dict[str, object]] = res["rows"]  # type: ignore[assignment]

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -33,6 +31,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from common import run_header  # noqa: E402
 
 from quality import bm3d_slices, head_mask, metrics, rician  # noqa: E402
 
@@ -66,11 +66,8 @@ def main() -> None:
     ref, sigma_ref = load(args.data)
     mask = head_mask(ref)
     res: dict[str, object] = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-                   f"cpu capability {torch.backends.cpu.get_cpu_capability()}",
-        "threads": args.threads, "command": shlex.join(["python", *sys.argv]),
-        "subject": "pycortex S1 T1, central 48 coronal slices (256×256×48)",
+        **run_header(args.threads),
+                "subject": "pycortex S1 T1, central 48 coronal slices (256×256×48)",
         "reference_sigma_pct": round(100 * sigma_ref, 2), "mask_voxels": int(mask.sum()), "rows": [],
     }
     print(f"reference σ ≈ {100 * sigma_ref:.2f} % of the 99.5th percentile; mask {mask.sum()} voxels", flush=True)

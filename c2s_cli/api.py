@@ -139,6 +139,10 @@ class Denoiser:
         if batch_size is not None and batch_size < 1:
             raise UsageError(f"batch_size must be ≥ 1, got {batch_size}", param="batch_size")
         try:
+            config.check_precision(precision)
+        except ValueError as exc:
+            raise UsageError(str(exc), param="precision") from None
+        try:
             self.device = pick_device(device)
         except (ValueError, RuntimeError) as exc:
             raise UsageError(str(exc) if str(exc).startswith("device") else f"device {device!r}: {exc}",
@@ -150,8 +154,6 @@ class Denoiser:
         self.model.to(self.device)
         self.load_seconds = time.perf_counter() - t0
         self.batch_size = batch_size or _default_batch(self.device)
-        if precision not in ("auto", "fp32", "bf16"):
-            raise UsageError(f"precision must be auto, fp32 or bf16, got {precision!r}", param="precision")
         self.bf16 = native_bf16(self.device) if precision == "auto" else precision == "bf16"
         self.precision = "bf16" if self.bf16 else "fp32"
 

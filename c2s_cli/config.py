@@ -16,12 +16,19 @@ T = TypeVar("T")
 
 TTA_CHOICES = (1, 2, 4, 8)  # test-time augmentation: in-plane flips / transposes averaged at inference
 PLANES = ("axial", "coronal", "sagittal")  # axial = the acquisition's slice axis; coronal, sagittal = the other two
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast where the hardware runs it natively, else fp32
 
 
 def check_tta(tta: int) -> None:
     """Refuse a test-time augmentation count other than 1, 2, 4 or 8 (ValueError naming ``tta``)."""
     if tta not in TTA_CHOICES:
         raise ValueError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {tta}")
+
+
+def check_precision(precision: str) -> None:
+    """Refuse an inference precision other than auto, fp32 or bf16 (ValueError naming ``precision``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, got {precision!r}")
 
 
 def check_planes(planes: tuple[str, ...]) -> None:

@@ -265,6 +265,17 @@ def copy_series(src: Path, dst: Path) -> None:
             shutil.copy2(p, tmp / p.name)
 
 
+def copy_missing(files: list[Path], target: Path) -> None:
+    """Forwarded (unchanged) instances into ``target``: each copied under a temporary name and renamed; an instance
+    already there (same SOP Instance UID, the same file name) is kept, nothing is replaced."""
+    target.mkdir(parents=True, exist_ok=True)
+    for p in files:
+        if not (target / p.name).exists():
+            tmp = target / f".{p.name}.part"
+            shutil.copy2(p, tmp)
+            os.replace(tmp, target / p.name)
+
+
 def iter_files(folder: Path) -> Iterator[Path]:
     return (p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith("."))
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from c2s_cli.config import DenoiseOptions, check_precision
 from c2s_cli.errors import UsageError
 
 _AET = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # DICOM AE: 16 characters of the default repertoire, no backslash
@@ -94,8 +95,10 @@ class ServeConfig:
             v = getattr(self, name)
             if not (v >= 0 and v < float("inf")):
                 raise UsageError(f"{name} must be a number ≥ 0, got {v}", param=name)
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise UsageError(f"precision must be auto, fp32 or bf16, got {self.precision!r}", param="precision")
+        try:
+            check_precision(self.precision)
+        except ValueError as exc:
+            raise UsageError(str(exc), param="precision") from None
         if self.min_slices < 1:
             raise UsageError(f"min_slices must be ≥ 1, got {self.min_slices}", param="min_slices")
         if not self.send and self.output is None:
@@ -114,10 +117,8 @@ class ServeConfig:
         except ValueError as exc:
             raise UsageError(str(exc), param=str(exc).split(" ")[0]) from None
 
-    def denoise_options(self) -> Any:
+    def denoise_options(self) -> DenoiseOptions:
         """The :class:`~c2s_cli.config.DenoiseOptions` of every job (σ is estimated per series)."""
-        from c2s_cli.config import DenoiseOptions
-
         return DenoiseOptions(strength=self.strength, tta=self.tta, planes=self.planes, vst=self.vst, coils=self.coils,
                               threads=self.threads)
 

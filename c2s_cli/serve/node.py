@@ -21,7 +21,7 @@ from typing import Any
 
 from c2s_cli import __version__
 from c2s_cli.errors import C2SError
-from c2s_cli.io.spool import Job, Spool, copy_series, iter_files, read_header
+from c2s_cli.io.spool import Job, Spool, copy_missing, copy_series, iter_files, read_header
 from c2s_cli.serve.config import ServeConfig
 from c2s_cli.serve.scp import Receiver
 from c2s_cli.serve.scu import SendError, send_series
@@ -244,7 +244,7 @@ class Node:
         if job.state.get("action") == "denoise":
             copy_series(folder, target)
         else:
-            _copy_missing(files, target)
+            copy_missing(files, target)
         return len(files)
 
     def _failed(self, job: Job, why: str) -> None:
@@ -284,18 +284,6 @@ class Node:
     def write_status(self) -> None:
         self._status_at = time.time()
         self.spool.write_status(self.status())
-
-
-def _copy_missing(files: list[Path], target: Path) -> None:
-    """Forwarded (unchanged) instances into the local output folder; instances already there are kept."""
-    import shutil
-
-    target.mkdir(parents=True, exist_ok=True)
-    for p in files:
-        if not (target / p.name).exists():
-            tmp = target / f".{p.name}.part"
-            shutil.copy2(p, tmp)
-            os.replace(tmp, target / p.name)
 
 
 def _redact(message: str, job: Job) -> str:

@@ -50,29 +50,29 @@ def _failure(status: int, comment: str) -> Any:
     return ds
 
 
-def check_instance(ds: Any, sop_class: str) -> str | None:
-    """Why a received dataset cannot be spooled (None when it can): missing or malformed UIDs, a SOP class that
-    differs from the presentation context, image attributes missing, pixel data shorter than its header says, or
-    elements that cannot be decoded."""
+def check_instance(ds: Any, sop_class: str) -> tuple[int, str] | None:
+    """Why a received dataset cannot be spooled, as (failure status, reason); None when it can. Refused: elements
+    that cannot be decoded, missing or malformed UIDs, a SOP class that differs from the presentation context,
+    image attributes missing, pixel data shorter than its header says."""
     try:
         for elem in ds:  # decodes every top-level element: a damaged one raises here, not in the worker
             _ = elem.value
         uids = {name: str(ds.get(name, "")) for name in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")}
         for name, value in uids.items():
             if not value or len(value) > 64 or not UID_RE.match(value):
-                return f"{name} missing or not a UID"
+                return CANNOT_UNDERSTAND, f"{name} missing or not a UID"
         if str(ds.get("SOPClassUID", "")) != sop_class:
-            return "SOPClassUID differs from the presentation context"
+            return NOT_THE_SOP_CLASS, "SOPClassUID differs from the presentation context"
         for name in ("Rows", "Columns", "BitsAllocated", "PixelData"):
             if name not in ds:
-                return f"{name} missing"
+                return CANNOT_UNDERSTAND, f"{name} missing"
         if not ds.file_meta.TransferSyntaxUID.is_compressed:
             frames = int(ds.get("NumberOfFrames", 1) or 1)
             need = int(ds.Rows) * int(ds.Columns) * frames * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated)
             if len(ds.PixelData) * 8 < need:
-                return "PixelData shorter than Rows × Columns × frames"
+                return CANNOT_UNDERSTAND, "PixelData shorter than Rows × Columns × frames"
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged elements
-        return f"cannot decode the dataset ({type(exc).__name__})"
+        return CANNOT_UNDERSTAND, f"cannot decode the dataset ({type(exc).__name__})"
     return None
 
 
@@ -101,10 +101,11 @@ class Receiver:
         except Exception as exc:  # noqa: BLE001 - a dataset pydicom cannot even parse
             self.on_event({"event": "refused", "calling_ae": calling, "reason": f"undecodable ({type(exc).__name__})"})
             return _failure(CANNOT_UNDERSTAND, "c2s: the dataset cannot be decoded")
-        why = check_instance(ds, event.context.abstract_syntax)
-        if why is not None:
+        refusal = check_instance(ds, event.context.abstract_syntax)
+        if refusal is not None:
+            status, why = refusal
             self.on_event({"event": "refused", "calling_ae": calling, "reason": why})
-            return _failure(NOT_THE_SOP_CLASS if "SOPClassUID" in why else CANNOT_UNDERSTAND, f"c2s: {why}")
+            return _failure(status, f"c2s: {why}")
         try:
             key = self.spool.receive(event.encoded_dataset(include_meta=True), str(ds.SeriesInstanceUID),
                                      str(ds.SOPInstanceUID))
