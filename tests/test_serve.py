@@ -373,3 +373,36 @@ def test_no_delay_reaches_the_socket(dest: Destination) -> None:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         assoc.release()
+
+
+def test_spool_and_output_are_checked_before_anything_is_touched(tmp_path: Path, dest: Destination,
+                                                                  denoiser: Any) -> None:
+    """A spool folder that holds anything c2s did not put there is refused (start-up clears tmp/ and reorganises
+    the folder), its files and mode untouched; --output may not be the spool or lie inside or around it; an
+    --output that cannot be created is refused at start-up, before any association."""
+    from conftest import snapshot
+
+    foreign = tmp_path / "mine"
+    (foreign / "tmp").mkdir(parents=True)
+    (foreign / "tmp" / "keep.txt").write_text("not c2s's")
+    (foreign / "notes.txt").write_text("not c2s's")
+    os.chmod(foreign, 0o755)
+    before = snapshot(foreign)
+    with pytest.raises(UsageError, match="holds files c2s did not put there") as exc:
+        Node(node_cfg(tmp_path, dest.server.server_address[1], spool=foreign), denoiser=denoiser).start()
+    assert exc.value.param == "spool"
+    assert snapshot(foreign) == before and stat.S_IMODE(foreign.stat().st_mode) == 0o755
+    # a spool c2s made is reopened (restarts are tested in test_serve_process.py)
+    r = Running(node_cfg(tmp_path, dest.server.server_address[1]), denoiser)
+    r.close()
+    assert (tmp_path / "spool" / ".c2s-spool").is_file()
+    Running(node_cfg(tmp_path, dest.server.server_address[1]), denoiser).close()
+    for out in (tmp_path / "spool", tmp_path / "spool" / "out", tmp_path):
+        with pytest.raises(UsageError, match="the same as, inside or around the spool") as exc:
+            node_cfg(tmp_path, dest.server.server_address[1], output=out)
+        assert exc.value.param == "output"
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(UsageError, match="cannot create") as exc:
+        Node(node_cfg(tmp_path, None, output=tmp_path / "a_file" / "out", spool=tmp_path / "new_spool"),
+             denoiser=denoiser).start()
+    assert exc.value.param == "output" and not (tmp_path / "new_spool").exists()  # refused before the spool

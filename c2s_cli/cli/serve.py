@@ -30,7 +30,7 @@ def serve(
     ae_title: Annotated[Optional[str], typer.Option("--ae-title", help="This node's AE title (default C2S).")] = None,
     spool: Annotated[Optional[Path], typer.Option("--spool", help="Folder for received instances and jobs (created 0700).")] = None,
     send: Annotated[Optional[list[str]], typer.Option("--send", help="Destination AET@HOST:PORT (repeatable).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="Also (or only) write derived series here: STUDY_UID/SERIES_UID/.")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also (or only) write derived series here: STUDY_UID/SERIES_UID/.")] = None,
     allow: Annotated[Optional[list[str]], typer.Option("--allow", help="Calling AE title allowed (repeatable; others are rejected).")] = None,
     allow_address: Annotated[Optional[list[str]], typer.Option("--allow-address", help="Source IP allowed (repeatable; others are refused).")] = None,
     stable_seconds: Annotated[Optional[float], typer.Option("--stable-seconds", help="A series is complete after this many seconds without a new instance (default 30).")] = None,

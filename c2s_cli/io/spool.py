@@ -33,6 +33,7 @@ from typing import Any
 from c2s_cli.errors import UsageError
 
 UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+SPOOL_MARK = ".c2s-spool"  # written into every spool c2s creates; a folder without it is never reorganised
 _FOLDERS = ("tmp", "incoming", "jobs", "done", "failed")
 
 
@@ -111,8 +112,12 @@ class Spool:
     def open(self) -> list[str]:
         """Create the layout (mode 0700), clear partial receives, drop never-claimed jobs; returns notes for the log."""
         notes: list[str] = []
+        self._check_ours()
         try:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not (self.root / SPOOL_MARK).exists():
+                write_durably(self.root / SPOOL_MARK, f"c2s spool, created {time.strftime('%Y-%m-%d %H:%M')}\n"
+                              .encode())
             if self.root.stat().st_mode & 0o077:
                 os.chmod(self.root, 0o700)
                 notes.append(f"spool {self.root}: permissions set to 0700")
@@ -133,6 +138,16 @@ class Spool:
             for leftover in job.glob(".*.part"):
                 leftover.unlink(missing_ok=True)
         return notes
+
+    def _check_ours(self) -> None:
+        """The spool is a new or empty folder, or one c2s made (it holds ``SPOOL_MARK``): start-up clears and
+        reorganises what is inside, so a folder with anything else in it is refused before anything is touched."""
+        root = self.root
+        if root.is_symlink() or (root.exists() and not root.is_dir()):
+            raise UsageError(f"spool {root}: not a folder", param="spool")
+        if root.is_dir() and not (root / SPOOL_MARK).is_file() and any(root.iterdir()):
+            raise UsageError(f"spool {root}: the folder holds files c2s did not put there (no {SPOOL_MARK}); give a "
+                             "new or empty folder", param="spool")
 
     # ------------------------------------------------------------------------------------------- receive
     def receive(self, data: bytes, series_uid: str, sop_uid: str) -> str:
@@ -253,6 +268,17 @@ def read_header(path: Path) -> Any:
     import pydicom
 
     return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def check_output_folder(output: Path) -> None:
+    """Create ``output`` (the local destination of derived series) if needed and check it is writable, at start-up,
+    before any series is received."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"output {output}: cannot create ({exc.strerror})", param="output") from None
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise UsageError(f"output {output}: not writable", param="output")
 
 
 def copy_series(src: Path, dst: Path) -> None:

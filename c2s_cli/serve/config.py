@@ -104,6 +104,11 @@ class ServeConfig:
         if not self.send and self.output is None:
             raise UsageError("send: give at least one destination (--send AET@HOST:PORT) or an --output folder",
                              param="send")
+        if self.output is not None:
+            out, spool = Path(self.output).resolve(), Path(self.spool).resolve()
+            if out == spool or spool in out.parents or out in spool.parents:
+                raise UsageError(f"output {self.output}: the same as, inside or around the spool {self.spool}; "
+                                 "give a folder apart from it", param="output")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise UsageError("tls_cert and tls_key go together", param="tls_cert")
         if self.tls_ca is not None and self.tls_cert is None:

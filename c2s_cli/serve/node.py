@@ -21,7 +21,7 @@ from typing import Any
 
 from c2s_cli import __version__
 from c2s_cli.errors import C2SError
-from c2s_cli.io.spool import Job, Spool, copy_missing, copy_series, iter_files, read_header
+from c2s_cli.io.spool import Job, Spool, check_output_folder, copy_missing, copy_series, iter_files, read_header
 from c2s_cli.serve.config import ServeConfig
 from c2s_cli.serve.scp import Receiver
 from c2s_cli.serve.scu import SendError, send_series
@@ -81,6 +81,8 @@ class Node:
     # --------------------------------------------------------------------------------------- life cycle
     def start(self) -> None:
         """Open the spool (recovering from an earlier run), load the model once, start listening."""
+        if self.cfg.output is not None:
+            check_output_folder(self.cfg.output)
         for note in self.spool.open():
             self.event({"event": "recovered", "note": note})
         for job in self.spool.jobs():
