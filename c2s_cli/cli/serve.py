@@ -12,6 +12,7 @@ import typer
 
 from c2s_cli.cli import QuietOpt, VerboseOpt, _guarded, _start, app
 
+
 def _text(e: dict[str, Any]) -> str:
     """One readable log line of a node event (series by short hash, never by patient attributes)."""
     parts = [e["time"], e["event"]]
@@ -59,10 +60,13 @@ def serve(
     verbose: VerboseOpt = False,
 ) -> None:
     """A DICOM node: receive series (C-STORE), denoise them, send the derived series on (C-STORE) and/or to --output."""
-    from c2s_cli.serve import Node, build, load_toml, read_status
+    import dataclasses
+
+    from c2s_cli.serve import Node, ServeConfig, build, load_toml, read_status
 
     log = _start(quiet, verbose)
-    given = {k: v for k, v in locals().items() if k in _SETTINGS and v not in (None, [])}
+    names = {f.name for f in dataclasses.fields(ServeConfig)}  # the flags that are settings (a TOML key each)
+    given = {k: v for k, v in locals().items() if k in names and v not in (None, [])}
     settings = {**(load_toml(config) if config is not None else {}), **given}
     if status:
         if "spool" not in settings:
@@ -89,12 +93,6 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: node.stop())
     node.serve_forever()
-
-
-_SETTINGS = {"host", "port", "ae_title", "spool", "send", "output", "allow", "allow_address", "stable_seconds",
-             "on_release", "include", "exclude", "min_slices", "forward_unmatched", "retry_seconds",
-             "retry_max_seconds", "keep_days", "tls_cert", "tls_key", "tls_ca", "send_tls_ca", "model", "device", "precision",
-             "threads", "strength", "tta", "planes", "log_json"}
 
 
 def _alive(pid: int) -> bool:
