@@ -67,7 +67,7 @@ def main() -> None:
     mask = head_mask(ref)
     res: dict[str, object] = {
         **run_header(args.threads),
-                "subject": "pycortex S1 T1, central 48 coronal slices (256×256×48)",
+        "subject": "pycortex S1 T1, central 48 coronal slices (256×256×48)",
         "reference_sigma_pct": round(100 * sigma_ref, 2), "mask_voxels": int(mask.sum()), "rows": [],
     }
     print(f"reference σ ≈ {100 * sigma_ref:.2f} % of the 99.5th percentile; mask {mask.sum()} voxels", flush=True)
