@@ -156,7 +156,9 @@ def _accumulate(
     n = vol.shape[0]
     if batch_size is None:  # about one 256² slice per pass: the fastest on CPUs (benchmarks/README.md, speed)
         batch_size = max(1, int(256 * 256 // (vol.shape[1] * vol.shape[2])))
-    chunk = max(batch_size, 32)  # slices normalised at a time: each once (not once per neighbour), memory bounded
+    # slices normalised at a time: each once (not once per neighbour); about 32 slices of 256² (8 MB), so that the
+    # stabilising transform's temporaries stay small beside the volume whatever the slice size
+    chunk = max(batch_size, int(32 * 256 * 256 // (vol.shape[1] * vol.shape[2])))
     lo = hi = 0
     slab = np.empty((0,), np.float32)
     with torch.inference_mode():

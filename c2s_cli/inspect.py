@@ -87,14 +87,16 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
         from c2s_cli.noise.domain import NoiseDomain, NoiseEstimateError
 
         first = data if data.ndim == 3 else data[..., 0]
+        scalar = None
         try:
-            out["noise"] = NoiseDomain.fit(first, None, coils=coils, slice_axis=vol.slice_axis).summary()
+            domain = NoiseDomain.fit(first, None, coils=coils, slice_axis=vol.slice_axis)
+            out["noise"], scalar = domain.summary(), domain.sigma  # the σ-map check reuses this estimate
         except NoiseEstimateError as exc:
             out["noise"] = {"sigma": None, "method": None, "warnings": [str(exc)]}
         from c2s_cli.noise.sigma_map import SigmaMapError, describe, estimate_sigma_map, plain_words
 
         try:
-            est = estimate_sigma_map(first)
+            est = estimate_sigma_map(first, scalar=scalar)
             out["noise"]["sigma_map"] = {**describe(est), "says": plain_words(est),
                                          "flag": "--sigma-map auto" if est.varying else None}
         except SigmaMapError as exc:

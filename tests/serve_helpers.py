@@ -51,9 +51,11 @@ class Destination:
 
     def start(self, port: int = 0, ssl_context: Any = None) -> int:
         from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom.sop_class import Verification
 
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = AllStoragePresentationContexts
+        ae.add_supported_context(Verification)
         self.server = ae.start_server(("127.0.0.1", port), block=False, ssl_context=ssl_context,
                                       evt_handlers=[(evt.EVT_C_STORE, self._store)])
         return int(self.server.server_address[1])

@@ -352,25 +352,30 @@ def test_release_completes_a_series_and_failures_are_kept(tmp_path: Path, phanto
         r.close()
 
 
-def test_no_delay_reaches_the_socket(dest: Destination) -> None:
-    """pynetdicom leaves Nagle's algorithm on; c2s turns it off through the association's socket (a pynetdicom
-    change that moved the socket would make this silently a no-op, so it is checked)."""
+def test_tune_socket_reaches_the_socket(dest: Destination) -> None:
+    """pynetdicom leaves Nagle's algorithm on; c2s turns it off through the association's socket and, on Linux, wraps
+    that association's reads to ask for quick ACKs (a pynetdicom change that moved the socket would make this
+    silently a no-op, so it is checked); the association still works afterwards."""
     import socket
 
-    from pydicom.uid import MRImageStorage
     from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
 
-    from c2s_cli.serve.scu import no_delay
+    from c2s_cli.serve.scu import tune_socket
 
     ae = AE(ae_title="C2S")
-    ae.add_requested_context(MRImageStorage)
+    ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", dest.server.server_address[1], ae_title="DEST")
     assert assoc.is_established
     try:
         sock = assoc.dul.socket.socket
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
-        no_delay(assoc)
+        assert "recv" not in vars(assoc.dul.socket)
+        tune_socket(assoc)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert ("recv" in vars(assoc.dul.socket)) == hasattr(socket, "TCP_QUICKACK")
+        status = assoc.send_c_echo()
+        assert status and status.Status == 0
     finally:
         assoc.release()
 

@@ -114,13 +114,15 @@ def estimate_sigma_map(
     flat_ratio: float = 1.25,
     min_blocks: int = 12,
     correlated_ratio: float = 0.6,
+    scalar: float | None = None,
 ) -> SigmaMapEstimate:
     """Estimate σ per voxel of a 3-D magnitude ``volume`` (X, Y, Z), image units. Blocks of 32×32×12 voxels with
     7×7×3 patches; a smaller object (fewer than ``min_blocks`` such blocks) is tiled in 24² and then 16² blocks with
     5×5×3 patches. Raises :class:`SigmaMapError` when even those are too few, or when the blocks' median falls below
     ``correlated_ratio`` × the whole-scan scalar estimate (:func:`~c2s_cli.noise.estimate.estimate_noise`, which
     corrects for spatially correlated noise): interpolated or zero-filled scans make the noise low-rank in a patch,
-    and MP-PCA then reads it as signal (measured: 1.8 for a true 50)."""
+    and MP-PCA then reads it as signal (measured: 1.8 for a true 50). ``scalar``: that whole-scan estimate when the
+    caller already has it (image units; not computed again)."""
     v = np.asarray(volume, np.float32)
     if v.ndim != 3:
         raise SigmaMapError(f"a σ map is estimated from a 3-D volume, got shape {v.shape}")
@@ -136,7 +138,7 @@ def estimate_sigma_map(
         raise SigmaMapError(f"only {len(sig)} block(s) of 16×16×{min(12, v.shape[2])} voxels lie inside the object "
                             f"({min_blocks} needed)")
     s = np.asarray(sig)
-    scalar = float(estimate_noise(v).sigma)
+    scalar = float(estimate_noise(v).sigma) if scalar is None else float(scalar)
     if float(np.median(s)) < correlated_ratio * scalar:
         raise SigmaMapError(
             f"the local estimates (median {np.median(s):.4g}) are far below the whole-scan estimate ({scalar:.4g}): "

@@ -170,9 +170,9 @@ class Receiver:
             def verify_request(self, request: Any, client_address: Any) -> bool:
                 return not allowed or client_address[0] in allowed
 
-        from c2s_cli.serve.scu import no_delay
+        from c2s_cli.serve.scu import tune_socket
 
-        handlers = [(evt.EVT_CONN_OPEN, lambda event: no_delay(event.assoc)),
+        handlers = [(evt.EVT_CONN_OPEN, lambda event: tune_socket(event.assoc)),
                     (evt.EVT_C_ECHO, self._echo), (evt.EVT_C_STORE, self._store),
                     (evt.EVT_RELEASED, self._released), (evt.EVT_ABORTED, self._aborted)]
         try:

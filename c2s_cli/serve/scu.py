@@ -17,17 +17,42 @@ class SendError(Exception):
     """A destination did not acknowledge every instance (down, refused, or an instance failed)."""
 
 
-def no_delay(assoc: Any) -> None:
-    """Turn off Nagle's algorithm on an association's socket (pynetdicom leaves it on): each C-STORE otherwise
-    waits for a delayed ACK before its last segment goes out (measured: 100 instances 7.6 s → 5.6 s)."""
+def tune_socket(assoc: Any) -> None:
+    """Make an association's TCP socket answer at once, whatever the peer's own setting.
+
+    * Nagle's algorithm off on our side (pynetdicom leaves it on): each C-STORE otherwise waits for a delayed ACK
+      before its last segment goes out (measured: 100 instances 7.6 s → 5.6 s).
+    * On Linux, quick ACKs before every read: a peer that keeps Nagle on (dcmtk's tools unless ``TCP_NODELAY=1`` is in
+      their environment; Orthanc turns it off by default) holds the second half of each response until we ACK the
+      first, and the kernel delays that ACK by up to 40 ms. The flag does not stick (the kernel falls back to delayed
+      ACKs once traffic looks interactive), so it is set again before each read of pynetdicom's association socket.
+      Measured 2026-12-02: 100 instances of 256² to dcmtk's storescp 5.0 s → 0.75 s.
+    """
     import socket
 
-    sock = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # not TCP (or already closed): nothing to tune
-            pass
+    asock = getattr(getattr(assoc, "dul", None), "socket", None)
+    sock = getattr(asock, "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # not TCP (or already closed): nothing to tune
+        return
+    quickack = getattr(socket, "TCP_QUICKACK", None)
+    if quickack is None or not callable(getattr(asock, "recv", None)):
+        return
+    read = asock.recv
+
+    def recv(nr_bytes: int) -> bytearray:
+        raw = asock.socket
+        if raw is not None:
+            try:
+                raw.setsockopt(socket.IPPROTO_TCP, quickack, 1)
+            except OSError:  # closed under us: the read reports it
+                pass
+        return bytearray(read(nr_bytes))
+
+    asock.recv = recv  # this association's socket only
 
 
 def _contexts(files: Sequence[Path]) -> list[tuple[str, str]]:
@@ -73,7 +98,7 @@ def send_series(
     if not assoc.is_established:
         why = "rejected the association" if assoc.is_rejected else "did not answer"
         raise SendError(f"{dest}: {why}")
-    no_delay(assoc)
+    tune_socket(assoc)
     stored = 0
     try:
         for p in files:
