@@ -93,10 +93,14 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
             out["noise"], scalar = domain.summary(), domain.sigma  # the σ-map check reuses this estimate
         except NoiseEstimateError as exc:
             out["noise"] = {"sigma": None, "method": None, "warnings": [str(exc)]}
-        from c2s_cli.noise.sigma_map import SigmaMapError, describe, estimate_sigma_map, plain_words
+        from c2s_cli.noise.sigma_map import (
+            SERIES_MIN_VOLUMES, SigmaMapError, describe, estimate_sigma_map, estimate_sigma_map_series, plain_words)
 
         try:
-            est = estimate_sigma_map(first, scalar=scalar)
+            if data.ndim == 4 and data.shape[3] >= SERIES_MIN_VOLUMES:  # as `c2s denoise --sigma-map auto` does
+                est = estimate_sigma_map_series(data)
+            else:
+                est = estimate_sigma_map(first, scalar=scalar)
             out["noise"]["sigma_map"] = {**describe(est), "says": plain_words(est),
                                          "flag": "--sigma-map auto" if est.varying else None}
         except SigmaMapError as exc:

@@ -70,18 +70,31 @@ def read_sigma_map(path: Path, vol: Volume) -> NDArray[np.float32]:
 
 def estimated_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
                         report: list[dict[str, object]]) -> NDArray[np.float32]:
-    """The σ map estimated from each 3-D frame of ``vol`` (:mod:`c2s_cli.noise.sigma_map`); says in plain words
-    whether the noise varies, and refuses with one line when the scan cannot support the estimate."""
-    from c2s_cli.noise.sigma_map import SigmaMapError, describe, estimate_sigma_map, plain_words
+    """The σ map of ``vol`` (:mod:`c2s_cli.noise.sigma_map`): for a 4-D series of at least 8 volumes one map by
+    MP-PCA over the volumes (used for every frame), otherwise one map per 3-D frame. Says in plain words whether
+    the noise varies, and refuses with one line when the scan cannot support the estimate."""
+    from c2s_cli.noise.sigma_map import (
+        SERIES_MIN_VOLUMES, SigmaMapError, describe, estimate_sigma_map, estimate_sigma_map_series, plain_words)
 
+    def refuse(exc: Exception) -> InputError:
+        return InputError(f"sigma_map auto: {src}: the scan cannot support a σ-map estimate ({exc}); give sigma, or a "
+                          "sigma_map file (e.g. dwidenoise -noise)", param="sigma_map")
+
+    if vol.data.ndim == 4 and vol.data.shape[3] >= SERIES_MIN_VOLUMES:
+        try:
+            est = estimate_sigma_map_series(vol.data)
+        except SigmaMapError as exc:
+            raise refuse(exc) from None
+        warn(f"{src}: {plain_words(est)}")
+        report.append(describe(est))
+        return est.sigma
     frames = [vol.data] if vol.data.ndim == 3 else [vol.data[..., t] for t in range(vol.data.shape[3])]
     maps = []
     for t, frame in enumerate(frames):
         try:
             est = estimate_sigma_map(frame)
         except SigmaMapError as exc:
-            raise InputError(f"sigma_map auto: {src}: the scan cannot support a σ-map estimate ({exc}); give "
-                             "sigma, or a sigma_map file (e.g. dwidenoise -noise)", param="sigma_map") from None
+            raise refuse(exc) from None
         if t == 0:
             warn(f"{src}: {plain_words(est)}")
         report.append(describe(est))
