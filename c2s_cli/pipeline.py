@@ -68,13 +68,24 @@ def read_sigma_map(path: Path, vol: Volume) -> NDArray[np.float32]:
     return m.data
 
 
+def series_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
+                     report: list[dict[str, object]]) -> NDArray[np.float32]:
+    """One σ map (X, Y, Z) of a 4-D series by MP-PCA over its volumes, said in plain words; raises
+    :class:`~c2s_cli.noise.sigma_map.SigmaMapError` when the series cannot support it."""
+    from c2s_cli.noise.sigma_map import describe, estimate_sigma_map_series, plain_words
+
+    est = estimate_sigma_map_series(vol.data)
+    warn(f"{src}: {plain_words(est)}")
+    report.append(describe(est))
+    return est.sigma
+
+
 def estimated_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
                         report: list[dict[str, object]]) -> NDArray[np.float32]:
     """The σ map of ``vol`` (:mod:`c2s_cli.noise.sigma_map`): for a 4-D series of at least 8 volumes one map by
     MP-PCA over the volumes (used for every frame), otherwise one map per 3-D frame. Says in plain words whether
     the noise varies, and refuses with one line when the scan cannot support the estimate."""
-    from c2s_cli.noise.sigma_map import (
-        SERIES_MIN_VOLUMES, SigmaMapError, describe, estimate_sigma_map, estimate_sigma_map_series, plain_words)
+    from c2s_cli.noise.sigma_map import SERIES_MIN_VOLUMES, SigmaMapError, describe, estimate_sigma_map, plain_words
 
     def refuse(exc: Exception) -> InputError:
         return InputError(f"sigma_map auto: {src}: the scan cannot support a σ-map estimate ({exc}); give sigma, or a "
@@ -82,12 +93,9 @@ def estimated_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
 
     if vol.data.ndim == 4 and vol.data.shape[3] >= SERIES_MIN_VOLUMES:
         try:
-            est = estimate_sigma_map_series(vol.data)
+            return series_sigma_map(vol, src, warn, report)
         except SigmaMapError as exc:
             raise refuse(exc) from None
-        warn(f"{src}: {plain_words(est)}")
-        report.append(describe(est))
-        return est.sigma
     frames = [vol.data] if vol.data.ndim == 3 else [vol.data[..., t] for t in range(vol.data.shape[3])]
     maps = []
     for t, frame in enumerate(frames):
@@ -100,6 +108,15 @@ def estimated_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
         report.append(describe(est))
         maps.append(est.sigma)
     return maps[0] if len(maps) == 1 else np.stack(maps, axis=-1)
+
+
+def series_map_applies(vol: Volume, o: DenoiseOptions) -> bool:
+    """Whether the default σ map over the volumes applies: a 4-D series of at least 8 volumes, neither ``sigma`` nor
+    a ``sigma_map`` given, ``series_sigma_map`` on (:class:`~c2s_cli.config.DenoiseOptions`)."""
+    from c2s_cli.noise.sigma_map import SERIES_MIN_VOLUMES
+
+    return (o.series_sigma_map and o.sigma is None and o.sigma_map is None and vol.data.ndim == 4
+            and vol.data.shape[3] >= SERIES_MIN_VOLUMES)
 
 
 def anisotropy_warning(vol: Volume, axis: int, planes: tuple[str, ...]) -> str | None:
@@ -120,6 +137,7 @@ def pixel_options(den: Denoiser, o: DenoiseOptions) -> dict[str, Any]:
             "planes": list(o.planes), "slice_axis": o.slice_axis, "adapt": o.adapt, "adapt_lr": o.adapt_lr,
             "mask": bool(o.mask), "guides": len(o.guides), "sigma_map": bool(o.sigma_map), "model_sha256": den.sha256,
             **({"sigma_map_auto": True} if o.estimate_sigma_map else {}),
+            **({"series_sigma_map": False} if not o.series_sigma_map else {}),
             **({"precision": "bf16"} if getattr(den, "bf16", False) else {})}
 
 
@@ -191,6 +209,15 @@ def run_file(
     if o.estimate_sigma_map:
         t0 = time.perf_counter()
         smap = estimated_sigma_map(vol, src, warn, map_report)
+        seconds["sigma_map"] = time.perf_counter() - t0
+    elif series_map_applies(vol, o):
+        t0 = time.perf_counter()
+        from c2s_cli.noise.sigma_map import SigmaMapError
+
+        try:
+            smap = series_sigma_map(vol, src, warn, map_report)
+        except SigmaMapError as exc:  # not asked for: the scalar path, said in one line
+            warn(f"{src}: no σ map over the volumes ({exc}); one σ per volume")
         seconds["sigma_map"] = time.perf_counter() - t0
     with ExitStack() as locks:
         for p in (dst, o.residual, o.preview, o.save_sigma_map):

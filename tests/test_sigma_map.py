@@ -328,3 +328,30 @@ def test_sigma_map_auto_on_a_series_uses_the_volumes(tmp_path: Path, tiny_model:
     assert float(np.median(saved)) == pytest.approx(50.0, rel=0.1)
     info = json.loads(c2s("info", str(p), "--json").stdout)
     assert info["noise"]["sigma_map"]["method"] == rec["sigma_map_estimate"][0]["method"]
+
+
+def test_series_get_a_map_by_default_and_none_turns_it_off(tmp_path: Path, tiny_model: Path) -> None:
+    """A 4-D series of ≥ 8 volumes given no σ gets the map over its volumes without a flag; `--sigma-map none` keeps
+    one σ per volume; a series too small for the estimate falls back to one σ per volume with one line, exit 0."""
+    import json
+
+    series = low_rank_series(8)[40:120, 40:120]
+    rng = np.random.default_rng(9)
+    p = tmp_path / "fmri.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([rician(series[..., t], 50.0, rng) for t in range(8)], -1), np.eye(4)), str(p))
+    r = c2s("denoise", str(p), "-o", str(tmp_path / "a.nii.gz"), "--model", str(tiny_model), "--json")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["sigma_map_estimate"][0]["method"].startswith("MP-PCA over 8 volumes")
+    r = c2s("denoise", str(p), "-o", str(tmp_path / "b.nii.gz"), "--model", str(tiny_model), "--sigma-map", "none",
+            "--json")
+    assert r.returncode == 0, r.stderr
+    rec_none = json.loads(r.stdout)
+    assert "sigma_map_estimate" not in rec_none and "MP-PCA" not in r.stderr
+    assert all("map" in f for f in rec["noise"]) and not any("map" in f for f in rec_none["noise"])
+    small = tmp_path / "small.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack([rician(series[:12, :12, :12, t], 50.0, rng) for t in range(8)], -1),
+                             np.eye(4)), str(small))
+    r = c2s("denoise", str(small), "-o", str(tmp_path / "s.nii.gz"), "--model", str(tiny_model))
+    assert r.returncode == 0, r.stderr
+    assert "no σ map over the volumes" in r.stderr and "one σ per volume" in r.stderr
