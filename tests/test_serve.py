@@ -380,6 +380,22 @@ def test_tune_socket_reaches_the_socket(dest: Destination) -> None:
         assoc.release()
 
 
+def test_the_receiving_side_tunes_its_sockets_too(running: Running) -> None:
+    """The node's receiver tunes every incoming association's socket (EVT_CONN_OPEN): Nagle off, quick ACKs."""
+    import socket
+
+    assoc = associate(running.port, "MODALITY")
+    assert assoc.is_established
+    try:
+        wait_for(lambda: bool(running.node.receiver.server.active_associations), timeout=5, what="the association")
+        theirs = running.node.receiver.server.active_associations[0].dul.socket
+        assert theirs.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert ("recv" in vars(theirs)) == hasattr(socket, "TCP_QUICKACK")
+        assert assoc.send_c_echo().Status == 0
+    finally:
+        assoc.release()
+
+
 def test_spool_and_output_are_checked_before_anything_is_touched(tmp_path: Path, dest: Destination,
                                                                   denoiser: Any) -> None:
     """A spool folder that holds anything c2s did not put there is refused (start-up clears tmp/ and reorganises

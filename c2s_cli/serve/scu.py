@@ -50,7 +50,7 @@ def tune_socket(assoc: Any) -> None:
                 raw.setsockopt(socket.IPPROTO_TCP, quickack, 1)
             except OSError:  # closed under us: the read reports it
                 pass
-        return bytearray(read(nr_bytes))
+        return read(nr_bytes)
 
     asock.recv = recv  # this association's socket only
 
