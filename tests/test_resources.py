@@ -20,9 +20,10 @@ def test_big_volume_peak_memory(tmp_path: Path, tiny_model: Path) -> None:
     and the output; the third is slack) plus 128 MiB of working memory (a few normalised slices, one batch through the
     network), over a process that has already denoised a 4-slice volume of the same slice size.
 
-    The warm-up matters: the first convolutions page in code and scratch space of the oneDNN/BLAS libraries, which
-    differs between CPUs (measured 2026-12-02: +556 MiB from the imports on AVX-512 before the slab was bounded, +779
-    MiB on the CI machine; after it, +303 to +327 MiB over the warm-up here, with and without AVX2 emulation)."""
+    The peak is the process's own VmHWM, not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries the high-water mark
+    of the pre-exec image into ``ru_maxrss``, so a child started from a large test process (the suite's, ~0.9 GB by
+    then) reported the parent's size (the CI failures of 2026-12-02: "+779 MiB", "+560 MiB"; +295 MiB measured alone).
+    The warm-up takes out the code and scratch space the first convolutions page in, which differ between CPUs."""
     shape = (512, 512, 128)
     rng = np.random.default_rng(0)
     src, small = tmp_path / "big.nii", tmp_path / "small.nii"
@@ -30,19 +31,20 @@ def test_big_volume_peak_memory(tmp_path: Path, tiny_model: Path) -> None:
     nib.save(nib.Nifti1Image(data[..., :4].copy(), np.eye(4)), str(small))
     nib.save(nib.Nifti1Image(data, np.eye(4)), str(src))
     del data
-    # the child reports its own resident size after the warm-up and its peak (RUSAGE_CHILDREN would keep the
-    # maximum of every earlier test's subprocess)
+    # the child reports its own resident size after the warm-up and its own peak (VmHWM of its address space)
     rss = tmp_path / "rss.txt"
     code = (
-        "import resource, runpy, sys\n"
+        "import runpy, sys\n"
+        "def status(key):\n"
+        "    return int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith(key)))\n"
         "def run(src, out):\n"
         f"    sys.argv = ['c2s', 'denoise', src, '-o', out, '--model', {str(tiny_model)!r}, '-q']\n"
         "    try:\n        runpy.run_module('c2s_cli', run_name='__main__')\n"
         "    except SystemExit as e:\n        assert not e.code, e.code\n"
         f"run({str(small)!r}, {str(tmp_path / 'small_out.nii')!r})\n"
-        "base = int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')))\n"
+        "base = status('VmRSS')\n"
         f"run({str(src)!r}, {str(tmp_path / 'o.nii')!r})\n"
-        f"open({str(rss)!r}, 'w').write(f'{{base}} {{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}')\n"
+        f"open({str(rss)!r}, 'w').write(f'{{base}} {{status(\"VmHWM\")}}')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

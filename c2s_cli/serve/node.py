@@ -177,8 +177,8 @@ class Node:
                          last_received=max(p.stat().st_mtime for p in files))
         if action == "ignore":
             self.counts["ignored"] += 1
-            self.event({"event": "ignored", "series": job.key[:8], "reason": reason})
             self._finish(job, "done")
+            self.event({"event": "ignored", "series": job.key[:8], "reason": reason})
             return
         if action == "denoise" and not job.output.exists():
             self.event({"event": "denoising", "series": job.key[:8], "instances": len(files)})
@@ -252,9 +252,10 @@ class Node:
     def _failed(self, job: Job, why: str) -> None:
         job.state["error"] = why
         self.counts["failed"] += 1
-        self.event({"event": "failed", "series": job.key[:8], "error": _redact(why, job), "level": "error",
+        message = _redact(why, job)
+        self._finish(job, "failed")  # on disk before anyone is told (a monitor may look in failed/ at once)
+        self.event({"event": "failed", "series": job.key[:8], "error": message, "level": "error",
                     "kept_in": "failed/"})
-        self._finish(job, "failed")
         self.current = None
 
     def _local_target(self, files: list[Path]) -> Path:
