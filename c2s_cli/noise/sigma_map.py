@@ -24,6 +24,7 @@ benchmarks/README.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,18 +96,25 @@ def _block_sigmas(
     px, py, pz = (min(p, b) for p, b in zip(patch, (bx, by, bz)))
     sig: list[float] = []
     centres: list[tuple[float, float, float]] = []
-    for i0 in range(0, v.shape[0] - bx + 1, bx):
-        for j0 in range(0, v.shape[1] - by + 1, by):
-            for k0 in range(0, v.shape[2] - bz + 1, bz):
-                box = (slice(i0, i0 + bx), slice(j0, j0 + by), slice(k0, k0 + bz))
-                if inside[box].mean() < 0.9:
-                    continue
-                pts = sliding_window_view(v[box], (px, py, pz))[::PATCH_STRIDE, ::PATCH_STRIDE].reshape(-1, px * py * pz)
-                if pts.shape[0] <= 2 * pts.shape[1]:
-                    continue
-                sig.append(mppca_sigma(pts))
-                centres.append((i0 + bx / 2, j0 + by / 2, k0 + bz / 2))
+    for box, centre in _inside_blocks(inside, (bx, by, bz)):
+        pts = sliding_window_view(v[box], (px, py, pz))[::PATCH_STRIDE, ::PATCH_STRIDE].reshape(-1, px * py * pz)
+        if pts.shape[0] > 2 * pts.shape[1]:
+            sig.append(mppca_sigma(pts))
+            centres.append(centre)
     return sig, centres
+
+
+def _inside_blocks(
+    inside: NDArray[np.bool_], block: tuple[int, int, int],
+) -> Iterator[tuple[tuple[slice, slice, slice], tuple[float, float, float]]]:
+    """The non-overlapping ``block``-sized boxes that lie (≥ 90 %) inside the object, and their centres (voxels)."""
+    bx, by, bz = block
+    for i0 in range(0, inside.shape[0] - bx + 1, bx):
+        for j0 in range(0, inside.shape[1] - by + 1, by):
+            for k0 in range(0, inside.shape[2] - bz + 1, bz):
+                box = (slice(i0, i0 + bx), slice(j0, j0 + by), slice(k0, k0 + bz))
+                if inside[box].mean() >= 0.9:
+                    yield box, (i0 + bx / 2, j0 + by / 2, k0 + bz / 2)
 
 
 def estimate_sigma_map(
@@ -212,17 +220,11 @@ def estimate_sigma_map_series(
     k = min(k, *x.shape[:3])
     sig: list[float] = []
     centres: list[tuple[float, float, float]] = []
-    for i0 in range(0, x.shape[0] - k + 1, k):
-        for j0 in range(0, x.shape[1] - k + 1, k):
-            for k0 in range(0, x.shape[2] - k + 1, k):
-                box = (slice(i0, i0 + k), slice(j0, j0 + k), slice(k0, k0 + k))
-                if inside[box].mean() < 0.9:
-                    continue
-                pts = x[box].reshape(-1, t)
-                if pts.shape[0] <= pts.shape[1] or not np.isfinite(pts).all():
-                    continue
-                sig.append(mppca_sigma(pts))
-                centres.append((i0 + k / 2, j0 + k / 2, k0 + k / 2))
+    for box, centre in _inside_blocks(inside, (k, k, k)):
+        pts = x[box].reshape(-1, t)
+        if pts.shape[0] > pts.shape[1] and np.isfinite(pts).all():
+            sig.append(mppca_sigma(pts))
+            centres.append(centre)
     if len(sig) < min_blocks:
         raise SigmaMapError(f"only {len(sig)} block(s) of {k}×{k}×{k} voxels lie inside the object "
                             f"({min_blocks} needed)")
