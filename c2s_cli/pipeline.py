@@ -69,13 +69,15 @@ def read_sigma_map(path: Path, vol: Volume) -> NDArray[np.float32]:
 
 
 def series_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
-                     report: list[dict[str, object]]) -> NDArray[np.float32]:
-    """One σ map (X, Y, Z) of a 4-D series by MP-PCA over its volumes, said in plain words; raises
+                     report: list[dict[str, object]], *, asked: bool = True) -> NDArray[np.float32]:
+    """One σ map (X, Y, Z) of a 4-D series by MP-PCA over its volumes, said in plain words (when not ``asked`` for,
+    only a varying map is worth a line; the report has it either way); raises
     :class:`~c2s_cli.noise.sigma_map.SigmaMapError` when the series cannot support it."""
     from c2s_cli.noise.sigma_map import describe, estimate_sigma_map_series, plain_words
 
     est = estimate_sigma_map_series(vol.data)
-    warn(f"{src}: {plain_words(est)}")
+    if asked or est.varying:
+        warn(f"{src}: {plain_words(est)}")
     report.append(describe(est))
     return est.sigma
 
@@ -215,7 +217,7 @@ def run_file(
         from c2s_cli.noise.sigma_map import SigmaMapError
 
         try:
-            smap = series_sigma_map(vol, src, warn, map_report)
+            smap = series_sigma_map(vol, src, warn, map_report, asked=False)
         except SigmaMapError as exc:  # not asked for: the scalar path, said in one line
             warn(f"{src}: no σ map over the volumes ({exc}); one σ per volume")
         seconds["sigma_map"] = time.perf_counter() - t0

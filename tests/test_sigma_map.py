@@ -343,12 +343,20 @@ def test_series_get_a_map_by_default_and_none_turns_it_off(tmp_path: Path, tiny_
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)
     assert rec["sigma_map_estimate"][0]["method"].startswith("MP-PCA over 8 volumes")
+    assert rec["sigma_map_estimate"][0]["varying"] is False and not rec["warnings"]  # white noise: nothing to say
     r = c2s("denoise", str(p), "-o", str(tmp_path / "b.nii.gz"), "--model", str(tiny_model), "--sigma-map", "none",
             "--json")
     assert r.returncode == 0, r.stderr
     rec_none = json.loads(r.stdout)
     assert "sigma_map_estimate" not in rec_none and "MP-PCA" not in r.stderr
     assert all("map" in f for f in rec["noise"]) and not any("map" in f for f in rec_none["noise"])
+    varying = tmp_path / "varying.nii.gz"  # centre-high noise: said in one line without being asked
+    smap = gfactor_map(series.shape[:3], 30.0, 90.0)
+    nib.save(nib.Nifti1Image(np.stack([rician(series[..., t], smap, rng) for t in range(8)], -1), np.eye(4)),
+             str(varying))
+    r = c2s("denoise", str(varying), "-o", str(tmp_path / "v.nii.gz"), "--model", str(tiny_model))
+    assert r.returncode == 0, r.stderr
+    assert "the noise varies across the image" in r.stderr and "MP-PCA over 8 volumes" in r.stderr
     small = tmp_path / "small.nii.gz"
     nib.save(nib.Nifti1Image(np.stack([rician(series[:12, :12, :12, t], 50.0, rng) for t in range(8)], -1),
                              np.eye(4)), str(small))
