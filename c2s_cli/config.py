@@ -162,7 +162,7 @@ class DenoiseOptions:
     sigma_map: Path | None = None  # σ per voxel (NIfTI on the input's grid): spatially varying noise
     estimate_sigma_map: bool = False  # estimate the σ map from the scan itself (noise.sigma_map)
     # a 4-D series of ≥ 8 volumes given neither sigma nor a map: estimate one map over its volumes (MP-PCA, as
-    # dwidenoise; measured no loss on white noise, +0.7 to +2.0 dB on varying noise: benchmarks/README.md); False:
+    # dwidenoise; measured no loss on white noise, +1.2 to +3.0 dB on varying noise: benchmarks/README.md); False:
     # one σ per volume (CLI --sigma-map none)
     series_sigma_map: bool = True
     save_sigma_map: Path | None = None  # write the σ per voxel that was used (NIfTI)
