@@ -94,10 +94,10 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
         except NoiseEstimateError as exc:
             out["noise"] = {"sigma": None, "method": None, "warnings": [str(exc)]}
         from c2s_cli.noise.sigma_map import (
-            SERIES_MIN_VOLUMES, SigmaMapError, describe, estimate_sigma_map, estimate_sigma_map_series, plain_words)
+            SigmaMapError, describe, estimate_sigma_map, estimate_sigma_map_series, is_series, plain_words)
 
         try:
-            if data.ndim == 4 and data.shape[3] >= SERIES_MIN_VOLUMES:  # as `c2s denoise --sigma-map auto` does
+            if is_series(data):  # as `c2s denoise` does
                 est = estimate_sigma_map_series(data)
             else:
                 est = estimate_sigma_map(first, scalar=scalar)

@@ -87,13 +87,13 @@ def estimated_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
     """The σ map of ``vol`` (:mod:`c2s_cli.noise.sigma_map`): for a 4-D series of at least 8 volumes one map by
     MP-PCA over the volumes (used for every frame), otherwise one map per 3-D frame. Says in plain words whether
     the noise varies, and refuses with one line when the scan cannot support the estimate."""
-    from c2s_cli.noise.sigma_map import SERIES_MIN_VOLUMES, SigmaMapError, describe, estimate_sigma_map, plain_words
+    from c2s_cli.noise.sigma_map import SigmaMapError, describe, estimate_sigma_map, is_series, plain_words
 
     def refuse(exc: Exception) -> InputError:
         return InputError(f"sigma_map auto: {src}: the scan cannot support a σ-map estimate ({exc}); give sigma, or a "
                           "sigma_map file (e.g. dwidenoise -noise)", param="sigma_map")
 
-    if vol.data.ndim == 4 and vol.data.shape[3] >= SERIES_MIN_VOLUMES:
+    if is_series(vol.data):
         try:
             return series_sigma_map(vol, src, warn, report)
         except SigmaMapError as exc:
@@ -115,10 +115,9 @@ def estimated_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
 def series_map_applies(vol: Volume, o: DenoiseOptions) -> bool:
     """Whether the default σ map over the volumes applies: a 4-D series of at least 8 volumes, neither ``sigma`` nor
     a ``sigma_map`` given, ``series_sigma_map`` on (:class:`~c2s_cli.config.DenoiseOptions`)."""
-    from c2s_cli.noise.sigma_map import SERIES_MIN_VOLUMES
+    from c2s_cli.noise.sigma_map import is_series
 
-    return (o.series_sigma_map and o.sigma is None and o.sigma_map is None and vol.data.ndim == 4
-            and vol.data.shape[3] >= SERIES_MIN_VOLUMES)
+    return o.series_sigma_map and o.sigma is None and o.sigma_map is None and is_series(vol.data)
 
 
 def anisotropy_warning(vol: Volume, axis: int, planes: tuple[str, ...]) -> str | None:

@@ -198,6 +198,13 @@ def smooth_phantom(shape: tuple[int, int, int] = (160, 160, 24), seed: int = 0) 
     return (img * (1 + 0.05 * t / t.std()) * (1 + 0.15 * x - 0.1 * y) * 1000).astype(np.float32)
 
 
+def inplane_centre_high(shape: tuple[int, int, int]) -> np.ndarray:
+    """σ = 30 at the edges rising to 75 at the in-plane centre (a Gaussian bump of 40 voxels), the same in every slice."""
+    c = np.array(shape) / 2
+    xx, yy, _ = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    return (30 + 45 * np.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * 40.0**2))).astype(np.float32)
+
+
 def test_mppca_sigma_of_pure_noise() -> None:
     from c2s_cli.noise.sigma_map import mppca_sigma
 
@@ -215,9 +222,7 @@ def test_estimated_map_follows_a_known_map_and_stays_flat_on_white_noise() -> No
 
     clean = smooth_phantom()
     obj = clean > 150
-    c = np.array(clean.shape) / 2
-    xx, yy, _ = np.meshgrid(*[np.arange(n) for n in clean.shape], indexing="ij")
-    truth = (30 + 45 * np.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * 40.0**2))).astype(np.float32)
+    truth = inplane_centre_high(clean.shape)
     est = estimate_sigma_map(rician(clean, truth, np.random.default_rng(3)))
     err = np.abs(est.sigma[obj] / truth[obj] - 1)
     assert est.varying and np.median(err) < 0.15
@@ -288,9 +293,7 @@ def test_series_map_follows_a_known_map_and_stays_flat_on_white_noise() -> None:
     series = low_rank_series(24)
     clean = smooth_phantom()
     obj = clean > 150
-    c = np.array(clean.shape) / 2
-    xx, yy, _ = np.meshgrid(*[np.arange(n) for n in clean.shape], indexing="ij")
-    truth = (30 + 45 * np.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * 40.0**2))).astype(np.float32)
+    truth = inplane_centre_high(clean.shape)
     rng = np.random.default_rng(7)
     est = estimate_sigma_map_series(np.stack([rician(series[..., t], truth, rng) for t in range(24)], -1))
     assert est.varying and est.volumes == 24 and est.sigma.shape == clean.shape

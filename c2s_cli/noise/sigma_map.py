@@ -55,6 +55,12 @@ class SigmaMapEstimate:
     volumes: int = 1  # > 1: MP-PCA over this many volumes of a 4-D series (:func:`estimate_sigma_map_series`)
 
 
+def is_series(data: NDArray[np.floating]) -> bool:
+    """Whether ``data`` is a 4-D series long enough (≥ ``SERIES_MIN_VOLUMES`` volumes) for one map over its volumes
+    (:func:`estimate_sigma_map_series`) rather than one map per 3-D frame."""
+    return bool(np.ndim(data) == 4 and np.shape(data)[3] >= SERIES_MIN_VOLUMES)
+
+
 def mppca_sigma(patches: NDArray[np.floating]) -> float:
     """σ of the noise in ``patches`` (N samples × M dimensions, N > M) by the MP-PCA criterion (module doc)."""
     x = np.asarray(patches, np.float64)

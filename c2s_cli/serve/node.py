@@ -60,7 +60,8 @@ class Node:
         self._on_event = on_event or (lambda e: None)
         self.receiver = Receiver(cfg, self.spool, self.event)
         self.stopping = threading.Event()
-        names = [str(d) for d in cfg.send] + (["output"] if cfg.output is not None else [])
+        self._send_to = {str(d): d for d in cfg.send}  # the --output folder is the destination named "output"
+        names = [*self._send_to, *(["output"] if cfg.output is not None else [])]
         self.destinations: dict[str, dict[str, Any]] = {
             n: {"state": "unknown", "failures": 0, "next_try": 0.0, "last_error": None, "last_ok": None} for n in names}
         self.last_error: dict[str, Any] | None = None
@@ -218,8 +219,8 @@ class Node:
                 if name == "output":
                     n = self._write_local(job, folder, files)
                 else:
-                    dest = next(x for x in self.cfg.send if str(x) == name)
-                    n = send_series(dest, files, calling_ae=self.cfg.ae_title, tls_ca=self.cfg.send_tls_ca)
+                    n = send_series(self._send_to[name], files, calling_ae=self.cfg.ae_title,
+                                    tls_ca=self.cfg.send_tls_ca)
             except Exception as exc:  # noqa: BLE001 - SendError, OSError, or pynetdicom's own: retried with backoff
                 d["failures"] += 1
                 delay = min(self.cfg.retry_seconds * 2 ** (d["failures"] - 1), self.cfg.retry_max_seconds)
