@@ -1,12 +1,15 @@
-"""What every benchmark result records about its run: the date, the machine (CPU capability), threads, the command."""
+"""What every benchmark result records about its run: the date, the machine (CPU capability), threads, the command;
+and the options the benchmarks on ``../shared/data`` share."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shlex
 import sys
 import time
+from pathlib import Path
 
 
 def run_header(threads: int) -> dict[str, object]:
@@ -20,3 +23,15 @@ def run_header(threads: int) -> dict[str, object]:
         "threads": threads,
         "command": shlex.join(["python", *sys.argv]),
     }
+
+
+def parser(doc: str | None, name: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark on ``../shared/data`` takes: ``--data``, ``--model``,
+    ``--threads`` and ``--json`` (default ``results/NAME.json``); the script adds its own."""
+    here = Path(__file__).resolve().parent
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=here.parents[1] / "shared" / "data")
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--json", type=Path, default=here / "results" / f"{name}.json")
+    return ap

@@ -10,9 +10,7 @@ Usage:  python benchmarks/precision.py --data ../shared/data [--repeats 3] [--mo
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import run_header  # noqa: E402
+from common import parser, run_header  # noqa: E402
 
 from quality import head_mask, metrics, rician  # noqa: E402
 from unseen import load  # noqa: E402
@@ -32,12 +30,8 @@ from c2s_cli.infer import native_bf16  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap = parser(__doc__, "precision")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "precision.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ref, _ = load(args.data)

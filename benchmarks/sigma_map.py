@@ -13,9 +13,7 @@ Usage:  python benchmarks/sigma_map.py --data ../shared/data [--methods bm4d,bm3
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +24,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import run_header  # noqa: E402
+from common import parser, run_header  # noqa: E402
 
 from quality import bm3d_slices, head_mask, metrics  # noqa: E402
 from unseen import load  # noqa: E402
@@ -49,12 +47,8 @@ def centre_high(ref: np.ndarray, mask: np.ndarray, lo: float, hi: float) -> np.n
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap = parser(__doc__, "sigma_map")
     ap.add_argument("--methods", default="bm4d,bm3d", help="classical rows of the varying cases")
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "sigma_map.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     want = set(args.methods.split(","))

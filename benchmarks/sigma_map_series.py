@@ -23,9 +23,7 @@ Usage:  python benchmarks/sigma_map_series.py --data ../shared/data [--methods b
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,7 +34,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import run_header  # noqa: E402
+from common import parser, run_header  # noqa: E402
 
 from quality import head_mask, metrics  # noqa: E402
 from sigma_map import centre_high, rician_map  # noqa: E402
@@ -63,12 +61,8 @@ def series(ref: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap = parser(__doc__, "sigma_map_series")
     ap.add_argument("--methods", default="bm4d", help="classical rows (bm4d, or none)")
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "sigma_map_series.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ref, sigma_ref = load(args.data)

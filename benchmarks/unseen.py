@@ -19,9 +19,7 @@ Usage:  python benchmarks/unseen.py --data ../shared/data [--levels 0.05,0.10,0.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import run_header  # noqa: E402
+from common import parser, run_header  # noqa: E402
 
 from quality import bm3d_slices, head_mask, metrics, rician  # noqa: E402
 
@@ -53,13 +51,9 @@ def load(data: Path) -> tuple[np.ndarray, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap = parser(__doc__, "unseen")
     ap.add_argument("--levels", default="0.05,0.10,0.15")
     ap.add_argument("--methods", default="bm3d,bm4d,c2s,c2s-true,c2s-tta,c2s-planes")
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "unseen.json")
     ap.add_argument("--adapt-steps", default="100,300,1000", help="c2s-adapt rows: --adapt steps")
     ap.add_argument("--adapt-lr", default="2e-4,1e-3", help="c2s-adapt rows: learning rates")
     args = ap.parse_args()
