@@ -8,7 +8,16 @@ percentile. Stationary cases: 5, 10, 15 % (the `unseen.py` noise draws), to show
 The σ-map error is measured inside the head against the noise actually present, √(σ_added² + σ_ref²), where σ_ref
 ≈ 1.9 % is the reference scan's own noise (`unseen.py`). PSNR / SSIM as `quality.py`, in the head mask.
 
+Rows of c2s: `--sigma-map none` (one σ, the whole-scan estimate and its heuristics), the default of `c2s denoise`
+given no noise flag (`noise.sigma_map.choose_noise`: the map settles a whole-scan estimate in doubt),
+`--sigma-map auto` (always the estimated map) and the true map.
+
+`--subject mni-heldout` runs the same cases on the MNI152 template's held-out axial slab (z 70–113, 197×233×44):
+a clean reference (no own noise), used to decide the default's rules. It is NOT an unseen subject (the template's
+other slices are training data), so its rows are validation, not zero-shot quality.
+
 Usage:  python benchmarks/sigma_map.py --data ../shared/data [--methods bm4d,bm3d] [--threads 2]
+        [--subject unseen|mni-heldout]
 """
 
 from __future__ import annotations
@@ -30,7 +39,16 @@ from quality import bm3d_slices, head_mask, metrics  # noqa: E402
 from unseen import load  # noqa: E402
 
 from c2s_cli.api import Denoiser  # noqa: E402
-from c2s_cli.noise.sigma_map import estimate_sigma_map  # noqa: E402
+from c2s_cli.noise.estimate import estimate_noise  # noqa: E402
+from c2s_cli.noise.sigma_map import choose_noise, default_use, estimate_sigma_map  # noqa: E402
+
+
+def load_mni_heldout(data: Path) -> np.ndarray:
+    """The MNI152 template's held-out axial slab (z 70–113) divided by its 99.5th percentile."""
+    import nibabel as nib
+
+    v = np.asarray(nib.load(str(data / "nifti" / "mni152_2009a_t1_1mm.nii.gz")).dataobj, np.float32)[:, :, 70:114]
+    return (v / float(np.percentile(v[v > 0], 99.5))).astype(np.float32)
 
 
 def rician_map(clean: np.ndarray, sigma: np.ndarray, seed: int) -> np.ndarray:
@@ -49,14 +67,20 @@ def centre_high(ref: np.ndarray, mask: np.ndarray, lo: float, hi: float) -> np.n
 def main() -> None:
     ap = parser(__doc__, "sigma_map")
     ap.add_argument("--methods", default="bm4d,bm3d", help="classical rows of the varying cases")
+    ap.add_argument("--subject", choices=("unseen", "mni-heldout"), default="unseen")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     want = set(args.methods.split(","))
-    ref, sigma_ref = load(args.data)
+    if args.subject == "unseen":
+        ref, sigma_ref = load(args.data)
+    else:
+        ref, sigma_ref = load_mni_heldout(args.data), 0.0
     mask = head_mask(ref)
     den = Denoiser(args.model, "cpu", threads=args.threads)
     res: dict[str, object] = {
         **run_header(args.threads),
+        "subject": ("pycortex S1 T1, central 48 coronal slices (unseen)" if args.subject == "unseen" else
+                    "MNI152 2009a held-out axial slab z 70-113 (validation, not unseen)"),
         "precision": den.precision,
         "reference_sigma_pct": round(100 * sigma_ref, 2), "rows": [], "maps": [],
     }
@@ -93,7 +117,14 @@ def main() -> None:
                 t0 = time.perf_counter()
                 record("BM3D slice-wise (true RMS σ)", bm3d_slices(noisy, rms), time.perf_counter() - t0)
         t0 = time.perf_counter()
-        record("c2s, one σ (estimated; today's default)", den.denoise(noisy), time.perf_counter() - t0)
+        record("c2s --sigma-map none (one σ, whole-scan estimate)", den.denoise(noisy), time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        whole = estimate_noise(noisy)
+        choice = choose_noise(noisy, whole)
+        out = den.denoise(noisy, choice.sigma, sigma_map=choice.sigma_map,
+                          estimate=whole if choice.sigma is None and choice.sigma_map is None else None)
+        used = "map" if choice.sigma_map is not None else "object σ" if choice.sigma is not None else "whole-scan σ"
+        record("c2s default (the map settles a doubtful σ)", out, time.perf_counter() - t0, note=f"uses {used}")
         t0 = time.perf_counter()
         est = estimate_sigma_map(noisy)
         t_est = time.perf_counter() - t0
@@ -101,7 +132,8 @@ def main() -> None:
         res["maps"].append({"case": name, "varying": est.varying, "p95_p5_ratio": round(est.ratio, 3),  # type: ignore[union-attr]
                             "blocks": est.blocks, "median_error_pct": round(100 * float(np.median(err)), 2),
                             "p90_error_pct": round(100 * float(np.percentile(err, 90)), 2),
-                            "estimate_seconds": round(t_est, 2)})
+                            "estimate_seconds": round(t_est, 2), "default_uses": default_use(whole, est)[0],
+                            "whole_scan_sigma_pct": round(100 * whole.sigma, 2)})
         t0 = time.perf_counter()
         record("c2s --sigma-map auto (estimated map)", den.denoise(noisy, sigma_map=est.sigma),
                t_est + time.perf_counter() - t0,

@@ -21,6 +21,7 @@ from c2s_cli import config
 from c2s_cli.config import DenoiseOptions
 from c2s_cli.errors import C2SError, InputError, UsageError
 from c2s_cli.noise.domain import NoiseDomain, NoiseEstimateError
+from c2s_cli.noise.estimate import NoiseEstimate
 from c2s_cli.volume import Volume
 
 
@@ -80,12 +81,13 @@ def _default_batch(device: Any) -> int | None:
 
 def fit_domain(
     frame: NDArray[np.floating], sigma: float | None, *, use_vst: bool, coils: int, slice_axis: int,
-    sigma_map: NDArray[np.floating] | None = None,
+    sigma_map: NDArray[np.floating] | None = None, estimate: NoiseEstimate | None = None,
 ) -> NoiseDomain:
     """:meth:`NoiseDomain.fit` with library errors: a bad ``sigma`` is a UsageError, a bad map an InputError, an
     impossible estimate an InputError that says which parameter to give."""
     try:
-        return NoiseDomain.fit(frame, sigma, use_vst=use_vst, coils=coils, slice_axis=slice_axis, sigma_map=sigma_map)
+        return NoiseDomain.fit(frame, sigma, use_vst=use_vst, coils=coils, slice_axis=slice_axis, sigma_map=sigma_map,
+                               estimate=estimate)
     except NoiseEstimateError as exc:
         raise InputError(f"sigma: the noise level cannot be estimated ({exc}); give it (or a sigma_map)",
                          param="sigma") from None
@@ -169,12 +171,14 @@ class Denoiser:
     def domains(
         self, frame: NDArray[np.floating], sigma: float | None, *, use_vst: bool | None = None,
         coils: int | None = None, slice_axis: int = 2, guides: Sequence[NDArray[np.floating]] = (),
-        sigma_map: NDArray[np.floating] | None = None,
+        sigma_map: NDArray[np.floating] | None = None, estimate: NoiseEstimate | None = None,
     ) -> tuple[NoiseDomain, list[tuple[NDArray[np.floating], NoiseDomain]]]:
-        """The noise domain of one 3-D frame (a scalar σ, or ``sigma_map`` per voxel) and of its guides (one
-        convention: each guide's own estimate, the target's VST and coil settings)."""
+        """The noise domain of one 3-D frame (a scalar σ, or ``sigma_map`` per voxel; ``estimate``: the whole-scan
+        estimate of this frame when the caller has it) and of its guides (one convention: each guide's own
+        estimate, the target's VST and coil settings)."""
         vst_on, n_coils = self.noise_model(use_vst, coils)
-        dom = fit_domain(frame, sigma, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis, sigma_map=sigma_map)
+        dom = fit_domain(frame, sigma, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis, sigma_map=sigma_map,
+                         estimate=estimate)
         gds = [(g, fit_domain(g, None, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis)) for g in guides]
         return dom, gds
 
@@ -193,6 +197,7 @@ class Denoiser:
         tta: int = 1,
         planes: tuple[str, ...] = ("axial",),
         sigma_map: NDArray[np.floating] | None = None,
+        estimate: NoiseEstimate | None = None,
     ) -> NDArray[np.float32]:
         """Denoise a (X, Y, Z) or (X, Y, Z, T) magnitude volume; returns the same shape in the same units.
 
@@ -201,6 +206,8 @@ class Denoiser:
             sigma: noise std in image units (None: estimated per 3D frame).
             sigma_map: spatially varying noise, σ per voxel in image units: (X, Y, Z) for every frame or
                 (X, Y, Z, T); overrides ``sigma``.
+            estimate: the whole-scan noise estimate of a 3-D ``x`` already computed with these ``coils`` and
+                ``slice_axis`` (:func:`~c2s_cli.noise.estimate.estimate_noise`): reused when σ is estimated.
             strength: multiplies σ_d for the network's conditioning (1 = as estimated).
             use_vst / coils: override the model's noise-domain settings.
             slice_axis: axis to slice along (default: the volume's acquisition axis, or 2 for arrays).
@@ -246,7 +253,7 @@ class Denoiser:
             t0 = time.perf_counter()
             g = [frame_of(gv, t) for gv in guides or []]
             dom, gds = self.domains(v, sigma, use_vst=use_vst, coils=coils, slice_axis=axis, guides=g,  # type: ignore[arg-type]
-                                    sigma_map=frame_of(sigma_map, t))
+                                    sigma_map=frame_of(sigma_map, t), estimate=estimate if data.ndim == 3 else None)
             report.domains.append(dom)
             report.seconds["noise"] = report.seconds.get("noise", 0.0) + time.perf_counter() - t0
             t0 = time.perf_counter()

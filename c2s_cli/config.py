@@ -161,10 +161,11 @@ class DenoiseOptions:
     adapt_lr: float = 2e-4
     sigma_map: Path | None = None  # σ per voxel (NIfTI on the input's grid): spatially varying noise
     estimate_sigma_map: bool = False  # estimate the σ map from the scan itself (noise.sigma_map)
-    # a 4-D series of ≥ 8 volumes given neither sigma nor a map: estimate one map over its volumes (MP-PCA, as
-    # dwidenoise; measured no loss on white noise, +1.2 to +3.0 dB on varying noise: benchmarks/README.md); False:
-    # one σ per volume (CLI --sigma-map none)
-    series_sigma_map: bool = True
+    # given neither sigma nor a map: a 4-D series of ≥ 8 volumes gets one map over its volumes (MP-PCA, as
+    # dwidenoise; measured no loss on white noise, +1.2 to +3.0 dB on varying noise), a 3-D volume whose whole-scan
+    # estimate is in doubt gets the map's verdict (noise.sigma_map.choose_noise; benchmarks/README.md); False: one σ
+    # per volume by the whole-scan estimate alone (CLI --sigma-map none)
+    default_sigma_map: bool = True
     save_sigma_map: Path | None = None  # write the σ per voxel that was used (NIfTI)
     residual: Path | None = None
     preview: Path | None = None

@@ -94,16 +94,19 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
         except NoiseEstimateError as exc:
             out["noise"] = {"sigma": None, "method": None, "warnings": [str(exc)]}
         from c2s_cli.noise.sigma_map import (
-            SigmaMapError, describe, estimate_sigma_map, estimate_sigma_map_series, is_series, plain_words)
+            SigmaMapError, default_use, describe, estimate_sigma_map, estimate_sigma_map_series, is_series, plain_words)
 
         try:
-            if is_series(data):  # as `c2s denoise` does
+            if is_series(data):  # as `c2s denoise` does: the map over the volumes, by default
                 est = estimate_sigma_map_series(data)
+                used, flag = "map", None
             else:
                 est = estimate_sigma_map(first, scalar=scalar)
-            out["noise"]["sigma_map"] = {**describe(est), "says": plain_words(est),
-                                         "flag": "--sigma-map auto" if est.varying else None}
+                used, flag = default_use(domain.estimate if scalar is not None else None, est, data.ndim)
+            out["noise"]["sigma_map"] = {**describe(est), "says": plain_words(est), "c2s_denoise_uses": used,
+                                         "flag": flag}
         except SigmaMapError as exc:
-            out["noise"]["sigma_map"] = {"varying": None, "says": f"no σ-map estimate: {exc}"}
+            out["noise"]["sigma_map"] = {"varying": None, "says": f"no σ-map estimate: {exc}",
+                                         "c2s_denoise_uses": "whole-scan σ"}
     out["warnings"] = warnings
     return out

@@ -112,12 +112,41 @@ def estimated_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
     return maps[0] if len(maps) == 1 else np.stack(maps, axis=-1)
 
 
-def series_map_applies(vol: Volume, o: DenoiseOptions) -> bool:
-    """Whether the default σ map over the volumes applies: a 4-D series of at least 8 volumes, neither ``sigma`` nor
-    a ``sigma_map`` given, ``series_sigma_map`` on (:class:`~c2s_cli.config.DenoiseOptions`)."""
+def default_map(vol: Volume, o: DenoiseOptions) -> str | None:
+    """Which default σ map applies (:class:`~c2s_cli.config.DenoiseOptions` ``default_sigma_map`` on, neither
+    ``sigma`` nor a ``sigma_map`` given, not ``sigma_map auto``): "series" for a 4-D series of at least 8 volumes
+    (one map over its volumes), "volume" for a 3-D volume (the map settles a whole-scan estimate in doubt), None
+    otherwise (a short 4-D series: one σ per volume)."""
     from c2s_cli.noise.sigma_map import is_series
 
-    return o.series_sigma_map and o.sigma is None and o.sigma_map is None and is_series(vol.data)
+    if not o.default_sigma_map or o.sigma is not None or o.sigma_map is not None or o.estimate_sigma_map:
+        return None
+    return "series" if is_series(vol.data) else "volume" if vol.data.ndim == 3 else None
+
+
+def volume_noise(den: Denoiser, vol: Volume, axis: int, o: DenoiseOptions, src: Path, warn: Callable[[str], None],
+                 report: list[dict[str, object]]) -> tuple[float | None, NDArray[np.float32] | None, Any]:
+    """The default noise model of a 3-D volume (:func:`~c2s_cli.noise.sigma_map.choose_noise`): (σ or None, map or
+    None, the whole-scan estimate to reuse). A map or an object σ that overrules the whole-scan estimate is said in
+    one line; the report records the map's verdict whenever one was estimated."""
+    from c2s_cli.noise.estimate import estimate_noise
+    from c2s_cli.noise.sigma_map import choose_noise, describe
+
+    _, coils = den.noise_model(o.vst, o.coils)
+    try:
+        whole = estimate_noise(vol.data, coils=coils, slice_axis=axis)
+    except ValueError:
+        return None, None, None  # the domain fit raises the one-line error that names sigma
+    choice = choose_noise(np.moveaxis(vol.data, axis, 2), whole)
+    if choice.estimate is not None:
+        used = "map" if choice.sigma_map is not None else "object σ" if choice.sigma is not None else "whole-scan σ"
+        report.append({**describe(choice.estimate), "used": used})
+    elif choice.why_not is not None:
+        report.append({"varying": None, "used": "whole-scan σ", "says": f"no σ-map estimate: {choice.why_not}"})
+    if choice.says:
+        warn(f"{src}: {choice.says}")
+    smap = None if choice.sigma_map is None else np.moveaxis(choice.sigma_map, 2, axis)
+    return choice.sigma, smap, whole if choice.sigma is None and smap is None else None
 
 
 def anisotropy_warning(vol: Volume, axis: int, planes: tuple[str, ...]) -> str | None:
@@ -138,7 +167,7 @@ def pixel_options(den: Denoiser, o: DenoiseOptions) -> dict[str, Any]:
             "planes": list(o.planes), "slice_axis": o.slice_axis, "adapt": o.adapt, "adapt_lr": o.adapt_lr,
             "mask": bool(o.mask), "guides": len(o.guides), "sigma_map": bool(o.sigma_map), "model_sha256": den.sha256,
             **({"sigma_map_auto": True} if o.estimate_sigma_map else {}),
-            **({"series_sigma_map": False} if not o.series_sigma_map else {}),
+            **({"default_sigma_map": False} if not o.default_sigma_map else {}),
             **({"precision": "bf16"} if getattr(den, "bf16", False) else {})}
 
 
@@ -211,7 +240,13 @@ def run_file(
         t0 = time.perf_counter()
         smap = estimated_sigma_map(vol, src, warn, map_report)
         seconds["sigma_map"] = time.perf_counter() - t0
-    elif series_map_applies(vol, o):
+    sigma, whole = o.sigma, None
+    kind = default_map(vol, o)
+    if kind == "volume":
+        t0 = time.perf_counter()
+        sigma, smap, whole = volume_noise(den, vol, axis, o, src, warn, map_report)
+        seconds["sigma_map"] = time.perf_counter() - t0
+    elif kind == "series":
         t0 = time.perf_counter()
         from c2s_cli.noise.sigma_map import SigmaMapError
 
@@ -228,13 +263,13 @@ def run_file(
         if o.adapt:
             t0 = time.perf_counter()
             cb = (lambda r: on_progress("adapt", r["step"], o.adapt)) if on_progress else None
-            worker = den.adapted(vol.data, o.adapt, sigma=o.sigma, use_vst=o.vst, coils=o.coils, slice_axis=axis,
+            worker = den.adapted(vol.data, o.adapt, sigma=sigma, use_vst=o.vst, coils=o.coils, slice_axis=axis,
                                  guides=guides or None, lr=o.adapt_lr, on_log=cb, sigma_map=smap)
             seconds["adapt"] = time.perf_counter() - t0
         rep = DenoiseReport()
         result = worker.denoise(
-            vol, o.sigma, strength=o.strength, use_vst=o.vst, coils=o.coils, slice_axis=axis, guides=guides or None,
-            report=rep, tta=o.tta, planes=o.planes, sigma_map=smap,
+            vol, sigma, strength=o.strength, use_vst=o.vst, coils=o.coils, slice_axis=axis, guides=guides or None,
+            report=rep, tta=o.tta, planes=o.planes, sigma_map=smap, estimate=whole,
             on_progress=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None,
         )
         seconds.update(rep.seconds)

@@ -366,3 +366,95 @@ def test_series_get_a_map_by_default_and_none_turns_it_off(tmp_path: Path, tiny_
     r = c2s("denoise", str(small), "-o", str(tmp_path / "s.nii.gz"), "--model", str(tiny_model))
     assert r.returncode == 0, r.stderr
     assert "no σ map over the volumes" in r.stderr and "one σ per volume" in r.stderr
+
+
+# ------------------------------------------------------------------- the default for 3-D volumes (choose_noise)
+
+def test_white_noise_with_an_agreeing_background_needs_no_map() -> None:
+    """Object and background agree on white noise: one σ, no map estimated (no time spent on one)."""
+    from c2s_cli.noise.estimate import estimate_noise
+    from c2s_cli.noise.sigma_map import choose_noise, in_doubt
+
+    noisy = rician(smooth_phantom(), 50.0, np.random.default_rng(11))
+    whole = estimate_noise(noisy)
+    assert whole.method == "background" and 0.9 < whole.ratio < 1.1 and not in_doubt(whole)
+    choice = choose_noise(noisy, whole)
+    assert choice.sigma is None and choice.sigma_map is None and choice.estimate is None and choice.says is None
+
+
+def test_varying_noise_gets_the_map_where_the_estimate_was_in_doubt() -> None:
+    """Centre-high noise: the object reads higher than the background, the whole-scan estimate keeps the background
+    (too low for most of the head); the map settles it: varying, used per voxel, close to the truth inside."""
+    from c2s_cli.noise.estimate import estimate_noise
+    from c2s_cli.noise.sigma_map import choose_noise, in_doubt
+
+    clean = smooth_phantom()
+    truth = inplane_centre_high(clean.shape)
+    noisy = rician(clean, truth, np.random.default_rng(12))
+    whole = estimate_noise(noisy)
+    assert in_doubt(whole) and whole.sigma < 40  # the background's σ: the edges' 30, not the centre's 75
+    choice = choose_noise(noisy, whole)
+    assert choice.sigma is None and choice.sigma_map is not None and "varies" in (choice.says or "")
+    obj = clean > 150
+    assert np.median(np.abs(choice.sigma_map[obj] / truth[obj] - 1)) < 0.15
+
+
+def test_flat_object_noise_above_a_quieter_background_takes_the_object_sigma() -> None:
+    """Stationary noise of 50 in the object over a background of 30 (a filtered or differently scaled
+    background): the whole-scan estimate keeps the background's 30, which would under-denoise the whole head.
+    The map is flat, so one σ: the object's, from the blocks (MP-PCA ignores the texture the wavelet reads)."""
+    from c2s_cli.noise.estimate import estimate_noise
+    from c2s_cli.noise.sigma_map import choose_noise
+
+    clean = smooth_phantom()
+    smap = np.where(clean > 0, 50.0, 30.0).astype(np.float32)
+    noisy = rician(clean, smap, np.random.default_rng(13))
+    whole = estimate_noise(noisy)
+    assert whole.method == "background" and whole.sigma == pytest.approx(30.0, rel=0.1)
+    choice = choose_noise(noisy, whole)
+    assert choice.sigma_map is None and choice.sigma == pytest.approx(50.0, rel=0.08)
+    assert choice.estimate is not None and not choice.estimate.varying and "one σ, the object's" in choice.says
+
+
+def test_no_background_and_flat_map_keep_the_whole_scan_sigma() -> None:
+    """Air zeroed (no background to check against): in doubt, so the map is estimated; it is flat, and the
+    whole-scan estimate stands (the stationary path unchanged: no regression on white noise)."""
+    from c2s_cli.noise.estimate import estimate_noise
+    from c2s_cli.noise.sigma_map import choose_noise, in_doubt
+
+    clean = smooth_phantom()
+    noisy = np.where(clean > 0, rician(clean, 50.0, np.random.default_rng(14)), 0).astype(np.float32)
+    whole = estimate_noise(noisy)
+    assert whole.sigma_background is None and in_doubt(whole)
+    choice = choose_noise(noisy, whole)
+    assert choice.sigma is None and choice.sigma_map is None and choice.says is None
+    assert choice.estimate is not None and not choice.estimate.varying
+
+
+def test_default_uses_the_map_on_a_varying_volume_and_none_turns_it_off(tmp_path: Path, tiny_model: Path) -> None:
+    """`c2s denoise` with no noise flag: a 3-D volume with centre-high noise is denoised with the estimated map,
+    said in one line, recorded in the JSON and written by --save-sigma-map; `--sigma-map none` keeps the whole-scan
+    σ (and its warning about the lower background estimate)."""
+    import json
+
+    clean = smooth_phantom()
+    p = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(rician(clean, inplane_centre_high(clean.shape), np.random.default_rng(15)), np.eye(4)),
+             str(p))
+    used = tmp_path / "used.nii.gz"
+    r = c2s("denoise", str(p), "-o", str(tmp_path / "a.nii.gz"), "--model", str(tiny_model), "--json",
+            "--save-sigma-map", str(used))
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["sigma_map_estimate"][0]["used"] == "map" and rec["sigma_map_estimate"][0]["varying"] is True
+    assert "the noise varies across the image" in r.stderr and "lower, background estimate" not in r.stderr
+    saved, truth, obj = np.asarray(nib.load(str(used)).dataobj), inplane_centre_high(clean.shape), clean > 150
+    assert saved[obj & (truth > 60)].mean() > 1.15 * saved[obj & (truth < 40)].mean()  # centre-high, as the truth
+    r = c2s("denoise", str(p), "-o", str(tmp_path / "b.nii.gz"), "--model", str(tiny_model), "--json",
+            "--sigma-map", "none", "--save-sigma-map", str(tmp_path / "u2.nii.gz"))
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert "sigma_map_estimate" not in rec and "lower, background estimate" in r.stderr
+    assert np.ptp(np.asarray(nib.load(str(tmp_path / "u2.nii.gz")).dataobj)) == 0
+    info = json.loads(c2s("info", str(p), "--json").stdout)["noise"]["sigma_map"]
+    assert info["varying"] is True and info["c2s_denoise_uses"] == "map" and info["flag"] is None

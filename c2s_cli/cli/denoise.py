@@ -31,7 +31,7 @@ def denoise(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output file or series folder (one input), else a folder.")],
     model: Annotated[str, typer.Option(help="Model name or .safetensors path.", envvar="C2S_MODEL")] = "default",
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in image units (default: estimated).")] = None,
-    sigma_map: Annotated[Optional[Path], typer.Option("--sigma-map", help="σ per voxel, NIfTI on the input's grid (spatially varying noise, e.g. dwidenoise -noise); 'auto' estimates it from the scan; 'none': one σ per volume (a 4-D series of 8+ volumes otherwise gets a map over its volumes).")] = None,
+    sigma_map: Annotated[Optional[Path], typer.Option("--sigma-map", help="σ per voxel, NIfTI on the input's grid (spatially varying noise, e.g. dwidenoise -noise); 'auto' estimates it from the scan; 'none': one σ per volume from the whole-scan estimate (by default a 4-D series of 8+ volumes gets a map over its volumes, and a 3-D volume whose estimate is in doubt gets a map if its noise varies).")] = None,
     save_sigma_map: Annotated[Optional[Path], typer.Option("--save-sigma-map", help="Write the σ used per voxel as NIfTI (one input).")] = None,
     coils: Annotated[Optional[int], typer.Option("--noise-coils", min=1, help="Effective coil count N (1 = Rician).")] = None,
     no_vst: Annotated[bool, typer.Option("--no-vst", help="Skip the Rician variance stabilisation.")] = False,
@@ -79,7 +79,7 @@ def denoise(
     auto_map = sigma_map is not None and str(sigma_map) == "auto"  # a file named auto: ./auto
     no_map = sigma_map is not None and str(sigma_map) == "none"  # one σ per volume, also for 4-D series
     opts = DenoiseOptions(sigma=sigma, sigma_map=None if auto_map or no_map else sigma_map, estimate_sigma_map=auto_map,
-                          series_sigma_map=not no_map, save_sigma_map=save_sigma_map, coils=coils, vst=False if no_vst else None, strength=strength, tta=tta,
+                          default_sigma_map=not no_map, save_sigma_map=save_sigma_map, coils=coils, vst=False if no_vst else None, strength=strength, tta=tta,
                           planes=_planes(planes), slice_axis=slice_axis, series=series, dtype=dtype, mask=mask,
                           guides=tuple(guide or ()), adapt=adapt, residual=residual, preview=preview, force=force,
                           threads=threads)

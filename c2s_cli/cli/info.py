@@ -60,6 +60,8 @@ def info(
             smap = v.get("sigma_map")
             if isinstance(smap, dict):
                 table.add_row("", str(smap["says"]) + (f" ({smap['flag']})" if smap.get("flag") else ""))
+                if smap.get("c2s_denoise_uses"):
+                    table.add_row("", f"c2s denoise uses: {smap['c2s_denoise_uses']}")
         elif k == "series" and isinstance(v, list):
             for i, s in enumerate(v):
                 table.add_row("series" if i == 0 else "", f"#{s['number']} {s['description']!r} {s['modality']} ×{s['images']}  {s['uid']}")

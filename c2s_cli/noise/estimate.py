@@ -43,6 +43,7 @@ class NoiseEstimate:
     background_acf: float | None = None  # lag-1 autocorrelation of background magnitudes
     per_slice: tuple[float, ...] = ()
     slice_spread: float | None = None  # max/min of the per-slice object estimates
+    slices_vary: bool = False  # the per-slice estimates differ beyond their sampling error
     background_status: str = "not computed"
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
@@ -331,6 +332,7 @@ def estimate_noise(
         background_acf=acf,
         per_slice=tuple(slices),
         slice_spread=spread,
+        slices_vary=bool(varying and spread is not None),
         background_status=status,
         warnings=tuple(warnings),
     )
