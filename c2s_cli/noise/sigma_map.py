@@ -256,6 +256,9 @@ def estimate_sigma_map_series(
                        volumes=t)
 
 
+OVERRULE = 1.1  # the object's blocks overrule a background σ only above this ratio (as estimate_noise's 1.1 test)
+
+
 @dataclass(frozen=True)
 class NoiseChoice:
     """What c2s does by default about the noise of one 3-D volume given no σ (:func:`choose_noise`): one σ
@@ -286,12 +289,13 @@ def choose_noise(volume: NDArray[np.floating], whole: NoiseEstimate) -> NoiseCho
 
     * Not :func:`in_doubt`: one σ, the whole-scan estimate ``whole``.
     * In doubt, the map (:func:`estimate_sigma_map`) varies: the map, per voxel.
-    * In doubt, the map is flat and the whole-scan estimate kept the lower background although the object read
-      higher: one σ, the median of the object's block estimates. MP-PCA reads the noise inside the object without
-      the texture that inflates the wavelet estimate, so it settles which of the two was right (measured on the
-      held-out MNI slab with 4 → 6 % centre-high noise, fitted ratio 1.20: +0.71 dB over the background σ).
-    * In doubt, the map is flat otherwise (no background, or slices differ): one σ, the whole-scan estimate (the two
-      object estimates agree on stationary noise: 0.0504 / 0.0500 at 5 % on that slab).
+    * In doubt, the map is flat, the whole-scan estimate is the background's and the object's blocks read clearly
+      higher (their median > ``OVERRULE`` × it): one σ, that median. MP-PCA reads the noise inside the object
+      without the texture that inflates the wavelet estimate, so it settles which of the two was right (measured on
+      the held-out MNI slab with 4 → 6 % centre-high noise, fitted ratio 1.20: +0.71 dB over the background σ).
+    * In doubt, the map is flat otherwise (no background, slices differ, or the blocks within 10 % of the
+      whole-scan estimate, which is within the two estimators' own errors): one σ, the whole-scan estimate (they
+      agree on stationary noise: 0.0504 / 0.0500 at 5 % on that slab), so the stationary path is as before.
     * The scan cannot support a map (too small, correlated noise): one σ, the whole-scan estimate and its warnings;
       ``why_not`` says why.
     """
@@ -309,7 +313,7 @@ def verdict(whole: NoiseEstimate, est: SigmaMapEstimate) -> NoiseChoice:
     if est.varying:
         return NoiseChoice(None, est.sigma, plain_words(est), est)
     median = float(np.median(est.block_sigmas))
-    if whole.method == "background" and whole.ratio is not None and whole.ratio > 1.1:
+    if whole.method == "background" and median > OVERRULE * whole.sigma:
         return NoiseChoice(median, None, (
             f"the noise looks stationary (σ map within {est.ratio:.2f}×) at {median:.4g} inside the object, "
             f"{median / whole.sigma:.2f}× the background's {whole.sigma:.4g}: one σ, the object's"), est)
