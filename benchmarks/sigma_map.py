@@ -33,7 +33,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import parser, run_header  # noqa: E402
+from common import load_mni_heldout, parser, run_header  # noqa: E402
 
 from quality import bm3d_slices, head_mask, metrics  # noqa: E402
 from unseen import load  # noqa: E402
@@ -42,13 +42,6 @@ from c2s_cli.api import Denoiser  # noqa: E402
 from c2s_cli.noise.estimate import estimate_noise  # noqa: E402
 from c2s_cli.noise.sigma_map import choose_noise, default_use, estimate_sigma_map  # noqa: E402
 
-
-def load_mni_heldout(data: Path) -> np.ndarray:
-    """The MNI152 template's held-out axial slab (z 70–113) divided by its 99.5th percentile."""
-    import nibabel as nib
-
-    v = np.asarray(nib.load(str(data / "nifti" / "mni152_2009a_t1_1mm.nii.gz")).dataobj, np.float32)[:, :, 70:114]
-    return (v / float(np.percentile(v[v > 0], 99.5))).astype(np.float32)
 
 
 def rician_map(clean: np.ndarray, sigma: np.ndarray, seed: int) -> np.ndarray:

@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import parser, run_header  # noqa: E402
+from common import load_mni_heldout, parser, run_header  # noqa: E402
 
 from quality import bm3d_slices, head_mask, metrics, rician  # noqa: E402
 
@@ -62,16 +62,23 @@ def main() -> None:
     ap.add_argument("--methods", default="bm3d,bm4d,c2s,c2s-true,c2s-tta,c2s-planes")
     ap.add_argument("--adapt-steps", default="100,300,1000", help="c2s-adapt rows: --adapt steps")
     ap.add_argument("--adapt-lr", default="2e-4,1e-3", help="c2s-adapt rows: learning rates")
+    ap.add_argument("--subject", choices=("unseen", "mni-heldout"), default="unseen",
+                    help="mni-heldout: the MNI152 held-out axial slab z 70-113 (clean reference; validation, not unseen)")
     ap.add_argument("--refine", default="0.1,0.2,0.3",
                     help="c2s-refine rows (with c2s): ρ = σ_tg/σ_d of detail refinement, applied at inference")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     want = set(args.methods.split(","))
-    ref, sigma_ref = load(args.data)
+    if args.subject == "unseen":
+        ref, sigma_ref = load(args.data)
+    else:  # validation only: a clean reference, but not an unseen subject
+        ref = load_mni_heldout(args.data)
+        sigma_ref = float(estimate_noise(ref).sigma) if np.any(ref) else 0.0
     mask = head_mask(ref)
     res: dict[str, object] = {
         **run_header(args.threads),
-        "subject": "pycortex S1 T1, central 48 coronal slices (256×256×48)",
+        "subject": ("pycortex S1 T1, central 48 coronal slices (256×256×48)" if args.subject == "unseen" else
+                    "MNI152 2009a held-out axial slab z 70-113 (validation, not unseen)"),
         "reference_sigma_pct": round(100 * sigma_ref, 2), "mask_voxels": int(mask.sum()), "rows": [],
     }
     print(f"reference σ ≈ {100 * sigma_ref:.2f} % of the 99.5th percentile; mask {mask.sum()} voxels", flush=True)
