@@ -68,7 +68,7 @@ def read_sigma_map(path: Path, vol: Volume) -> NDArray[np.float32]:
     return m.data
 
 
-def series_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
+def series_sigma_map(vol: Volume, warn: Callable[[str], None],
                      report: list[dict[str, object]], *, asked: bool = True) -> NDArray[np.float32]:
     """One σ map (X, Y, Z) of a 4-D series by MP-PCA over its volumes, said in plain words (when not ``asked`` for,
     only a varying map is worth a line; the report has it either way); raises
@@ -77,7 +77,7 @@ def series_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
 
     est = estimate_sigma_map_series(vol.data)
     if asked or est.varying:
-        warn(f"{src}: {plain_words(est)}")
+        warn(plain_words(est))
     report.append(describe(est))
     return est.sigma
 
@@ -95,7 +95,7 @@ def estimated_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
 
     if is_series(vol.data):
         try:
-            return series_sigma_map(vol, src, warn, report)
+            return series_sigma_map(vol, warn, report)
         except SigmaMapError as exc:
             raise refuse(exc) from None
     frames = [vol.data] if vol.data.ndim == 3 else [vol.data[..., t] for t in range(vol.data.shape[3])]
@@ -106,7 +106,7 @@ def estimated_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
         except SigmaMapError as exc:
             raise refuse(exc) from None
         if t == 0:
-            warn(f"{src}: {plain_words(est)}")
+            warn(plain_words(est))
         report.append(describe(est))
         maps.append(est.sigma)
     return maps[0] if len(maps) == 1 else np.stack(maps, axis=-1)
@@ -124,7 +124,7 @@ def default_map(vol: Volume, o: DenoiseOptions) -> str | None:
     return "series" if is_series(vol.data) else "volume" if vol.data.ndim == 3 else None
 
 
-def volume_noise(den: Denoiser, vol: Volume, axis: int, o: DenoiseOptions, src: Path, warn: Callable[[str], None],
+def volume_noise(den: Denoiser, vol: Volume, axis: int, o: DenoiseOptions, warn: Callable[[str], None],
                  report: list[dict[str, object]]) -> tuple[float | None, NDArray[np.float32] | None, Any]:
     """The default noise model of a 3-D volume (:func:`~c2s_cli.noise.sigma_map.choose_noise`): (σ or None, map or
     None, the whole-scan estimate to reuse). A map or an object σ that overrules the whole-scan estimate is said in
@@ -144,7 +144,7 @@ def volume_noise(den: Denoiser, vol: Volume, axis: int, o: DenoiseOptions, src: 
     elif choice.why_not is not None:
         report.append({"varying": None, "used": "whole-scan σ", "says": f"no σ-map estimate: {choice.why_not}"})
     if choice.says:
-        warn(f"{src}: {choice.says}")
+        warn(choice.says)
     smap = None if choice.sigma_map is None else np.moveaxis(choice.sigma_map, 2, axis)
     return choice.sigma, smap, whole if choice.sigma is None and smap is None else None
 
@@ -244,17 +244,20 @@ def run_file(
     kind = default_map(vol, o)
     if kind == "volume":
         t0 = time.perf_counter()
-        sigma, smap, whole = volume_noise(den, vol, axis, o, src, warn, map_report)
+        sigma, smap, whole = volume_noise(den, vol, axis, o, warn, map_report)
         seconds["sigma_map"] = time.perf_counter() - t0
     elif kind == "series":
         t0 = time.perf_counter()
         from c2s_cli.noise.sigma_map import SigmaMapError
 
         try:
-            smap = series_sigma_map(vol, src, warn, map_report, asked=False)
+            smap = series_sigma_map(vol, warn, map_report, asked=False)
         except SigmaMapError as exc:  # not asked for: the scalar path, said in one line
-            warn(f"{src}: no σ map over the volumes ({exc}); one σ per volume")
+            warn(f"no σ map over the volumes ({exc}); one σ per volume")
         seconds["sigma_map"] = time.perf_counter() - t0
+    # where σ came from when c2s chose it from a map estimate (the domain only knows "a map" or "a σ was given")
+    source = ("map (estimated)" if smap is not None and o.sigma_map is None else
+              "object (σ-map blocks)" if sigma is not None and o.sigma is None else None)
     with ExitStack() as locks:
         for p in (dst, o.residual, o.preview, o.save_sigma_map):
             if p is not None:
@@ -309,7 +312,7 @@ def run_file(
         "output": str(dst),
         "status": "ok",
         **den.describe(),
-        "noise": rep.noise,
+        "noise": [{**d, "method": source} for d in rep.noise] if source else rep.noise,
         **({"sigma_map_estimate": map_report} if map_report else {}),
         "warnings": warnings,
         "clipped_voxels": clipped,

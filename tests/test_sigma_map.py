@@ -448,6 +448,7 @@ def test_default_uses_the_map_on_a_varying_volume_and_none_turns_it_off(tmp_path
     rec = json.loads(r.stdout)
     assert rec["sigma_map_estimate"][0]["used"] == "map" and rec["sigma_map_estimate"][0]["varying"] is True
     assert "the noise varies across the image" in r.stderr and "lower, background estimate" not in r.stderr
+    assert f"{p}: {p}" not in r.stderr and rec["noise"][0]["method"] == "map (estimated)"
     saved, truth, obj = np.asarray(nib.load(str(used)).dataobj), inplane_centre_high(clean.shape), clean > 150
     assert saved[obj & (truth > 60)].mean() > 1.15 * saved[obj & (truth < 40)].mean()  # centre-high, as the truth
     r = c2s("denoise", str(p), "-o", str(tmp_path / "b.nii.gz"), "--model", str(tiny_model), "--json",

@@ -313,7 +313,8 @@ def estimate_noise(
                 # background estimate is the conservative choice: it may leave noise, it does not smooth anatomy away.
                 warnings.append(
                     f"σ_object/σ_background = {ratio:.2f}: fine texture or noise stronger inside the object (parallel "
-                    "imaging?); using the lower, background estimate — pass --sigma to denoise more strongly"
+                    "imaging?); the whole-scan σ is the lower, background estimate (c2s denoise lets a σ map decide "
+                    "unless --sigma-map none; --sigma sets σ)"
                 )
             method, sigma = "background", float(sigma_bg)  # type: ignore[arg-type]
     else:
