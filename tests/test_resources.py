@@ -72,14 +72,22 @@ def _tiny_files(folder: Path, n: int) -> None:
 
 
 def test_many_files_grouped_linearly(tmp_path: Path) -> None:
+    """5× the files take about 5× the time, not 25× (a quadratic grouping). A complexity check, not a speed figure:
+    each size is timed 3 times and the fastest kept (load on a shared machine only slows runs down), and the bound,
+    12×, sits halfway between linear and quadratic in log scale (a single timing once read 8.8× under load)."""
     _tiny_files(tmp_path / "small", 800)
     _tiny_files(tmp_path / "large", 4000)
-    t0 = time.perf_counter()
-    small, _ = list_series(tmp_path / "small")
-    t_small = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    large, _ = list_series(tmp_path / "large")
-    t_large = time.perf_counter() - t0
+
+    def fastest(folder: Path) -> tuple[float, list]:  # type: ignore[type-arg]
+        times, found = [], []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            found, _ = list_series(folder)
+            times.append(time.perf_counter() - t0)
+        return min(times), found
+
+    t_small, small = fastest(tmp_path / "small")
+    t_large, large = fastest(tmp_path / "large")
     assert len(small) == 50 and len(large) == 50 and sum(s.count for s in large) == 4000
     print(f"800 files: {t_small:.2f} s, 4000 files: {t_large:.2f} s")
-    assert t_large < 5 * t_small * 1.6  # linear would be 5×; quadratic 25×
+    assert t_large < 12 * t_small  # linear would be 5×; quadratic 25×
