@@ -26,6 +26,7 @@ from c2s_cli.volume import Volume
 if TYPE_CHECKING:
     from c2s_cli.api import Denoiser
     from c2s_cli.config import DenoiseOptions
+    from c2s_cli.noise.estimate import NoiseEstimate
 
 
 def same_grid(other: Volume, vol: Volume, path: Path, param: str) -> None:
@@ -124,8 +125,10 @@ def default_map(vol: Volume, o: DenoiseOptions) -> str | None:
     return "series" if is_series(vol.data) else "volume" if vol.data.ndim == 3 else None
 
 
-def volume_noise(den: Denoiser, vol: Volume, axis: int, o: DenoiseOptions, warn: Callable[[str], None],
-                 report: list[dict[str, object]]) -> tuple[float | None, NDArray[np.float32] | None, Any]:
+def volume_noise(
+    den: Denoiser, vol: Volume, axis: int, o: DenoiseOptions, warn: Callable[[str], None],
+    report: list[dict[str, object]],
+) -> tuple[float | None, NDArray[np.float32] | None, NoiseEstimate | None]:
     """The default noise model of a 3-D volume (:func:`~c2s_cli.noise.sigma_map.choose_noise`): (σ or None, map or
     None, the whole-scan estimate to reuse). A map or an object σ that overrules the whole-scan estimate is said in
     one line; the report records the map's verdict whenever one was estimated."""

@@ -145,11 +145,13 @@ def estimate_sigma_map(
     """Estimate σ per voxel of a 3-D magnitude ``volume`` (X, Y, Z), image units. Blocks of 32×32×12 voxels with
     7×7×3 patches; a smaller object (fewer than ``min_blocks`` such blocks) is tiled in 24² and then 16² blocks with
     5×5×3 patches. A big object is sampled: at most ``max_blocks`` blocks, drawn evenly (a quadratic has 10
-    coefficients; 64 blocks fit it about as well as all of them and bound the time to about 1 s). Raises :class:`SigmaMapError` when even those are too few, or when the blocks' median falls below
-    ``correlated_ratio`` × the whole-scan scalar estimate (:func:`~c2s_cli.noise.estimate.estimate_noise`, which
-    corrects for spatially correlated noise): interpolated or zero-filled scans make the noise low-rank in a patch,
-    and MP-PCA then reads it as signal (measured: 1.8 for a true 50). ``scalar``: that whole-scan estimate when the
-    caller already has it (image units; not computed again)."""
+    coefficients; on a 256×256×176 head 64 of its 147 blocks gave p95/p5 1.17 against 1.13 and the same median σ
+    within 1 %, in about 1 s). Raises :class:`SigmaMapError` when even those are too few, or when the blocks'
+    median falls below ``correlated_ratio`` × the whole-scan scalar estimate
+    (:func:`~c2s_cli.noise.estimate.estimate_noise`, which corrects for spatially correlated noise): interpolated or
+    zero-filled scans make the noise low-rank in a patch, and MP-PCA then reads it as signal (measured: 1.8 for a
+    true 50). ``scalar``: that whole-scan estimate when the caller already has it (image units; not computed
+    again)."""
     v = np.asarray(volume, np.float32)
     if v.ndim != 3:
         raise SigmaMapError(f"a σ map is estimated from a 3-D volume, got shape {v.shape}")
