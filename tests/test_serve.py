@@ -239,8 +239,15 @@ def test_destination_down_then_up(tmp_path: Path, phantom: np.ndarray, denoiser:
         later.start(port)
         wait_for(lambda: later.count() == 6 and not r.node.spool.jobs(), what="delivery after the retry")
         check_derived(list(later.final.values()), files)
-        st = json.loads((r.node.spool.root / "status.json").read_text())
-        assert st["destinations"][f"DEST@127.0.0.1:{port}"]["state"] == "ok" and st["queue"]["to_deliver"] == 0
+
+        def status() -> dict[str, Any]:
+            return json.loads((r.node.spool.root / "status.json").read_text())
+
+        # the status file is rewritten at the end of the node's step, a moment after the job leaves the spool (the
+        # CI run of 2026-12-02 07:27 read it in between): wait for it rather than read it once
+        wait_for(lambda: status()["destinations"][f"DEST@127.0.0.1:{port}"]["state"] == "ok", timeout=10,
+                 what="the status file to say the destination is up")
+        assert status()["queue"]["to_deliver"] == 0
     finally:
         later.stop()
         r.close()
