@@ -108,7 +108,7 @@ def train(
         evaluate: optional score of the EMA model (e.g. PSNR against a reference), logged at validation ticks.
     """
     t = cfg.train
-    world, rank = _dist_setup(device)
+    world, rank, created_group = _dist_setup(device)
     if rank != 0:  # only rank 0 logs and writes
         out_model, run_dir, on_log = None, None, None
     torch.manual_seed(t.seed)
@@ -219,6 +219,9 @@ def train(
         _check_ranks_agree(ema, world)
     if out_model is not None:
         save_model(out_model, ema.state_dict(), cfg, meta)
+    if created_group:
+        del net
+        _dist_teardown()
     return TrainResult(step, time.perf_counter() - t0, running, val_loss, ema.to("cpu"))
 
 
@@ -240,16 +243,28 @@ def dist_env() -> tuple[int, int]:
     return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
 
 
-def _dist_setup(device: str) -> tuple[int, int]:
-    """(world size, rank) under torchrun (env WORLD_SIZE > 1: gloo on CPU, NCCL on CUDA), else (1, 0)."""
+def _dist_setup(device: str) -> tuple[int, int, bool]:
+    """(world size, rank, whether this call created the process group) under torchrun (env WORLD_SIZE > 1: gloo on
+    CPU, NCCL on CUDA), else (1, 0, False)."""
     world, _ = dist_env()
     if world <= 1:
-        return 1, 0
+        return 1, 0, False
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return dist.get_world_size(), dist.get_rank()
+    return dist.get_world_size(), dist.get_rank(), created
+
+
+def _dist_teardown() -> None:
+    """Wait for every rank (rank 0 has written the model), then destroy the process group: a rank that exits with
+    the group alive can abort in the backend's thread teardown ("terminate called without an active exception",
+    SIGABRT after a successful run: seen once in CI, 2026-12-02)."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def _check_ranks_agree(ema: Precond, world: int) -> None:
