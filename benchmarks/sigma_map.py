@@ -43,7 +43,6 @@ from c2s_cli.noise.estimate import estimate_noise  # noqa: E402
 from c2s_cli.noise.sigma_map import choose_noise, default_use, estimate_sigma_map  # noqa: E402
 
 
-
 def rician_map(clean: np.ndarray, sigma: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.hypot(clean + sigma * rng.standard_normal(clean.shape),
@@ -116,8 +115,8 @@ def main() -> None:
         choice = choose_noise(noisy, whole)
         out = den.denoise(noisy, choice.sigma, sigma_map=choice.sigma_map,
                           estimate=whole if choice.sigma is None and choice.sigma_map is None else None)
-        used = "map" if choice.sigma_map is not None else "object σ" if choice.sigma is not None else "whole-scan σ"
-        record("c2s default (the map settles a doubtful σ)", out, time.perf_counter() - t0, note=f"uses {used}")
+        record("c2s default (the map settles a doubtful σ)", out, time.perf_counter() - t0,
+               note=f"uses {choice.uses}")
         t0 = time.perf_counter()
         est = estimate_sigma_map(noisy)
         t_est = time.perf_counter() - t0

@@ -87,10 +87,10 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
         from c2s_cli.noise.domain import NoiseDomain, NoiseEstimateError
 
         first = data if data.ndim == 3 else data[..., 0]
-        scalar = None
+        scalar, whole = None, None
         try:
             domain = NoiseDomain.fit(first, None, coils=coils, slice_axis=vol.slice_axis)
-            out["noise"], scalar = domain.summary(), domain.sigma  # the σ-map check reuses this estimate
+            out["noise"], scalar, whole = domain.summary(), domain.sigma, domain.estimate  # the σ-map check reuses it
         except NoiseEstimateError as exc:
             out["noise"] = {"sigma": None, "method": None, "warnings": [str(exc)]}
         from c2s_cli.noise.sigma_map import (
@@ -102,7 +102,7 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
                 used, flag = "map", None
             else:
                 est = estimate_sigma_map(first, scalar=scalar)
-                used, flag = default_use(domain.estimate if scalar is not None else None, est, data.ndim)
+                used, flag = default_use(whole, est, data.ndim)
             out["noise"]["sigma_map"] = {**describe(est), "says": plain_words(est), "c2s_denoise_uses": used,
                                          "flag": flag}
         except SigmaMapError as exc:

@@ -142,10 +142,9 @@ def volume_noise(
         return None, None, None  # the domain fit raises the one-line error that names sigma
     choice = choose_noise(np.moveaxis(vol.data, axis, 2), whole)
     if choice.estimate is not None:
-        used = "map" if choice.sigma_map is not None else "object σ" if choice.sigma is not None else "whole-scan σ"
-        report.append({**describe(choice.estimate), "used": used})
+        report.append({**describe(choice.estimate), "used": choice.uses})
     elif choice.why_not is not None:
-        report.append({"varying": None, "used": "whole-scan σ", "says": f"no σ-map estimate: {choice.why_not}"})
+        report.append({"varying": None, "used": choice.uses, "says": f"no σ-map estimate: {choice.why_not}"})
     if choice.says:
         warn(choice.says)
     smap = None if choice.sigma_map is None else np.moveaxis(choice.sigma_map, 2, axis)

@@ -28,6 +28,7 @@ from scipy import ndimage
 from scipy.special import gammaln, hyp1f1
 
 _MAD_TO_STD = 1.0 / 0.6744897501960817
+OBJECT_HIGHER = 1.1  # σ_object / σ_background above this: the object reads higher (varying noise or texture)
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,7 @@ def estimate_noise(
                 "(sum of squares over several coils); pass --noise-coils N"
             )
         else:
-            if ratio > 1.1:
+            if ratio > OBJECT_HIGHER:
                 # Fine texture inside the object (low resolution, diffusion b0) inflates the wavelet estimate as much
                 # as spatially varying noise (parallel imaging) does, and a ratio cannot tell them apart. The
                 # background estimate is the conservative choice: it may leave noise, it does not smooth anatomy away.

@@ -31,7 +31,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
-from c2s_cli.noise.estimate import NoiseEstimate, estimate_noise
+from c2s_cli.noise.estimate import OBJECT_HIGHER, NoiseEstimate, estimate_noise
 
 SERIES_MIN_VOLUMES = 8  # a 4-D series with at least this many volumes gets one map by MP-PCA over its volumes
 PATCH_STRIDE = 2  # every second patch position in-plane: 4× fewer samples, measured as accurate (a stride of 1 was not)
@@ -258,9 +258,6 @@ def estimate_sigma_map_series(
                        volumes=t)
 
 
-OVERRULE = 1.1  # the object's blocks overrule a background σ only above this ratio (as estimate_noise's 1.1 test)
-
-
 @dataclass(frozen=True)
 class NoiseChoice:
     """What c2s does by default about the noise of one 3-D volume given no σ (:func:`choose_noise`): one σ
@@ -273,15 +270,20 @@ class NoiseChoice:
     estimate: SigmaMapEstimate | None
     why_not: str | None = None  # the map was needed but the scan could not support it (SigmaMapError)
 
+    @property
+    def uses(self) -> str:
+        """What the choice denoises with, for reports: "map", "object σ" or "whole-scan σ"."""
+        return "map" if self.sigma_map is not None else "object σ" if self.sigma is not None else "whole-scan σ"
+
 
 def in_doubt(whole: NoiseEstimate) -> bool:
     """Whether the whole-scan estimate leaves a doubt that only a σ map settles: no background to check the object
     against (masked, zeroed, or filled by the object), the object reading higher than the background (σ_object /
-    σ_background > 1.1: spatially varying noise and fine texture both do it, and a ratio cannot tell them apart), or
+    σ_background > ``OBJECT_HIGHER`` = 1.1: spatially varying noise and fine texture both do it, and a ratio cannot tell them apart), or
     per-slice estimates that differ beyond their sampling error. A scan whose object and background agree on white
     noise is not in doubt: one σ, no map (and no time spent on one)."""
     no_background = whole.sigma_background is None
-    object_higher = whole.ratio is not None and whole.ratio > 1.1
+    object_higher = whole.ratio is not None and whole.ratio > OBJECT_HIGHER
     return no_background or object_higher or whole.slices_vary
 
 
@@ -292,7 +294,7 @@ def choose_noise(volume: NDArray[np.floating], whole: NoiseEstimate) -> NoiseCho
     * Not :func:`in_doubt`: one σ, the whole-scan estimate ``whole``.
     * In doubt, the map (:func:`estimate_sigma_map`) varies: the map, per voxel.
     * In doubt, the map is flat, the whole-scan estimate is the background's and the object's blocks read clearly
-      higher (their median > ``OVERRULE`` × it): one σ, that median. MP-PCA reads the noise inside the object
+      higher (their median > ``OBJECT_HIGHER`` × it, the whole-scan estimator's own test): one σ, that median. MP-PCA reads the noise inside the object
       without the texture that inflates the wavelet estimate, so it settles which of the two was right (measured on
       the held-out MNI slab with 4 → 6 % centre-high noise, fitted ratio 1.20: +0.71 dB over the background σ).
     * In doubt, the map is flat otherwise (no background, slices differ, or the blocks within 10 % of the
@@ -315,7 +317,7 @@ def verdict(whole: NoiseEstimate, est: SigmaMapEstimate) -> NoiseChoice:
     if est.varying:
         return NoiseChoice(None, est.sigma, plain_words(est), est)
     median = float(np.median(est.block_sigmas))
-    if whole.method == "background" and median > OVERRULE * whole.sigma:
+    if whole.method == "background" and median > OBJECT_HIGHER * whole.sigma:
         return NoiseChoice(median, None, (
             f"the noise looks stationary (σ map within {est.ratio:.2f}×) at {median:.4g} inside the object, "
             f"{median / whole.sigma:.2f}× the background's {whole.sigma:.4g}: one σ, the object's"), est)
@@ -325,13 +327,9 @@ def verdict(whole: NoiseEstimate, est: SigmaMapEstimate) -> NoiseChoice:
 def default_use(whole: NoiseEstimate | None, est: SigmaMapEstimate, ndim: int = 3) -> tuple[str, str | None]:
     """What ``c2s denoise`` does by default with a volume whose whole-scan estimate is ``whole`` and whose map is
     ``est`` (for reports: ``c2s info``): ("map" / "object σ" / "whole-scan σ", the flag that would change it)."""
-    if ndim != 3 or whole is None:  # a short 4-D series, or no whole-scan estimate: one σ per volume
+    if ndim != 3 or whole is None or not in_doubt(whole):  # a short 4-D series, no estimate, or no doubt
         return "whole-scan σ", "--sigma-map auto" if est.varying else None
-    if not in_doubt(whole):
-        return "whole-scan σ", "--sigma-map auto" if est.varying else None
-    choice = verdict(whole, est)
-    return ("map" if choice.sigma_map is not None else "object σ" if choice.sigma is not None else "whole-scan σ",
-            None)
+    return verdict(whole, est).uses, None
 
 
 def describe(est: SigmaMapEstimate) -> dict[str, object]:
