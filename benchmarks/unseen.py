@@ -134,6 +134,10 @@ def main() -> None:
             t0 = time.perf_counter()
             record("c2s --planes axial,coronal,sagittal (σ est.)", den.denoise(noisy, planes=PLANES),
                    time.perf_counter() - t0)
+        if "c2s-planes-tta" in want:
+            t0 = time.perf_counter()
+            record("c2s --planes axial,coronal,sagittal --tta 8", den.denoise(noisy, planes=PLANES, tta=8),
+                   time.perf_counter() - t0)
     save()
     print(json.dumps(res, indent=1))
 

