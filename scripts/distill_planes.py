@@ -43,10 +43,21 @@ from c2s_cli.noise.domain import NoiseDomain
 from c2s_cli.training import init_config, load_training_set, resolve_init
 
 
-def teacher(model: torch.nn.Module, v: TrainVolume, slice_axis: int, tta: int, bf16: bool) -> list[np.ndarray]:
+def slice_axis_of(v: TrainVolume) -> int:
+    """The (X, Y, Z) axis that ``v``'s first layout slices along: the one whose plane layouts rebuild all of ``v``'s
+    (a TrainVolume does not record it). Raises ValueError if none does."""
+    for s in (2, 0, 1):
+        x = np.moveaxis(v.planes[0], 0, s)
+        axes = plane_axes(s)
+        if all(np.array_equal(np.moveaxis(x, axes[p], 0), arr) for p, arr in zip(PLANES, v.planes)):
+            return s
+    raise ValueError(f"{v.name}: its plane layouts are not the axial/coronal/sagittal slicings of one volume")
+
+
+def teacher(model: torch.nn.Module, v: TrainVolume, tta: int, bf16: bool) -> list[np.ndarray]:
     """The model's multi-plane (× TTA) estimate of volume ``v`` in network units, in each of ``v``'s plane layouts."""
-    axes = plane_axes(slice_axis)
-    x = np.moveaxis(v.planes[0], 0, axes[PLANES[0]])  # back to the (X, Y, Z) array
+    axes = plane_axes(slice_axis_of(v))
+    x = np.moveaxis(v.planes[0], 0, axes[PLANES[0]])  # back to the (X, Y, Z) array (up to a relabelling of axes)
     out = denoise_frame(model, x, NoiseDomain.identity(v.sigma_d), axes=(0, 1, 2), passthrough=False, tta=tta,
                         bf16=bf16)
     return [np.ascontiguousarray(np.moveaxis(out, axes[p], 0)) for p in PLANES[: len(v.planes)]]
@@ -125,7 +136,7 @@ def main() -> None:
         with np.load(cache) as z:
             dtargets = [[z[f"{j}_{p}"] for p in range(len(v.planes))] for j, v in enumerate(dvols)]
     else:
-        dtargets = [teacher(init_model.eval(), v, 2, args.teacher_tta, bf16=False) for v in dvols]
+        dtargets = [teacher(init_model.eval(), v, args.teacher_tta, bf16=False) for v in dvols]
         if cache is not None:
             np.savez(cache, **{f"{j}_{p}": a for j, ts in enumerate(dtargets) for p, a in enumerate(ts)})
     print(f"teachers for {len(picked)} volumes in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)

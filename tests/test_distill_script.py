@@ -33,10 +33,20 @@ def _script():  # type: ignore[no-untyped-def]
     return mod
 
 
-def _volume(seed: int = 0):  # type: ignore[no-untyped-def]
+def _volume(seed: int = 0, slice_axis: int = 2):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(seed)
     x = (0.5 + 0.1 * rng.standard_normal((20, 24, 16))).astype(np.float32)
-    return make_train_volume(x, NoiseDomain.identity(0.05), slice_axis=2, planes=PLANES, name="v")
+    return make_train_volume(x, NoiseDomain.identity(0.05), slice_axis=slice_axis, planes=PLANES, name="v")
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_the_slice_axis_is_recovered_from_the_layouts(axis: int) -> None:
+    mod = _script()
+    assert mod.slice_axis_of(_volume(0, axis)) == axis
+    v = _volume(0, 2)
+    v.planes[1] = v.planes[1][::-1].copy()  # a layout that is not a slicing of the same volume
+    with pytest.raises(ValueError, match="plane layouts"):
+        mod.slice_axis_of(v)
 
 
 def test_teacher_and_input_are_augmented_together() -> None:
@@ -54,24 +64,25 @@ def test_teacher_and_input_are_augmented_together() -> None:
     assert torch.equal(y, y2) and torch.equal(t, t2) and torch.equal(sd, sd2)
 
 
-def test_teacher_is_the_plane_mean_in_every_layout() -> None:
+@pytest.mark.parametrize("axis", [2, 1])
+def test_teacher_is_the_plane_mean_in_every_layout(axis: int) -> None:
     mod = _script()
-    v = _volume(1)
+    v = _volume(1, axis)
     torch.manual_seed(0)
     model = Precond(ModelConfig(channels=(8, 16), emb_dim=16, context=2)).eval()
-    out = mod.teacher(model, v, 2, tta=1, bf16=False)
-    x = np.moveaxis(v.planes[0], 0, 2)
+    out = mod.teacher(model, v, tta=1, bf16=False)
+    x = np.moveaxis(v.planes[0], 0, axis)
     dom = NoiseDomain.identity(0.05)
     views = [denoise_frame(model, x, dom, axes=(a,), passthrough=False) for a in (0, 1, 2)]
     mean = np.mean(views, axis=0)
     for p, arr in zip(PLANES, out):
-        np.testing.assert_allclose(arr, np.moveaxis(mean, plane_axes(2)[p], 0), atol=1e-5)
+        np.testing.assert_allclose(arr, np.moveaxis(mean, plane_axes(axis)[p], 0), atol=1e-5)
     assert not np.allclose(views[0], views[2], atol=1e-4)  # the planes differ, so the mean is not one of them
 
 
-@pytest.mark.parametrize("lam", [1.0])
-def test_tiny_run_writes_a_model_that_records_its_stage(tmp_path: Path, lam: float, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_tiny_run_writes_a_model_that_records_its_stage(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     mod = _script()
+    lam = 1.0
     rng = np.random.default_rng(0)
     vol = np.zeros((40, 40, 24), np.float32)
     vol[8:32, 8:32, :] = 400.0
