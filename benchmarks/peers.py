@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from c2s_cli.config import ModelConfig, RunConfig
 from c2s_cli.data import PatchSampler, TrainVolume, slice_stack
 from c2s_cli.model import Precond
+from c2s_cli.train import ema_update, lr_at, optimizer_step
 
 
 def _n2s_loss(net: Precond, y: torch.Tensor, sd: torch.Tensor, mask: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -105,12 +106,8 @@ def train_peer(
         pair_sampler = _PairSampler(noisy, clean, t.patch_size, cfg.model.context)
     decay = 0.5 ** (1.0 / max(1, t.ema_halflife))
     for step in range(t.steps):
-        lr = t.lr * min(1.0, (step + 1) / t.warmup)
-        if step >= t.warmup:
-            p = (step - t.warmup) / max(1, t.steps - t.warmup)
-            lr = t.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
         for grp in opt.param_groups:
-            grp["lr"] = lr
+            grp["lr"] = lr_at(cfg, step)
         if method == "noise2true":
             assert pair_sampler is not None
             y, x, sd, mask = pair_sampler.sample(t.batch_size, gen)
@@ -118,14 +115,8 @@ def train_peer(
         else:
             y, sd, mask = sampler.sample(t.batch_size, gen)
             loss = LOSSES[method](model, y, sd, mask, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        opt.step()
-        with torch.no_grad():
-            d = min(decay, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
+        optimizer_step(opt, list(model.parameters()), loss, t.grad_clip, step)
+        ema_update(ema, model, step, decay)
     return ema
 
 

@@ -55,7 +55,9 @@ def _split_slices(
     return train, (val if any_val else None)
 
 
-def _lr(cfg: RunConfig, step: int) -> float:
+def lr_at(cfg: RunConfig, step: int) -> float:
+    """The learning rate of step ``step`` (0-based): linear warm-up over ``train.warmup`` steps, then constant or a
+    cosine decay to 5 % of ``train.lr`` at ``train.steps``."""
     t = cfg.train
     if step < t.warmup:
         return t.lr * (step + 1) / t.warmup
@@ -63,6 +65,27 @@ def _lr(cfg: RunConfig, step: int) -> float:
         return t.lr
     progress = min(1.0, (step - t.warmup) / max(1, t.steps - t.warmup))
     return t.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def optimizer_step(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], loss: torch.Tensor, grad_clip: float,
+                   step: int) -> None:
+    """One update from a scalar ``loss``: refuse a non-finite loss (naming the step), backward, clip the gradient
+    norm to ``grad_clip``, step."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+
+
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    """Move the EMA weights towards the model's, with warm-up: early on (decay capped at (1 + step)/(10 + step)) they
+    follow the weights closely, with no long memory of the initialisation."""
+    d = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1 - d)
 
 
 def _opt_tensors(opt: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> dict[str, torch.Tensor]:
@@ -171,20 +194,11 @@ def train(
             y = y.to(device).contiguous(memory_format=torch.channels_last)
             sd, mask = sd.to(device), mask.to(device)
             for g in opt.param_groups:
-                g["lr"] = _lr(cfg, step)
+                g["lr"] = lr_at(cfg, step)
             loss_map = loss_fn(net, y, sd, mask, generator=gen, autocast_bf16=t.bf16)
             loss = loss_map.sum() / mask.sum().clamp_min(1.0)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-            opt.step()
-            with torch.no_grad():
-                # EMA with warm-up: early on, follow the weights closely (no long memory of the initialisation)
-                d = min(decay, (1 + step) / (10 + step))
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.lerp_(pm, 1 - d)
+            optimizer_step(opt, params, loss, t.grad_clip, step)
+            ema_update(ema, model, step, decay)
             running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
             done = step + 1
             if done % t.log_every == 0 or done == t.steps:

@@ -40,6 +40,7 @@ from c2s_cli.data import PatchSampler, TrainVolume, plane_axes, slice_stack
 from c2s_cli.infer import denoise_frame
 from c2s_cli.losses import GDSMLoss
 from c2s_cli.noise.domain import NoiseDomain
+from c2s_cli.train import ema_update, lr_at, optimizer_step
 from c2s_cli.training import init_config, load_training_set, resolve_init
 
 
@@ -154,8 +155,7 @@ def main() -> None:
     run_g = run_d = float("nan")
     t0 = time.perf_counter()
     for step in range(t.steps):
-        lr = t.lr * (step + 1) / t.warmup if step < t.warmup else t.lr * (
-            0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - t.warmup) / max(1, t.steps - t.warmup))))
+        lr = lr_at(cfg, step)
         for grp in opt.param_groups:
             grp["lr"] = lr
         y, sd, mask = gdsm_sampler.sample(t.batch_size, gen)
@@ -168,16 +168,8 @@ def main() -> None:
             d = model(yd.contiguous(memory_format=torch.channels_last), sdd)
             loss_d = (md * (d - td) ** 2 / sdd.reshape(-1, 1, 1, 1) ** 2).sum() / md.sum().clamp_min(1.0)
             loss = loss_g + args.lam * loss_d
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-        opt.step()
-        with torch.no_grad():
-            dd = min(decay, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - dd)
+        optimizer_step(opt, params, loss, t.grad_clip, step)
+        ema_update(ema, model, step, decay)
         run_g = loss_g.item() if math.isnan(run_g) else 0.98 * run_g + 0.02 * loss_g.item()
         run_d = loss_d.item() if math.isnan(run_d) else 0.98 * run_d + 0.02 * loss_d.item()
         if (step + 1) % 100 == 0:
