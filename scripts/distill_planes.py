@@ -118,8 +118,12 @@ def main() -> None:
     ap.add_argument("--distill-match", default="mni152")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--teacher-cache", type=Path, help="an .npz to keep the teachers in (reused when it exists)")
+    ap.add_argument("--teacher-cache", type=Path,
+                    help="an .npz to keep the teachers in (reused when it exists and was made by the same model/TTA)")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing output")
     args = ap.parse_args()
+    if args.output.exists() and not args.force:
+        sys.exit(f"{args.output} exists; use --force to overwrite it")
     torch.set_num_threads(args.threads)
     cfg = init_config(args.init)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps, lr=args.lr, seed=args.seed))
@@ -133,13 +137,17 @@ def main() -> None:
         sys.exit(f"--distill-match {args.distill_match!r}: no training volume matches")
     dvols = [volumes[i] for i in picked]
     cache = args.teacher_cache
+    made_by = f"{init_info['sha256']} tta {args.teacher_tta} volumes {[summary['items'][i]['input'] for i in picked]}"
     if cache is not None and cache.exists():
         with np.load(cache) as z:
+            if str(z["made_by"]) != made_by:
+                sys.exit(f"--teacher-cache {cache}: made by another model, TTA or volume list ({z['made_by']})")
             dtargets = [[z[f"{j}_{p}"] for p in range(len(v.planes))] for j, v in enumerate(dvols)]
     else:
         dtargets = [teacher(init_model.eval(), v, args.teacher_tta, bf16=False) for v in dvols]
         if cache is not None:
-            np.savez(cache, **{f"{j}_{p}": a for j, ts in enumerate(dtargets) for p, a in enumerate(ts)})
+            np.savez(cache, made_by=np.array(made_by),
+                     **{f"{j}_{p}": a for j, ts in enumerate(dtargets) for p, a in enumerate(ts)})
     print(f"teachers for {len(picked)} volumes in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
     torch.manual_seed(t.seed)

@@ -93,6 +93,7 @@ def test_tiny_run_writes_a_model_that_records_its_stage(tmp_path: Path, monkeypa
     monkeypatch.setattr(sys, "argv", ["distill_planes.py", str(tmp_path / "mni152_tiny.nii.gz"),
                                       str(tmp_path / "other.nii.gz"), "--init", "default", "-o", str(out),
                                       "--steps", "3", "--lam", str(lam), "--teacher-tta", "1", "--threads", "1"])
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--teacher-cache", str(tmp_path / "t.npz")])
     mod.main()
     model, cfg, meta = load_model(out)
     d = meta["training"]["distill"]
@@ -103,3 +104,9 @@ def test_tiny_run_writes_a_model_that_records_its_stage(tmp_path: Path, monkeypa
     start, _, _ = load_model(ROOT / "weights" / "default.safetensors")
     diffs = [float((a - b).abs().max()) for a, b in zip(model.state_dict().values(), start.state_dict().values())]
     assert 0 < max(diffs) < 0.05
+    # the output is not overwritten without --force, and a teacher cache is only reused for the model that made it
+    with pytest.raises(SystemExit, match="exists"):
+        mod.main()
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--force", "--init", str(out)])
+    with pytest.raises(SystemExit, match="made by another model"):
+        mod.main()
