@@ -459,3 +459,20 @@ def test_default_uses_the_map_on_a_varying_volume_and_none_turns_it_off(tmp_path
     assert np.ptp(np.asarray(nib.load(str(tmp_path / "u2.nii.gz")).dataobj)) == 0
     info = json.loads(c2s("info", str(p), "--json").stdout)["noise"]["sigma_map"]
     assert info["varying"] is True and info["c2s_denoise_uses"] == "map" and info["flag"] is None
+
+
+def test_big_objects_are_sampled_to_max_blocks_deterministically() -> None:
+    """The map estimator measures at most ``max_blocks`` blocks of a big object (a fixed draw: the same volume gives
+    the same map), and the sample gives the σ of all of them: 108 blocks inside this object, 64 kept."""
+    from c2s_cli.noise.sigma_map import estimate_sigma_map
+
+    rng = np.random.default_rng(5)
+    v = np.full((192, 192, 36), 300.0, np.float32)  # 6 × 6 × 3 blocks of 32×32×12, all inside
+    noisy = rician(v, 12.0, rng)
+    every = estimate_sigma_map(noisy, max_blocks=10_000)
+    capped = estimate_sigma_map(noisy)
+    again = estimate_sigma_map(noisy)
+    assert len(every.block_sigmas) == 108 and len(capped.block_sigmas) == 64
+    np.testing.assert_array_equal(capped.block_sigmas, again.block_sigmas)
+    assert abs(np.median(capped.block_sigmas) / np.median(every.block_sigmas) - 1) < 0.01
+    assert abs(np.median(capped.block_sigmas) / 12.0 - 1) < 0.05
