@@ -34,6 +34,8 @@ class TrainVolume:
     guides: list[list[NDArray[np.float32]]]  # per plane, per guide: (Z, H, W)
     sigma_d: float
     name: str
+    slice_axis: int = 2  # the (X, Y, Z) axis of the acquisition's slices
+    plane_names: tuple[str, ...] = ("axial",)  # the plane of each layout in ``planes``
 
 
 def make_train_volume(
@@ -58,7 +60,7 @@ def make_train_volume(
         out_p.append(np.ascontiguousarray(np.moveaxis(x, a, 0)))
         out_m.append(np.ascontiguousarray(np.moveaxis(valid, a, 0)))
         out_g.append([np.ascontiguousarray(np.moveaxis(g, a, 0)) for g in (guides or [])])
-    return TrainVolume(out_p, out_m, out_g, norm.sigma_d, name)
+    return TrainVolume(out_p, out_m, out_g, norm.sigma_d, name, slice_axis, tuple(planes))
 
 
 def plane_axes(slice_axis: int) -> dict[str, int]:
@@ -85,8 +87,12 @@ class PatchSampler:
         slices: list[list[NDArray[np.int64]]] | None = None,
         guide_dropout: float = 0.0,
         invert: float = 0.0,
+        targets: list[list[NDArray[np.float32]]] | None = None,
     ) -> None:
+        """``targets``: per volume and plane layout, a (Z, H, W) array cropped and augmented like the input's centre
+        slice (gain and inversion included), for :meth:`sample_pairs`; drawing them takes no extra random numbers."""
         self.volumes = volumes
+        self.targets = targets
         self.guide_dropout = guide_dropout
         self.invert = invert
         self.patch = patch
@@ -105,9 +111,25 @@ class PatchSampler:
 
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns y (B, C, P, P), σ_d (B,), mask (B, 1, P, P) as float32 tensors."""
+        ys, _, sd, ms = self._draw(batch, generator, with_targets=False)
+        return torch.from_numpy(ys), torch.from_numpy(sd), torch.from_numpy(ms)
+
+    def sample_pairs(
+        self, batch: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns y (B, C, P, P), the targets (B, 1, P, P) at the same positions, σ_d (B,), mask (B, 1, P, P)."""
+        if self.targets is None:
+            raise ValueError("sample_pairs needs a sampler built with targets")
+        ys, ts, sd, ms = self._draw(batch, generator, with_targets=True)
+        return torch.from_numpy(ys), torch.from_numpy(ts), torch.from_numpy(sd), torch.from_numpy(ms)
+
+    def _draw(
+        self, batch: int, generator: torch.Generator, *, with_targets: bool
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
         p, c = self.patch, self.context
         n_g = len(self.volumes[0].guides[0]) if self.volumes[0].guides else 0
         ys = np.zeros((batch, 2 * c + 1 + n_g, p, p), np.float32)
+        ts = np.zeros((batch if with_targets else 0, 1, p, p), np.float32)
         ms = np.zeros((batch, 1, p, p), np.float32)
         sd = np.zeros(batch, np.float32)
         vidx = torch.multinomial(self.weights, batch, replacement=True, generator=generator).tolist()
@@ -127,13 +149,19 @@ class PatchSampler:
             for g, gv in enumerate(v.guides[pi]):
                 ys[b, 2 * c + 1 + g, :hh, :ww] = gv[k, i0 : i0 + hh, j0 : j0 + ww]
             ms[b, 0, :hh, :ww] = msk[k, i0 : i0 + hh, j0 : j0 + ww]
+            if with_targets:
+                ts[b, 0, :hh, :ww] = self.targets[vi][pi][k, i0 : i0 + hh, j0 : j0 + ww]  # type: ignore[index]
             sd[b] = v.sigma_d
             if self.augment:
                 r = torch.randint(8, (1,), generator=generator).item()
                 ys[b] = np.rot90(ys[b], r % 4, axes=(1, 2))
                 ms[b] = np.rot90(ms[b], r % 4, axes=(1, 2))
+                if with_targets:
+                    ts[b] = np.rot90(ts[b], r % 4, axes=(1, 2))
                 if r >= 4:
                     ys[b], ms[b] = ys[b][:, :, ::-1], ms[b][:, :, ::-1]
+                    if with_targets:
+                        ts[b] = ts[b][:, :, ::-1]
                 if c > 0 and torch.rand((1,), generator=generator).item() < 0.5:
                     ys[b, : 2 * c + 1] = ys[b, : 2 * c + 1][::-1].copy()  # reverse the slice order
                 # guide dropout: the model stays useful when a guide is weak or missing
@@ -144,8 +172,12 @@ class PatchSampler:
                 # without it repeat earlier ones exactly
                 if self.invert > 0 and torch.rand((1,), generator=generator).item() < self.invert:
                     ys[b, : 2 * c + 1] = 1.0 - ys[b, : 2 * c + 1]
+                    if with_targets:
+                        ts[b] = 1.0 - ts[b]
                 # intensity scaling: the noise scales with the data
                 gain = float(0.75 + 0.5 * torch.rand((1,), generator=generator).item())
                 ys[b, : 2 * c + 1] *= gain
+                if with_targets:
+                    ts[b] *= gain
                 sd[b] *= gain
-        return torch.from_numpy(ys), torch.from_numpy(sd), torch.from_numpy(ms)
+        return ys, ts, sd, ms

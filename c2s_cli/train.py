@@ -272,9 +272,9 @@ def _dist_setup(device: str) -> tuple[int, int, bool]:
 
 
 def _dist_teardown() -> None:
-    """Wait for every rank (rank 0 has written the model), then destroy the process group: a rank that exits with
-    the group alive can abort in the backend's thread teardown ("terminate called without an active exception",
-    SIGABRT after a successful run: seen once in CI, 2026-12-02)."""
+    """Wait for every rank (rank 0 has written the model), then destroy the process group this run created, so that a
+    library caller's process is left as it was. (It did not stop a gloo rank from aborting at process exit, seen
+    again in CI on 2026-12-02; ``c2s train`` ends its torchrun workers with ``os._exit``, cli/train.py.)"""
     import torch.distributed as dist
 
     dist.barrier()

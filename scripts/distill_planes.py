@@ -36,7 +36,7 @@ import torch
 from c2s_cli.batch import expand
 from c2s_cli.checkpoint import read_header, resolve_model, save_model
 from c2s_cli.config import PLANES
-from c2s_cli.data import PatchSampler, TrainVolume, plane_axes, slice_stack
+from c2s_cli.data import PatchSampler, TrainVolume, plane_axes
 from c2s_cli.infer import denoise_frame
 from c2s_cli.losses import GDSMLoss
 from c2s_cli.noise.domain import NoiseDomain
@@ -44,66 +44,13 @@ from c2s_cli.train import ema_update, lr_at, optimizer_step
 from c2s_cli.training import init_config, load_training_set, resolve_init
 
 
-def slice_axis_of(v: TrainVolume) -> int:
-    """The (X, Y, Z) axis that ``v``'s first layout slices along: the one whose plane layouts rebuild all of ``v``'s
-    (a TrainVolume does not record it). Raises ValueError if none does."""
-    for s in (2, 0, 1):
-        x = np.moveaxis(v.planes[0], 0, s)
-        axes = plane_axes(s)
-        if all(np.array_equal(np.moveaxis(x, axes[p], 0), arr) for p, arr in zip(PLANES, v.planes)):
-            return s
-    raise ValueError(f"{v.name}: its plane layouts are not the axial/coronal/sagittal slicings of one volume")
-
-
 def teacher(model: torch.nn.Module, v: TrainVolume, tta: int, bf16: bool) -> list[np.ndarray]:
     """The model's multi-plane (× TTA) estimate of volume ``v`` in network units, in each of ``v``'s plane layouts."""
-    axes = plane_axes(slice_axis_of(v))
-    x = np.moveaxis(v.planes[0], 0, axes[PLANES[0]])  # back to the (X, Y, Z) array (up to a relabelling of axes)
+    axes = plane_axes(v.slice_axis)
+    x = np.moveaxis(v.planes[0], 0, axes[v.plane_names[0]])  # back to the (X, Y, Z) array
     out = denoise_frame(model, x, NoiseDomain.identity(v.sigma_d), axes=(0, 1, 2), passthrough=False, tta=tta,
                         bf16=bf16)
-    return [np.ascontiguousarray(np.moveaxis(out, axes[p], 0)) for p in PLANES[: len(v.planes)]]
-
-
-class PairSampler:
-    """2.5-D input stacks and the teacher's centre slice at the same position, with the training augmentations."""
-
-    def __init__(self, vols: list[TrainVolume], targets: list[list[np.ndarray]], patch: int, context: int) -> None:
-        self.vols, self.targets, self.patch, self.c = vols, targets, patch, context
-        self.slices = [[np.nonzero(m.reshape(m.shape[0], -1).mean(1) > 0.05)[0] for m in v.masks] for v in vols]
-        sizes = np.array([sum(len(s) for s in ss) for ss in self.slices], np.float64)
-        self.weights = torch.tensor(sizes / sizes.sum())
-
-    def sample(self, batch: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
-        p, c = self.patch, self.c
-        ys = np.zeros((batch, 2 * c + 1, p, p), np.float32)
-        ts = np.zeros((batch, 1, p, p), np.float32)
-        ms = np.zeros((batch, 1, p, p), np.float32)
-        sd = np.zeros(batch, np.float32)
-        for b, vi in enumerate(torch.multinomial(self.weights, batch, replacement=True, generator=g).tolist()):
-            v = self.vols[vi]
-            planes = [i for i, s in enumerate(self.slices[vi]) if len(s)]
-            pi = planes[int(torch.randint(len(planes), (1,), generator=g))]
-            cand = self.slices[vi][pi]
-            k = int(cand[int(torch.randint(len(cand), (1,), generator=g))])
-            vol = v.planes[pi]
-            _, h, w = vol.shape
-            i0 = int(torch.randint(max(h - p, 0) + 1, (1,), generator=g))
-            j0 = int(torch.randint(max(w - p, 0) + 1, (1,), generator=g))
-            hh, ww = min(p, h), min(p, w)
-            ys[b, :, :hh, :ww] = slice_stack(vol, np.array([k]), c)[0, :, i0:i0 + hh, j0:j0 + ww]
-            ts[b, 0, :hh, :ww] = self.targets[vi][pi][k, i0:i0 + hh, j0:j0 + ww]
-            ms[b, 0, :hh, :ww] = v.masks[pi][k, i0:i0 + hh, j0:j0 + ww]
-            r = int(torch.randint(8, (1,), generator=g))
-            ys[b], ts[b], ms[b] = (np.rot90(a, r % 4, axes=(1, 2)) for a in (ys[b], ts[b], ms[b]))
-            if r >= 4:
-                ys[b], ts[b], ms[b] = ys[b][:, :, ::-1], ts[b][:, :, ::-1], ms[b][:, :, ::-1]
-            if torch.rand((1,), generator=g).item() < 0.5:
-                ys[b] = ys[b][::-1].copy()
-            gain = float(0.75 + 0.5 * torch.rand((1,), generator=g).item())
-            ys[b] *= gain
-            ts[b] *= gain
-            sd[b] = v.sigma_d * gain
-        return torch.from_numpy(ys), torch.from_numpy(ts), torch.from_numpy(sd), torch.from_numpy(ms)
+    return [np.ascontiguousarray(np.moveaxis(out, axes[p], 0)) for p in v.plane_names]
 
 
 def main() -> None:
@@ -158,7 +105,7 @@ def main() -> None:
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     loss_fn = GDSMLoss(cfg.gdsm)
     gdsm_sampler = PatchSampler(volumes, patch=t.patch_size, context=cfg.model.context, augment=True, invert=t.invert)
-    pairs = PairSampler(dvols, dtargets, t.patch_size, cfg.model.context)
+    pairs = PatchSampler(dvols, patch=t.patch_size, context=cfg.model.context, augment=True, targets=dtargets)
     decay = 0.5 ** (1.0 / t.ema_halflife)
     run_g = run_d = float("nan")
     t0 = time.perf_counter()
@@ -172,7 +119,7 @@ def main() -> None:
         loss = loss_g
         loss_d = torch.zeros(())
         if args.lam > 0:
-            yd, td, sdd, md = pairs.sample(t.batch_size, gen)
+            yd, td, sdd, md = pairs.sample_pairs(t.batch_size, gen)
             d = model(yd.contiguous(memory_format=torch.channels_last), sdd)
             loss_d = (md * (d - td) ** 2 / sdd.reshape(-1, 1, 1, 1) ** 2).sum() / md.sum().clamp_min(1.0)
             loss = loss_g + args.lam * loss_d

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from phantoms import head_phantom, rician
@@ -106,3 +107,29 @@ def test_contrast_inversion_augmentation() -> None:
     inverted = np.isclose(half, 1 - v, rtol=1e-5)
     assert np.all(inverted | np.isclose(half, v, rtol=1e-5))
     assert 0.4 < inverted.mean() < 0.6  # 400 draws: binomial sd 0.025
+
+
+@pytest.mark.parametrize("invert", [0.0, 1.0])
+def test_paired_targets_are_cropped_and_augmented_with_the_input(invert: float) -> None:
+    """sample_pairs: the target of each patch goes through the input's crop, rotation, flip, inversion and gain, and
+    the draws are those of sample() (targets take no random numbers)."""
+    from c2s_cli.config import PLANES
+    from c2s_cli.data import PatchSampler
+
+    rng = np.random.default_rng(0)
+    x = (0.5 + 0.1 * rng.standard_normal((20, 24, 16))).astype(np.float32)
+    v = make_train_volume(x, NoiseDomain.identity(0.05), slice_axis=2, planes=PLANES, name="v")
+    # target = 2 × the volume + 0.1: whatever the draw, it is 2 × the input's centre slice + 0.1 × the sign and gain
+    sampler = PatchSampler([v], patch=16, context=2, augment=True, invert=invert,
+                           targets=[[2 * p + 0.1 for p in v.planes]])
+    y, t, sd, m = sampler.sample_pairs(32, torch.Generator().manual_seed(3))
+    gain = sd.numpy() / 0.05
+    assert np.all((gain >= 0.75) & (gain <= 1.25)) and gain.std() > 0.05
+    sign = -1.0 if invert else 1.0  # inverted: input 1 − x, target 1 − (2x + 0.1), i.e. 2·input − 1.1
+    expected = 2 * y[:, 2].numpy() + (sign * 0.1 - (1.0 if invert else 0.0)) * gain[:, None, None]
+    np.testing.assert_allclose(t[:, 0].numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert float(m.mean()) > 0.9
+    y2, sd2, m2 = sampler.sample(32, torch.Generator().manual_seed(3))
+    assert torch.equal(y, y2) and torch.equal(sd, sd2) and torch.equal(m, m2)
+    with pytest.raises(ValueError, match="targets"):
+        PatchSampler([v], patch=16, context=2, augment=True).sample_pairs(2, torch.Generator())
