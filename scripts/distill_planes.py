@@ -37,7 +37,9 @@ from c2s_cli.batch import expand
 from c2s_cli.checkpoint import read_header, resolve_model, save_model
 from c2s_cli.config import PLANES
 from c2s_cli.data import PatchSampler, TrainVolume, plane_axes
+from c2s_cli.errors import C2SError
 from c2s_cli.infer import denoise_frame
+from c2s_cli.io.atomic import atomic_path, check_output
 from c2s_cli.losses import GDSMLoss
 from c2s_cli.noise.domain import NoiseDomain
 from c2s_cli.train import ema_update, lr_at, optimizer_step
@@ -67,10 +69,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--teacher-cache", type=Path,
                     help="an .npz to keep the teachers in (reused when it exists and was made by the same model/TTA)")
-    ap.add_argument("--force", action="store_true", help="overwrite an existing output")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing output (one c2s wrote)")
     args = ap.parse_args()
-    if args.output.exists() and not args.force:
-        sys.exit(f"{args.output} exists; use --force to overwrite it")
+    init_path = resolve_model(args.init)[0]
+    try:  # c2s train's pre-flight: not an input, not a file c2s did not write, nothing existing without --force
+        check_output(args.output, [*map(Path, args.inputs), init_path], force=args.force)
+    except C2SError as exc:
+        sys.exit(str(exc))
     torch.set_num_threads(args.threads)
     cfg = init_config(args.init)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps, lr=args.lr, seed=args.seed))
@@ -134,13 +139,14 @@ def main() -> None:
     summary["distill"] = {"steps": t.steps, "lr": t.lr, "lam": args.lam, "teacher": f"init model, planes "
                           f"{','.join(PLANES)} x tta {args.teacher_tta}, network units", "volumes": len(picked),
                           "match": args.distill_match, "wall_seconds": round(time.perf_counter() - t0, 1)}
-    before = json.loads(read_header(resolve_model(args.init)[0])[0].get("training", "{}")).get("description", "")
+    before = json.loads(read_header(init_path)[0].get("training", "{}")).get("description", "")
     summary["description"] = (f"Self-distilled from {init_info['model']} (sha256 {init_info['sha256'][:8]}): "
                               f"{t.steps} steps of GDSM on all volumes + {args.lam:g} x the distance to that model's "
                               f"3-plane x TTA {args.teacher_tta} output on the noisy {args.distill_match} volumes (no "
                               f"clean image). Before: {before}")
     summary["steps"] = t.steps
-    save_model(args.output, ema.state_dict(), cfg, {"training": summary})
+    with atomic_path(args.output) as tmp:
+        save_model(tmp, ema.state_dict(), cfg, {"training": summary})
     print(f"wrote {args.output}", file=sys.stderr)
 
 

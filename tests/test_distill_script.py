@@ -80,8 +80,15 @@ def test_tiny_run_writes_a_model_that_records_its_stage(tmp_path: Path, monkeypa
     diffs = [float((a - b).abs().max()) for a, b in zip(model.state_dict().values(), start.state_dict().values())]
     assert 0 < max(diffs) < 0.05
     # the output is not overwritten without --force, and a teacher cache is only reused for the model that made it
-    with pytest.raises(SystemExit, match="exists"):
+    argv = list(sys.argv)
+    with pytest.raises(SystemExit, match="exists; pass --force"):
         mod.main()
-    monkeypatch.setattr(sys, "argv", [*sys.argv, "--force", "--init", str(out)])
+    before = (tmp_path / "other.nii.gz").read_bytes()
+    monkeypatch.setattr(sys, "argv", [*argv, "--force", "-o", str(tmp_path / "other.nii.gz")])
+    with pytest.raises(SystemExit, match="is the input"):
+        mod.main()
+    assert (tmp_path / "other.nii.gz").read_bytes() == before
+    monkeypatch.setattr(sys, "argv", [*argv, "-o", str(tmp_path / "d2.safetensors"), "--init", str(out)])
     with pytest.raises(SystemExit, match="made by another model"):
         mod.main()
+    assert not (tmp_path / "d2.safetensors").exists()
