@@ -91,17 +91,35 @@ def make_volume(data: Path, path: Path, nz: int) -> float:
     return float(sigma * scale)
 
 
+# runs `c2s ARGS…` in this interpreter and writes its peak resident size (kB, VmHWM) to argv[1] at exit
+_PEAK_AT_EXIT = """
+import atexit, runpy, sys
+def _peak(path=sys.argv[1]):
+    try:
+        with open("/proc/self/status") as f:
+            kb = next(line.split()[1] for line in f if line.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return
+    with open(path, "w") as f:
+        f.write(kb)
+atexit.register(_peak)
+sys.argv = ["c2s", *sys.argv[2:]]
+runpy.run_module("c2s_cli", run_name="__main__")
+"""
+
+
 def end_to_end(inp: Path, out: Path, model: str, threads: int, extra: list[str] | None = None) -> dict[str, object]:
     """Wall time of a `c2s denoise` process (start → file written) with its own breakdown and the peak RSS."""
-    cmd = [sys.executable, "-m", "c2s_cli", "denoise", str(inp), "-o", str(out), "--force", "--json", "-q",
-           "--model", model, "--device", "cpu", "--threads", str(threads), *(extra or [])]
-    # peak RSS of this process alone: GNU time's %M (RUSAGE_CHILDREN would keep the maximum of earlier children)
     rss_file = out.with_suffix(".rss")
-    timed = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd] if Path("/usr/bin/time").exists() else cmd
+    # peak RSS of this process alone: its own VmHWM, read by the process itself at exit (Linux; NaN elsewhere).
+    # Not getrusage's ru_maxrss: it keeps the high-water mark of the forked pre-exec image (this large process)
+    cmd = [sys.executable, "-c", _PEAK_AT_EXIT, str(rss_file), "denoise", str(inp), "-o", str(out), "--force",
+           "--json", "-q", "--model", model, "--device", "cpu", "--threads", str(threads), *(extra or [])]
+    rss_file.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    r = subprocess.run(timed, capture_output=True, text=True, check=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
-    peak_kb = float(rss_file.read_text().split()[-1]) if rss_file.exists() else float("nan")
+    peak_kb = float(rss_file.read_text()) if rss_file.exists() else float("nan")
     rec = json.loads(r.stdout)
     secs = rec["seconds"]
     accounted = sum(v for k, v in secs.items() if k != "total")

@@ -163,3 +163,24 @@ def test_views_average_in_image_units(phantom: np.ndarray) -> None:
                                                  2, 0), 1, inverse=True), 0, 2)
     tta2 = denoise_frame(m, data, dom, tta=2, passthrough=False)
     np.testing.assert_allclose(tta2, (denoise_frame(m, data, dom, passthrough=False) + flip_est) / 2, rtol=1e-5, atol=1e-3)
+
+
+def test_normalised_slab_is_bounded_in_bytes_and_each_slice_normalised_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The slices normalised at a time are about 32 of 256² whatever the slice size (8 of 512², plus the context),
+    and each slice is normalised once, not once per neighbour: both measured on NoiseDomain.forward's calls."""
+    torch.manual_seed(6)
+    m = Precond(ModelConfig(channels=(4, 8), emb_dim=8, context=2)).eval()
+    calls: list[int] = []
+    real = NoiseDomain.forward
+
+    def spy(self: NoiseDomain, data: np.ndarray, sigma: object = None) -> np.ndarray:
+        calls.append(int(np.shape(data)[0]))
+        return real(self, data, sigma)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(NoiseDomain, "forward", spy)
+    rng = np.random.default_rng(0)
+    data = np.abs(100 + 10 * rng.standard_normal((40, 512, 512))).astype(np.float32)  # slices along axis 0
+    denoise_frame(m, data, NoiseDomain(10.0, 200.0, True), axes=(0,))
+    assert max(calls) <= 32 * 256 * 256 // (512 * 512) + 2 * 2  # 8 slices of 512² and their ± 2 neighbours
+    assert sum(calls) <= 40 + len(calls) * 2 * 2  # each slice once, plus the neighbours shared at slab edges
+    assert len(calls) >= 40 // 12  # and the volume went through in several slabs
