@@ -108,13 +108,14 @@ runpy.run_module("c2s_cli", run_name="__main__")
 """
 
 
-def end_to_end(inp: Path, out: Path, model: str, threads: int, extra: list[str] | None = None) -> dict[str, object]:
+def end_to_end(inp: Path, out: Path, model: str, threads: int, extra: list[str] | None = None,
+               device: str = "cpu") -> dict[str, object]:
     """Wall time of a `c2s denoise` process (start → file written) with its own breakdown and the peak RSS."""
     rss_file = out.with_suffix(".rss")
     # peak RSS of this process alone: its own VmHWM, read by the process itself at exit (Linux; NaN elsewhere).
     # Not getrusage's ru_maxrss: it keeps the high-water mark of the forked pre-exec image (this large process)
     cmd = [sys.executable, "-c", _PEAK_AT_EXIT, str(rss_file), "denoise", str(inp), "-o", str(out), "--force",
-           "--json", "-q", "--model", model, "--device", "cpu", "--threads", str(threads), *(extra or [])]
+           "--json", "-q", "--model", model, "--device", device, "--threads", str(threads), *(extra or [])]
     rss_file.unlink(missing_ok=True)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, check=True)

@@ -66,6 +66,7 @@ def main() -> None:
                     help="mni-heldout: the MNI152 held-out axial slab z 70-113 (clean reference; validation, not unseen)")
     ap.add_argument("--refine", default="0.1,0.2,0.3",
                     help="c2s-refine rows (with c2s): ρ = σ_tg/σ_d of detail refinement, applied at inference")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, … (the GPU rows: scripts/gpu_check.sh)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     want = set(args.methods.split(","))
@@ -82,7 +83,8 @@ def main() -> None:
         "reference_sigma_pct": round(100 * sigma_ref, 2), "mask_voxels": int(mask.sum()), "rows": [],
     }
     print(f"reference σ ≈ {100 * sigma_ref:.2f} % of the 99.5th percentile; mask {mask.sum()} voxels", flush=True)
-    den = Denoiser(args.model, "cpu", threads=args.threads)
+    den = Denoiser(args.model, args.device, threads=args.threads)
+    res["device"] = str(den.device)
     rows: list[dict[str, object]] = res["rows"]  # type: ignore[assignment]
 
     def save() -> None:
