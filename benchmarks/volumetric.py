@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from c2s_cli.config import GDSMConfig, ModelConfig  # noqa: E402
+from c2s_cli.config import PLANES, GDSMConfig, ModelConfig  # noqa: E402
 from c2s_cli.model import Precond  # noqa: E402
 from c2s_cli.model.unet import Block, NoiseEmbedding, UNet  # noqa: E402
 
@@ -272,23 +272,29 @@ def load_candidate(path: Path) -> Precond3D:
 
 
 def denoise3d(model: nn.Module, noisy: np.ndarray, slice_axis: int = 2, bf16: bool = False,
-              slab: int = 64) -> np.ndarray:
+              slab: int = 64, axes: tuple[int, ...] | None = None) -> np.ndarray:
     """x̂ = D(y, σ_d) of a (X, Y, Z) magnitude volume with the 3-D network, in the shipped pipeline's noise domain
     (σ estimated on the whole scan, Rician VST, the exact unbiased inverse, zeros and saturated voxels kept); slabs
-    of ``slab`` slices with a halo of 16."""
+    of ``slab`` slices with a halo of 16. ``axes``: run with each of these array axes as the network's depth axis and
+    average in image units (as ``--planes`` does; default: ``slice_axis`` alone)."""
     from c2s_cli.noise.domain import NoiseDomain
 
     dom = NoiseDomain.fit(noisy, slice_axis=slice_axis)
-    x = np.moveaxis(dom.forward(noisy), slice_axis, 0)
-    out = np.empty_like(x)
-    n, halo = x.shape[0], 16
-    with torch.inference_mode():
-        for s in range(0, n, slab):
-            lo, hi = max(0, s - halo), min(n, s + slab + halo)
-            inp = torch.from_numpy(np.ascontiguousarray(x[lo:hi]))[None, None]
-            pred = model(inp, torch.tensor([dom.sigma_d]), autocast_bf16=bf16)[0, 0].numpy()
-            out[s : min(n, s + slab)] = pred[s - lo : s - lo + min(slab, n - s)]
-    est = dom.inverse(np.moveaxis(out, 0, slice_axis))
+    net_units = dom.forward(noisy)
+    acc = np.zeros(noisy.shape, np.float32)
+    axes = axes or (slice_axis,)
+    for axis in axes:
+        x = np.moveaxis(net_units, axis, 0)
+        out = np.empty_like(x)
+        n, halo = x.shape[0], 16
+        with torch.inference_mode():
+            for s in range(0, n, slab):
+                lo, hi = max(0, s - halo), min(n, s + slab + halo)
+                inp = torch.from_numpy(np.ascontiguousarray(x[lo:hi]))[None, None]
+                pred = model(inp, torch.tensor([dom.sigma_d]), autocast_bf16=bf16)[0, 0].numpy()
+                out[s : min(n, s + slab)] = pred[s - lo : s - lo + min(slab, n - s)]
+        acc += dom.inverse(np.moveaxis(out, 0, axis))
+    est = acc / np.float32(len(axes))
     keep = dom.passthrough(noisy)
     est[keep] = noisy[keep]
     return est.astype(np.float32)
@@ -378,7 +384,7 @@ def eval_main(args: argparse.Namespace) -> None:
     bf16 = args.precision == "bf16" or (args.precision == "auto" and native_bf16(torch.device("cpu")))
     res["precision"] = "bf16" if bf16 else "fp32"
     base = Denoiser(args.model, "cpu", threads=args.threads, precision=args.precision)
-    models: list[tuple[str, object]] = [("c2s default (2.5-D, one pass)", base)]
+    models: list[tuple[str, object]] = [("c2s default (2.5-D" + (")" if args.planes else ", one pass)"), base)]
     if args.control_model:
         models.append(("control: 2.5-D fine-tuned, same steps", Denoiser(args.control_model, "cpu",
                                                                          threads=args.threads,
@@ -388,6 +394,8 @@ def eval_main(args: argparse.Namespace) -> None:
         models.append(("3-D inflated, untrained (must equal the default)", init3d))
     for cand in args.candidate:
         models.append((f"3-D candidate {Path(cand).name}", load_candidate(Path(cand))))
+    if args.planes:  # view aggregation for every row: the default's --planes and each candidate along 3 axes
+        models = [(f"{n}, 3 planes", m) for n, m in models if not n.startswith("3-D inflated")]
     for i, level in enumerate(float(v) for v in args.levels.split(",")):
         noisy = rician(ref, level, seed=200 + i)
         outs = {}
@@ -401,7 +409,10 @@ def eval_main(args: argparse.Namespace) -> None:
             print(f"{100 * level:4.0f} %  {'BM4D (true σ)':<55} PSNR {p:6.2f}  SSIM {s:.4f}", flush=True)
         for name, m in models:
             t0 = time.perf_counter()
-            out = m.denoise(noisy) if isinstance(m, Denoiser) else denoise3d(m, noisy, bf16=bf16)
+            if isinstance(m, Denoiser):
+                out = m.denoise(noisy, planes=PLANES if args.planes else ("axial",))
+            else:
+                out = denoise3d(m, noisy, bf16=bf16, axes=(2, 0, 1) if args.planes else None)
             dt = time.perf_counter() - t0
             outs[name] = out
             p, s = metrics(out, ref, mask)
@@ -473,6 +484,7 @@ def main() -> None:
     ev.add_argument("--control-model")
     ev.add_argument("--check-init", action="store_true")
     ev.add_argument("--bm4d", action="store_true", help="add the anchor row, BM4D given the true σ")
+    ev.add_argument("--planes", action="store_true", help="every row with view aggregation over the three axes")
     ev.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                     help="every row's precision (auto: bf16 autocast where the CPU runs it natively, as c2s does)")
     ev.add_argument("--levels", default="0.05,0.10,0.15")
