@@ -17,7 +17,7 @@ loss, steps and learning rate (``--control``), so the gain of the third dimensio
 longer.
 
 FLOPs relative to the 2.5-D network (per output voxel; the levels cost 1104, 1152, 1152 and 384 units):
-z-levels 3: 1.20×, 2,3: 1.81×, 1,2,3: 2.42×.
+z-levels 3: 1.20×, 0: 1.58×, 2,3: 1.81×, 1,2,3: 2.42×, 0,1,2,3: 3.0×.
 
 Usage:
   python benchmarks/volumetric.py train /tmp/c2s_weights/noisy ../shared/data/dicom/ge_pd_brain_series \
