@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from c2s_cli.config import PLANES, GDSMConfig, ModelConfig  # noqa: E402
+from c2s_cli.config import PLANES, GDSMConfig  # noqa: E402
 from c2s_cli.model import Precond  # noqa: E402
 from c2s_cli.model.unet import Block, NoiseEmbedding, UNet  # noqa: E402
 
@@ -259,14 +259,15 @@ class BlockSampler:
 
 
 def load_candidate(path: Path) -> Precond3D:
-    """A candidate written by ``train`` (safetensors: the 3-D weights; metadata: the 2-D config and z-levels)."""
-    from safetensors import safe_open
+    """A candidate written by ``train``: a c2s model file (format, version and config checked as for any model) whose
+    metadata also names the 3-D levels (``volumetric.z_levels``)."""
     from safetensors.torch import load_file
 
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-    cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(meta["model"]).items()})
-    model = Precond3D(Precond(cfg), tuple(json.loads(meta["z_levels"])))
+    from c2s_cli.checkpoint import check_meta, read_header
+
+    meta, _ = read_header(path)
+    cfg = check_meta(path, meta)
+    model = Precond3D(Precond(cfg.model), tuple(json.loads(meta["volumetric"])["z_levels"]))
     model.load_state_dict(load_file(str(path)))
     return model.eval()
 
@@ -310,8 +311,14 @@ def train_main(args: argparse.Namespace) -> None:
     from c2s_cli.train import ema_update, lr_at, optimizer_step
     from c2s_cli.training import init_config, load_training_set, resolve_init
 
-    if args.output.exists() and not args.force:
-        sys.exit(f"{args.output} exists (use --force)")
+    from c2s_cli.checkpoint import resolve_model
+    from c2s_cli.errors import C2SError
+    from c2s_cli.io.atomic import atomic_path, check_output
+
+    try:  # c2s train's pre-flight: not an input, not a file c2s did not write, nothing existing without --force
+        check_output(args.output, [*map(Path, args.inputs), resolve_model(args.init)[0]], force=args.force)
+    except C2SError as exc:
+        sys.exit(str(exc))
     torch.set_num_threads(args.threads)
     cfg = init_config(args.init)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps, lr=args.lr, seed=args.seed,
@@ -353,15 +360,11 @@ def train_main(args: argparse.Namespace) -> None:
                               "seconds": round(time.perf_counter() - t0, 1)}), file=sys.stderr, flush=True)
     meta = {"init": info, "steps": args.steps, "lr": args.lr, "seed": args.seed,
             "wall_seconds": round(time.perf_counter() - t0, 1), "data": summary.get("description", "")}
-    if args.control:
-        save_model(args.output, ema.state_dict(), cfg, {"training": {**summary, "control_of_volumetric": meta}})
-    else:
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(args.output),
-                  metadata={"model": json.dumps(dataclasses.asdict(cfg.model)), "z_levels": json.dumps(z_levels),
-                            "depth": str(args.depth), "patch": str(args.patch), "batch": str(args.batch),
-                            "training": json.dumps(meta)})
+    extra = ({"training": {**summary, "control_of_volumetric": meta}} if args.control else
+             {"training": {**summary, **meta}, "volumetric": {"z_levels": list(z_levels), "depth": args.depth,
+                                                              "patch": args.patch, "batch": args.batch}})
+    with atomic_path(args.output) as tmp:
+        save_model(tmp, ema.state_dict(), cfg, extra)
     print(f"wrote {args.output} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
 

@@ -9,6 +9,7 @@ tail of a slab-wise denoise equals a single pass.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -123,3 +124,35 @@ def test_conv_slices_is_the_z_replicate_padded_3d_convolution(vol, kz) -> None: 
     slices = x.permute(0, 2, 1, 3, 4).reshape(14, 4, 10, 12)  # (B·D, C, H, W)
     got = vol.conv_slices(conv, slices, 7).reshape(2, 7, 6, 10, 12).permute(0, 2, 1, 3, 4)
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_tiny_run_writes_a_c2s_model_file_and_refuses_unsafe_outputs(vol, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import nibabel as nib
+
+    from c2s_cli.checkpoint import read_header
+
+    rng = np.random.default_rng(0)
+    x = np.zeros((40, 40, 24), np.float32)
+    x[8:32, 8:32, :] = 400.0
+    src = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti1Image(np.abs(x + 20 * rng.standard_normal(x.shape)).astype(np.float32), np.eye(4)), str(src))
+    out = tmp_path / "cand.safetensors"
+    argv = ["volumetric.py", "train", str(src), "-o", str(out), "--z-levels", "0", "--steps", "2", "--depth", "8",
+            "--patch", "32", "--threads", "1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    vol.main()
+    meta, _ = read_header(out)
+    assert meta["format"] == "c2s-model" and json.loads(meta["volumetric"])["z_levels"] == [0]
+    net3 = vol.load_candidate(out)
+    assert net3.net.z_levels == (0,)
+    # the pre-flight of c2s train: an existing output only with --force, never an input
+    before = out.read_bytes()
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="exists"):
+        vol.main()
+    assert out.read_bytes() == before
+    src_bytes = src.read_bytes()
+    monkeypatch.setattr(sys, "argv", [*argv[:4], str(src), *argv[5:], "--force"])
+    with pytest.raises(SystemExit):
+        vol.main()
+    assert src.read_bytes() == src_bytes
