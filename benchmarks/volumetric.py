@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from c2s_cli.config import PLANES, GDSMConfig  # noqa: E402
 from c2s_cli.model import Precond  # noqa: E402
+from c2s_cli.model.precond import coefficients  # noqa: E402
 from c2s_cli.model.unet import Block, NoiseEmbedding, UNet  # noqa: E402
 
 # relative cost of each U-Net level (channels² × kernel area / 4^level, down + up blocks; see the module docstring)
@@ -181,17 +182,12 @@ class Precond3D(nn.Module):
 
     def forward(self, x: Tensor, sigma: Tensor, *, autocast_bf16: bool = False) -> Tensor:
         x = x.float()
-        sigma = sigma.float().reshape(-1)
-        sd = self.cfg.sigma_data
-        s2 = sigma**2 + sd**2
-        shape = (-1, 1, 1, 1, 1)
-        c_skip, c_out, c_in = (sd**2 / s2).reshape(shape), (sigma * sd / s2.sqrt()).reshape(shape), (
-            1 / s2.sqrt()).reshape(shape)
+        c_skip, c_out, c_in, c_noise = coefficients(sigma, self.cfg.sigma_data, x.ndim)
         if autocast_bf16:
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-                f = self.net(c_in * x, sigma.log() / 4)
+                f = self.net(c_in * x, c_noise)
         else:
-            f = self.net(c_in * x, sigma.log() / 4)
+            f = self.net(c_in * x, c_noise)
         return c_skip * x + c_out * f.float()
 
 

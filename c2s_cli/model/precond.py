@@ -16,6 +16,18 @@ from c2s_cli.config import ModelConfig
 from c2s_cli.model.unet import UNet
 
 
+def coefficients(sigma: Tensor, sigma_data: float, ndim: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """c_skip, c_out, c_in for σ (B,) shaped (B, 1, …) to broadcast over ``ndim``-dimensional inputs, and c_noise
+    (B,) (Karras et al. 2022, Eq. 7; see the module docstring)."""
+    sigma = sigma.float().reshape(-1)
+    s2 = sigma**2 + sigma_data**2
+    shape = (-1,) + (1,) * (ndim - 1)
+    c_skip = (sigma_data**2 / s2).reshape(shape)
+    c_out = (sigma * sigma_data / s2.sqrt()).reshape(shape)
+    c_in = (1 / s2.sqrt()).reshape(shape)
+    return c_skip, c_out, c_in, sigma.log() / 4
+
+
 class Precond(nn.Module):
     """D(x, σ): x (B, C, H, W) with C = 2·context + 1 target slices then guides; σ (B,) > 0 → (B, 1, H, W)."""
 
@@ -27,13 +39,7 @@ class Precond(nn.Module):
 
     def forward(self, x: Tensor, sigma: Tensor, *, autocast_bf16: bool = False) -> Tensor:
         x = x.float()
-        sigma = sigma.float().reshape(-1)
-        sd = self.cfg.sigma_data
-        s2 = sigma**2 + sd**2
-        c_skip = (sd**2 / s2)[:, None, None, None]
-        c_out = (sigma * sd / s2.sqrt())[:, None, None, None]
-        c_in = (1 / s2.sqrt())[:, None, None, None]
-        c_noise = sigma.log() / 4
+        c_skip, c_out, c_in, c_noise = coefficients(sigma, self.cfg.sigma_data, x.ndim)
         target = x[:, : self.n_target]
         inp = torch.cat([c_in * target, x[:, self.n_target :]], dim=1)
         if autocast_bf16:
