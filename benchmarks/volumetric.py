@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from c2s_cli.config import PLANES, GDSMConfig  # noqa: E402
+from c2s_cli.config import PLANES  # noqa: E402
 from c2s_cli.model import Precond  # noqa: E402
 from c2s_cli.model.precond import coefficients  # noqa: E402
 from c2s_cli.model.unet import Block, NoiseEmbedding, UNet  # noqa: E402
@@ -178,6 +178,7 @@ class Precond3D(nn.Module):
         if base.cfg.guides:
             raise ValueError("guide contrasts are not supported by the volumetric candidate")
         self.cfg = base.cfg
+        self.n_target = 1  # for the GDSM loss: one noisy channel, all of it the target
         self.net = UNet3D(base.net, base.cfg.context, z_levels)
 
     def forward(self, x: Tensor, sigma: Tensor, *, autocast_bf16: bool = False) -> Tensor:
@@ -189,24 +190,6 @@ class Precond3D(nn.Module):
         else:
             f = self.net(c_in * x, c_noise)
         return c_skip * x + c_out * f.float()
-
-
-def gdsm3d(net: nn.Module, y: Tensor, sigma_d: Tensor, mask: Tensor, cfg: GDSMConfig,
-           generator: torch.Generator) -> Tensor:
-    """The GDSM loss (C2S Eq. 3, as :class:`c2s_cli.losses.GDSMLoss`) on 3-D patches y (B, 1, D, H, W): every voxel
-    re-corrupted together, the loss on every voxel; returns the un-reduced loss (B, 1, D, H, W)."""
-    b = y.shape[0]
-    sd = sigma_d.reshape(b, 1, 1, 1, 1).float()
-    u = 1.0 - torch.rand((b, 1, 1, 1, 1), generator=generator)
-    tau = u * cfg.tau_max * sd
-    x_t = y + tau * torch.randn(y.shape, generator=generator)
-    sigma_t = torch.sqrt(sd**2 + tau**2)
-    sigma_tg = cfg.target_fraction * sd
-    gamma = tau**2 / (tau**2 + sd**2 - sigma_tg**2)
-    d = net(x_t, sigma_t.reshape(b))
-    pred = gamma * d + (1 - gamma) * x_t
-    weight = (tau**2 + sd**2) ** cfg.alpha * gamma ** (-cfg.gamma_power)
-    return weight * mask * (pred - y) ** 2
 
 
 class BlockSampler:
@@ -329,10 +312,10 @@ def train_main(args: argparse.Namespace) -> None:
         model: nn.Module = copy.deepcopy(base).train()
         sampler2d = PatchSampler(volumes, patch=cfg.train.patch_size, context=cfg.model.context, augment=True,
                                  invert=cfg.train.invert)
-        loss2d = GDSMLoss(cfg.gdsm)
     else:
         model = Precond3D(base, z_levels).train()
         sampler = BlockSampler(volumes, args.depth, args.patch, cfg.train.invert)
+    loss_fn = GDSMLoss(cfg.gdsm)  # on 3-D blocks every voxel is re-corrupted together and is a target: still exact
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=cfg.train.weight_decay)
@@ -343,10 +326,10 @@ def train_main(args: argparse.Namespace) -> None:
             g["lr"] = lr_at(cfg, step)
         if args.control:
             y, sd, mask = sampler2d.sample(cfg.train.batch_size * args.control_batches, gen)
-            lm = loss2d(model, y, sd, mask, generator=gen)
+            lm = loss_fn(model, y, sd, mask, generator=gen)
         else:
             y, sd, mask = sampler.sample(args.batch, gen)
-            lm = gdsm3d(model, y, sd, mask, cfg.gdsm, gen)
+            lm = loss_fn(model, y, sd, mask, generator=gen)
         loss = lm.sum() / mask.sum().clamp_min(1.0)
         optimizer_step(opt, params, loss, cfg.train.grad_clip, step)
         ema_update(ema, model, step, decay)

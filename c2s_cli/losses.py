@@ -39,18 +39,20 @@ class GDSMLoss:
         autocast_bf16: bool = False,
     ) -> Tensor:
         """Args:
-            net: the preconditioned denoiser D.
-            y: (B, C, H, W) observed stack: 2·context + 1 noisy slices, then guide channels.
+            net: the preconditioned denoiser D; its ``n_target`` first input channels are the noisy target stack,
+                whose middle one is the target (a 3-D network: one channel, the whole block).
+            y: (B, C, H, W) observed stack: 2·context + 1 noisy slices, then guide channels; or (B, C, D, H, W).
             sigma_d: (B,) noise std of y in the same (normalised) units.
             mask: (B, 1, H, W) 1 where the centre voxel counts (not zero, saturated or padding), else 0.
             generator: the source of τ and of the re-corruption noise.
         Returns:
-            (B, 1, H, W) loss, zero outside the mask.
+            (B, 1, H, W) loss (or (B, 1, D, H, W)), zero outside the mask.
         """
         b = y.shape[0]
         n_t = net.n_target
-        sd = sigma_d.reshape(b, 1, 1, 1).float()
-        u = 1.0 - torch.rand((b, 1, 1, 1), generator=generator, device=y.device)  # (0, 1]
+        per_sample = (b,) + (1,) * (y.ndim - 1)
+        sd = sigma_d.reshape(per_sample).float()
+        u = 1.0 - torch.rand(per_sample, generator=generator, device=y.device)  # (0, 1]
         tau = u * self.cfg.tau_max * sd
         noise = torch.randn(y[:, :n_t].shape, generator=generator, device=y.device)
         x_t = y[:, :n_t] + tau * noise
@@ -58,7 +60,7 @@ class GDSMLoss:
         sigma_tg = self.cfg.target_fraction * sd
         gamma = tau**2 / (tau**2 + sd**2 - sigma_tg**2)
         d = net(torch.cat([x_t, y[:, n_t:]], dim=1), sigma_t.reshape(b), autocast_bf16=autocast_bf16)
-        c = net.cfg.context
+        c = (n_t - 1) // 2  # the centre of the 2·context + 1 target slices
         pred = gamma * d + (1 - gamma) * x_t[:, c : c + 1]
         weight = (tau**2 + sd**2) ** self.cfg.alpha * gamma ** (-self.cfg.gamma_power)
         return weight * mask * (pred - y[:, c : c + 1]) ** 2

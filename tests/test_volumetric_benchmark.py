@@ -1,9 +1,10 @@
 """benchmarks/volumetric.py: the 3-D candidate inflated from the 2.5-D network (issue 20).
 
 Properties: before training, the inflated network equals the 2.5-D one slice by slice (whichever levels get
-through-plane taps, for a random untrained network and random through-plane edges); the 3-D GDSM loss is zero outside
-the mask and its noise comes from the generator; the block sampler's masks cover exactly the voxels it copied; the
-tail of a slab-wise denoise equals a single pass.
+through-plane taps, for a random untrained network and random through-plane edges); the GDSM loss on 3-D blocks is
+the equation on every voxel, zero outside the mask, its noise from the generator; the block sampler's masks cover
+exactly the voxels it copied; the tail of a slab-wise denoise equals a single pass; a tiny run writes a c2s model
+file through c2s train's pre-flight.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from c2s_cli.config import PLANES, GDSMConfig, ModelConfig
 from c2s_cli.data import make_train_volume
 from c2s_cli.infer import denoise_network_units
+from c2s_cli.losses import GDSMLoss
 from c2s_cli.model import Precond
 from c2s_cli.noise.domain import NoiseDomain
 
@@ -78,17 +80,30 @@ def test_a_trained_through_plane_tap_changes_the_output(vol) -> None:  # type: i
     assert float((after - before).abs().max()) > 1e-4
 
 
-def test_gdsm3d_is_zero_outside_the_mask_and_follows_the_generator(vol) -> None:  # type: ignore[no-untyped-def]
-    net3 = vol.Precond3D(_net(), (2,))
+def test_gdsm_loss_on_3d_blocks_is_the_equation_on_every_voxel(vol) -> None:  # type: ignore[no-untyped-def]
+    """c2s_cli.losses.GDSMLoss on (B, 1, D, H, W) blocks: the paper's loss with every voxel re-corrupted and every voxel
+    a target, computed by hand from the same draws; zero outside the mask; the noise comes from the generator."""
+    net3 = vol.Precond3D(_net(), (2,)).eval()
     y = torch.rand(2, 1, 6, 16, 16)
     mask = torch.zeros_like(y)
     mask[:, :, 1:5, 2:14, 2:14] = 1
+    sd = torch.tensor([0.05, 0.1])
     cfg = GDSMConfig(tau_max=2.0)
-    a = vol.gdsm3d(net3, y, torch.tensor([0.05, 0.1]), mask, cfg, torch.Generator().manual_seed(3))
-    b = vol.gdsm3d(net3, y, torch.tensor([0.05, 0.1]), mask, cfg, torch.Generator().manual_seed(3))
-    c = vol.gdsm3d(net3, y, torch.tensor([0.05, 0.1]), mask, cfg, torch.Generator().manual_seed(4))
+    loss = GDSMLoss(cfg)
+    with torch.no_grad():
+        a = loss(net3, y, sd, mask, generator=torch.Generator().manual_seed(3))
+        b = loss(net3, y, sd, mask, generator=torch.Generator().manual_seed(3))
+        c = loss(net3, y, sd, mask, generator=torch.Generator().manual_seed(4))
+        g = torch.Generator().manual_seed(3)
+        s = sd.reshape(2, 1, 1, 1, 1)
+        tau = (1.0 - torch.rand((2, 1, 1, 1, 1), generator=g)) * 2.0 * s
+        x_t = y + tau * torch.randn(y.shape, generator=g)
+        gamma = tau**2 / (tau**2 + s**2)
+        want = (tau**2 + s**2) ** -1.0 / gamma * mask * (
+            gamma * net3(x_t, torch.sqrt(s**2 + tau**2).reshape(2)) + (1 - gamma) * x_t - y) ** 2
     assert a.shape == y.shape
-    assert float(a[mask == 0].abs().max()) == 0 and float(a[mask == 1].min()) >= 0 and float(a.sum()) > 0
+    torch.testing.assert_close(a, want, rtol=1e-5, atol=1e-7)
+    assert float(a[mask == 0].abs().max()) == 0 and float(a.sum()) > 0
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
