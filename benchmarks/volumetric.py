@@ -46,6 +46,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).parent))
 
 from c2s_cli.config import PLANES  # noqa: E402
+from c2s_cli.data import PatchSampler  # noqa: E402
 from c2s_cli.model import Precond  # noqa: E402
 from c2s_cli.model.precond import coefficients  # noqa: E402
 from c2s_cli.model.unet import Block, NoiseEmbedding, UNet  # noqa: E402
@@ -192,16 +193,15 @@ class Precond3D(nn.Module):
         return c_skip * x + c_out * f.float()
 
 
-class BlockSampler:
+class BlockSampler(PatchSampler):
     """Random (D, P, P) blocks of the training volumes' plane layouts, with the 2.5-D sampler's augmentation
     (in-plane rotations and flips, slice-order reversal, contrast inversion, gain); blocks past a volume's edge are
-    zero and masked."""
+    zero and masked. The volume, plane and slice are drawn as :class:`~c2s_cli.data.PatchSampler` draws them; the
+    block is centred on that slice."""
 
     def __init__(self, volumes: list, depth: int, patch: int, invert: float) -> None:
-        self.volumes, self.depth, self.patch, self.invert = volumes, depth, patch, invert
-        self.slices = [[np.nonzero(m.reshape(m.shape[0], -1).mean(1) > 0.05)[0] for m in v.masks] for v in volumes]
-        sizes = np.array([sum(len(s) for s in ss) for ss in self.slices], np.float64)
-        self.weights = torch.tensor(sizes / sizes.sum())
+        super().__init__(volumes, patch=patch, context=0, augment=True, invert=invert)
+        self.depth = depth
 
     def sample(self, batch: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         d, p = self.depth, self.patch
@@ -210,10 +210,7 @@ class BlockSampler:
         sd = np.zeros(batch, np.float32)
         for b, vi in enumerate(torch.multinomial(self.weights, batch, replacement=True, generator=gen).tolist()):
             v = self.volumes[vi]
-            planes = [i for i, s in enumerate(self.slices[vi]) if len(s)]
-            pi = planes[int(torch.randint(len(planes), (1,), generator=gen))]
-            cand = self.slices[vi][pi]
-            k = int(cand[int(torch.randint(len(cand), (1,), generator=gen))])
+            pi, k = self.pick(vi, gen)
             vol, msk = v.planes[pi], v.masks[pi]
             z, h, w = vol.shape
             z0 = min(max(k - d // 2, 0), max(z - d, 0))
@@ -286,7 +283,6 @@ def train_main(args: argparse.Namespace) -> None:
     from c2s_cli.batch import expand
     from c2s_cli.checkpoint import save_model
     from c2s_cli.losses import GDSMLoss
-    from c2s_cli.data import PatchSampler
     from c2s_cli.train import ema_update, lr_at, optimizer_step
     from c2s_cli.training import init_config, load_training_set, resolve_init
 

@@ -109,6 +109,13 @@ class PatchSampler:
             raise ValueError("no slice with enough non-zero voxels to train on")
         self.weights = torch.tensor(sizes / sizes.sum())
 
+    def pick(self, vi: int, generator: torch.Generator) -> tuple[int, int]:
+        """A plane layout of volume ``vi`` that has candidate slices, and one of its candidate slices (two draws)."""
+        planes = [i for i, s in enumerate(self.slices[vi]) if len(s)]
+        pi = planes[int(torch.randint(len(planes), (1,), generator=generator))]
+        cand = self.slices[vi][pi]
+        return pi, int(cand[int(torch.randint(len(cand), (1,), generator=generator))])
+
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns y (B, C, P, P), σ_d (B,), mask (B, 1, P, P) as float32 tensors."""
         ys, _, sd, ms = self._draw(batch, generator, with_targets=False)
@@ -135,10 +142,7 @@ class PatchSampler:
         vidx = torch.multinomial(self.weights, batch, replacement=True, generator=generator).tolist()
         for b, vi in enumerate(vidx):
             v = self.volumes[vi]
-            planes = [i for i, s in enumerate(self.slices[vi]) if len(s)]
-            pi = planes[int(torch.randint(len(planes), (1,), generator=generator))]
-            cand = self.slices[vi][pi]
-            k = int(cand[int(torch.randint(len(cand), (1,), generator=generator))])
+            pi, k = self.pick(vi, generator)
             vol, msk = v.planes[pi], v.masks[pi]
             _, h, w = vol.shape
             i0 = int(torch.randint(max(h - p, 0) + 1, (1,), generator=generator))
