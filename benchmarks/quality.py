@@ -199,7 +199,7 @@ def run_case(name: str, clean: np.ndarray, sigma: float, seed: int, args: argpar
 
 def real_case(data: Path, model: str) -> dict:
     """Real noise without reference: residual statistics of c2s zero-shot on the GE PD series."""
-    from c2s_cli.api import DenoiseReport, Denoiser
+    from c2s_cli.api import DenoiseReport, Denoiser  # noqa: F401
     from c2s_cli.io import read_volume
 
     vol, _ = read_volume(data / "dicom" / "ge_pd_brain_series")

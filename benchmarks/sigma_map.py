@@ -9,7 +9,7 @@ The σ-map error is measured inside the head against the noise actually present,
 ≈ 1.9 % is the reference scan's own noise (`unseen.py`). PSNR / SSIM as `quality.py`, in the head mask.
 
 Rows of c2s: `--sigma-map none` (one σ, the whole-scan estimate and its heuristics), the default of `c2s denoise`
-given no noise flag (`noise.sigma_map.choose_noise`: the map settles a whole-scan estimate in doubt),
+given no noise flag (`noise.policy.choose`: the map settles a whole-scan estimate in doubt, within the do-no-harm rules),
 `--sigma-map auto` (always the estimated map) and the true map.
 
 `--subject mni-heldout` runs the same cases on the MNI152 template's held-out axial slab (z 70–113, 197×233×44):
@@ -40,7 +40,7 @@ from unseen import load  # noqa: E402
 
 from c2s_cli.api import Denoiser  # noqa: E402
 from c2s_cli.noise.estimate import estimate_noise  # noqa: E402
-from c2s_cli.noise.sigma_map import choose_noise, default_use, estimate_sigma_map  # noqa: E402
+from c2s_cli.noise.sigma_map import estimate_sigma_map  # noqa: E402
 
 
 def rician_map(clean: np.ndarray, sigma: np.ndarray, seed: int) -> np.ndarray:
@@ -109,14 +109,13 @@ def main() -> None:
                 t0 = time.perf_counter()
                 record("BM3D slice-wise (true RMS σ)", bm3d_slices(noisy, rms), time.perf_counter() - t0)
         t0 = time.perf_counter()
-        record("c2s --sigma-map none (one σ, whole-scan estimate)", den.denoise(noisy), time.perf_counter() - t0)
+        record("c2s --sigma-map none (one σ, whole-scan estimate)", den.denoise(noisy, noise="none"),
+               time.perf_counter() - t0)
         t0 = time.perf_counter()
         whole = estimate_noise(noisy)
-        choice = choose_noise(noisy, whole)
-        out = den.denoise(noisy, choice.sigma, sigma_map=choice.sigma_map,
-                          estimate=whole if choice.sigma is None and choice.sigma_map is None else None)
-        record("c2s default (the map settles a doubtful σ)", out, time.perf_counter() - t0,
-               note=f"uses {choice.uses}")
+        fitted = den.fit_noise(noisy)
+        out = den.denoise(noisy, fitted=fitted)
+        record("c2s default (the noise policy)", out, time.perf_counter() - t0, note=f"uses {fitted.uses}")
         t0 = time.perf_counter()
         est = estimate_sigma_map(noisy)
         t_est = time.perf_counter() - t0
@@ -124,7 +123,7 @@ def main() -> None:
         res["maps"].append({"case": name, "varying": est.varying, "p95_p5_ratio": round(est.ratio, 3),  # type: ignore[union-attr]
                             "blocks": est.blocks, "median_error_pct": round(100 * float(np.median(err)), 2),
                             "p90_error_pct": round(100 * float(np.percentile(err, 90)), 2),
-                            "estimate_seconds": round(t_est, 2), "default_uses": default_use(whole, est)[0],
+                            "estimate_seconds": round(t_est, 2), "default_uses": fitted.uses,
                             "whole_scan_sigma_pct": round(100 * whole.sigma, 2)})
         t0 = time.perf_counter()
         record("c2s --sigma-map auto (estimated map)", den.denoise(noisy, sigma_map=est.sigma),

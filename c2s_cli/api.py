@@ -9,38 +9,51 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+import c2s_cli.config as config
 from c2s_cli.checkpoint import load_model, resolve_model, sha256
-from c2s_cli import config
-from c2s_cli.config import DenoiseOptions
+from c2s_cli.config import DenoiseOptions, check_options
 from c2s_cli.errors import C2SError, InputError, UsageError
-from c2s_cli.noise.domain import NoiseDomain, NoiseEstimateError
-from c2s_cli.noise.estimate import NoiseEstimate
+from c2s_cli.records import DenoiseReport
+from c2s_cli.noise.domain import NoiseDomain
+from c2s_cli.noise.policy import NoiseFit, NoiseSpec, fit_frame, frame_of
+from c2s_cli.noise.policy import fit as fit_noise
 from c2s_cli.volume import Volume
 
-
-@dataclass
-class DenoiseReport:
-    """What happened to one 3D volume (or each 3D volume of a 4D one): its noise domain and timings."""
-
-    domains: list[NoiseDomain] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def noise(self) -> list[dict[str, object]]:
-        """Per-frame noise summaries (σ, its source, diagnostics and warnings)."""
-        return [d.summary() for d in self.domains]
+__all__ = ["DenoiseOptions", "DenoiseReport", "Denoiser", "check_options", "check_planes", "check_tta"]
 
 
 def _all_finite(a: NDArray[np.floating]) -> bool:
     """No NaN/Inf, checked 16 planes at a time (no volume-sized temporary)."""
     return all(np.isfinite(a[i : i + 16]).all() for i in range(0, a.shape[0], 16))
+
+
+def check_volume(data: NDArray[np.floating], name: str, *, vst_on: bool) -> None:
+    """Refuse, with one line naming ``name``, a volume c2s cannot denoise: not 3-D or 4-D, complex, NaN or Inf,
+    beyond float32's reach, negative under the VST (naming ``vst``), or a frame that is all zeros."""
+    if data.ndim not in (3, 4):
+        raise InputError(f"{name}: expected a 3D or 4D volume, got shape {data.shape}")
+    if np.iscomplexobj(data):
+        raise InputError(f"{name}: complex data; give the magnitude image")
+    if not _all_finite(data):
+        raise InputError(f"{name}: contains NaN or infinite voxels")
+    lo, hi = float(data.min()), float(data.max())
+    top = max(abs(lo), abs(hi))
+    if top > 1e20:  # squares and VST tables overflow float32 long before the network sees anything
+        raise InputError(f"{name}: intensities up to {top:.3g}, beyond what c2s can compute with in float32 "
+                         "(a damaged file, or rescale it)")
+    if vst_on and lo < 0:
+        raise InputError(f"vst: {name} has negative intensities, not a magnitude image; for signed data turn the "
+                         "VST off", param="vst")
+    frames = [data] if data.ndim == 3 else [data[..., t] for t in range(data.shape[3])]
+    for t, v in enumerate(frames):
+        if not np.any(v):
+            raise InputError(f"{name}: volume {t} is all zeros")
 
 
 def check_tta(tta: int) -> None:
@@ -59,15 +72,6 @@ def check_planes(planes: tuple[str, ...]) -> None:
         raise UsageError(str(exc), param="planes") from None
 
 
-def check_options(options: DenoiseOptions) -> None:
-    """Validate :class:`DenoiseOptions` (a :class:`UsageError` naming the field)."""
-    try:
-        options.validate()
-    except ValueError as exc:
-        msg = str(exc)
-        raise UsageError(msg, param=msg.split(" ", 1)[0]) from None
-
-
 def _default_batch(device: Any) -> int | None:
     """Slices per pass: None on CPU (sized per volume from the slice area, see ``infer``); on CUDA from free memory
     (≈ 60 MB per 256² slice at fp32), ≤ 64."""
@@ -77,31 +81,6 @@ def _default_batch(device: Any) -> int | None:
 
     free, _ = torch.cuda.mem_get_info(device)
     return int(max(1, min(64, free * 0.5 // (60 * 2**20))))
-
-
-def fit_domain(
-    frame: NDArray[np.floating], sigma: float | None, *, use_vst: bool, coils: int, slice_axis: int,
-    sigma_map: NDArray[np.floating] | None = None, estimate: NoiseEstimate | None = None,
-) -> NoiseDomain:
-    """:meth:`NoiseDomain.fit` with library errors: a bad ``sigma`` is a UsageError, a bad map an InputError, an
-    impossible estimate an InputError that says which parameter to give."""
-    try:
-        return NoiseDomain.fit(frame, sigma, use_vst=use_vst, coils=coils, slice_axis=slice_axis, sigma_map=sigma_map,
-                               estimate=estimate)
-    except NoiseEstimateError as exc:
-        raise InputError(f"sigma: the noise level cannot be estimated ({exc}); give it (or a sigma_map)",
-                         param="sigma") from None
-    except ValueError as exc:
-        if str(exc).startswith("sigma_map"):
-            raise InputError(str(exc), param="sigma_map") from None
-        raise UsageError(str(exc), param="sigma") from None
-
-
-def frame_of(x: NDArray[np.floating] | None, t: int) -> NDArray[np.floating] | None:
-    """Frame ``t`` of a 4-D companion array (a σ map, a guide), or the 3-D array itself (shared by every frame)."""
-    if x is None or x.ndim == 3:
-        return x
-    return x[..., t]
 
 
 class Denoiser:
@@ -168,19 +147,38 @@ class Denoiser:
         return (self.config.noise.vst if use_vst is None else use_vst,
                 self.config.noise.coils if coils is None else coils)
 
-    def domains(
-        self, frame: NDArray[np.floating], sigma: float | None, *, use_vst: bool | None = None,
-        coils: int | None = None, slice_axis: int = 2, guides: Sequence[NDArray[np.floating]] = (),
-        sigma_map: NDArray[np.floating] | None = None, estimate: NoiseEstimate | None = None,
-    ) -> tuple[NoiseDomain, list[tuple[NDArray[np.floating], NoiseDomain]]]:
-        """The noise domain of one 3-D frame (a scalar σ, or ``sigma_map`` per voxel; ``estimate``: the whole-scan
-        estimate of this frame when the caller has it) and of its guides (one convention: each guide's own
-        estimate, the target's VST and coil settings)."""
+    def noise_spec(
+        self, sigma: float | None = None, *, sigma_map: NDArray[np.floating] | None = None, noise: str = "default",
+        use_vst: bool | None = None, coils: int | None = None, slice_axis: int = 2,
+    ) -> NoiseSpec:
+        """The :class:`~c2s_cli.noise.policy.NoiseSpec` of a call: the caller's σ / map / mode and noise-model
+        overrides, else the model's settings."""
         vst_on, n_coils = self.noise_model(use_vst, coils)
-        dom = fit_domain(frame, sigma, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis, sigma_map=sigma_map,
-                         estimate=estimate)
-        gds = [(g, fit_domain(g, None, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis)) for g in guides]
-        return dom, gds
+        return NoiseSpec(sigma=sigma, sigma_map=sigma_map, mode=noise, use_vst=vst_on, coils=n_coils,
+                         slice_axis=slice_axis)
+
+    def fit_noise(
+        self, x: Volume | NDArray[np.floating], sigma: float | None = None, *,
+        sigma_map: NDArray[np.floating] | None = None, noise: str = "default", use_vst: bool | None = None,
+        coils: int | None = None, slice_axis: int | None = None, on_warning: Callable[[str], None] | None = None,
+    ) -> NoiseFit:
+        """The noise policy (:func:`c2s_cli.noise.policy.fit`) for ``x`` with this model's noise settings: what
+        :meth:`denoise` uses when it is not given a fit. ``noise``: "default", "auto" or "none"."""
+        data = x.data if isinstance(x, Volume) else np.asarray(x, dtype=np.float32)
+        axis = slice_axis if slice_axis is not None else (x.slice_axis if isinstance(x, Volume) else 2)
+        spec = self.noise_spec(sigma, sigma_map=sigma_map, noise=noise, use_vst=use_vst, coils=coils, slice_axis=axis)
+        name = str(getattr(x, "path", "input"))
+        check_volume(data, name, vst_on=spec.use_vst)
+        return fit_noise(data, spec, name=name, on_warning=on_warning)
+
+    def guide_domains(
+        self, guides: Sequence[NDArray[np.floating]], *, use_vst: bool | None = None, coils: int | None = None,
+        slice_axis: int = 2,
+    ) -> list[tuple[NDArray[np.floating], NoiseDomain]]:
+        """The domains of guide contrasts (one convention: each guide's own whole-scan estimate, the target's VST
+        and coil settings)."""
+        vst_on, n_coils = self.noise_model(use_vst, coils)
+        return [(g, fit_frame(g, None, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis)) for g in guides]
 
     def denoise(
         self,
@@ -197,22 +195,28 @@ class Denoiser:
         tta: int = 1,
         planes: tuple[str, ...] = ("axial",),
         sigma_map: NDArray[np.floating] | None = None,
-        estimate: NoiseEstimate | None = None,
+        noise: str = "default",
+        fitted: NoiseFit | None = None,
     ) -> NDArray[np.float32]:
         """Denoise a (X, Y, Z) or (X, Y, Z, T) magnitude volume; returns the same shape in the same units.
 
+        The noise comes from the one noise policy (:mod:`c2s_cli.noise.policy`), as for files: the array API and
+        ``denoise_file`` give the same result for the same data.
+
         Args:
             x: a :class:`Volume` or an array (image units).
-            sigma: noise std in image units (None: estimated per 3D frame).
+            sigma: noise std in image units (None: the policy chooses).
             sigma_map: spatially varying noise, σ per voxel in image units: (X, Y, Z) for every frame or
-                (X, Y, Z, T); overrides ``sigma``.
-            estimate: the whole-scan noise estimate of a 3-D ``x`` already computed with these ``coils`` and
-                ``slice_axis`` (:func:`~c2s_cli.noise.estimate.estimate_noise`): reused when σ is estimated.
+                (X, Y, Z, T).
+            noise: the policy's mode when neither is given: "default", "auto" (always a σ map) or "none" (one
+                whole-scan σ per volume).
+            fitted: a :class:`~c2s_cli.noise.policy.NoiseFit` of ``x`` already made (:meth:`fit_noise`); then
+                ``sigma``, ``sigma_map`` and ``noise`` are not used.
             strength: multiplies σ_d for the network's conditioning (1 = as estimated).
             use_vst / coils: override the model's noise-domain settings.
             slice_axis: axis to slice along (default: the volume's acquisition axis, or 2 for arrays).
             guides: co-registered other contrasts (same shape) for multi-contrast models.
-            report: filled with each frame's :class:`NoiseDomain` and the timings.
+            report: filled with the noise fit, each frame's :class:`NoiseDomain` and the timings.
             tta: test-time augmentation: the mean over 1, 2, 4 or 8 in-plane flips / transposes of each slice.
             planes: denoise slice by slice along each of these planes ("axial" = ``slice_axis``, "coronal" and
                 "sagittal" = the other two axes) and average (in image units, one noise domain per frame).
@@ -223,21 +227,8 @@ class Denoiser:
         data = x.data if isinstance(x, Volume) else np.asarray(x, dtype=np.float32)
         axis = slice_axis if slice_axis is not None else (x.slice_axis if isinstance(x, Volume) else 2)
         name = getattr(x, "path", "input")
-        vst_on, _ = self.noise_model(use_vst, coils)
-        if data.ndim not in (3, 4):
-            raise InputError(f"{name}: expected a 3D or 4D volume, got shape {data.shape}")
-        if np.iscomplexobj(data):
-            raise InputError(f"{name}: complex data; give the magnitude image")
-        if not _all_finite(data):
-            raise InputError(f"{name}: contains NaN or infinite voxels")
-        lo, hi = float(data.min()), float(data.max())
-        top = max(abs(lo), abs(hi))
-        if top > 1e20:  # squares and VST tables overflow float32 long before the network sees anything
-            raise InputError(f"{name}: intensities up to {top:.3g}, beyond what c2s can compute with in float32 "
-                             "(a damaged file, or rescale it)")
-        if vst_on and lo < 0:
-            raise InputError(f"vst: {name} has negative intensities, not a magnitude image; for signed data turn the "
-                             "VST off", param="vst")
+        if fitted is not None:  # else fit_noise checks it
+            check_volume(data, name, vst_on=self.noise_model(use_vst, coils)[0])
         self.check_guides(len(guides or []))
         if not strength > 0:
             raise UsageError(f"strength must be > 0, got {strength}", param="strength")
@@ -245,17 +236,23 @@ class Denoiser:
         check_planes(planes)
         report = report if report is not None else DenoiseReport()
         frames = [data] if data.ndim == 3 else [data[..., t] for t in range(data.shape[3])]
+        t0 = time.perf_counter()
+        if fitted is None:
+            fitted = self.fit_noise(x, sigma, sigma_map=sigma_map, noise=noise, use_vst=use_vst, coils=coils,
+                                    slice_axis=axis)
+        if len(fitted.domains) != len(frames):
+            raise UsageError(f"fitted: a noise fit of {len(fitted.domains)} frame(s) for {len(frames)}", param="fitted")
+        report.fit = fitted
+        report.seconds["noise"] = report.seconds.get("noise", 0.0) + time.perf_counter() - t0
         out = np.empty_like(data, dtype=np.float32) if data.ndim == 4 else data
         axes = tuple(plane_axes(axis)[p] for p in planes)
         for t, v in enumerate(frames):
-            if not np.any(v):
-                raise InputError(f"{name}: volume {t} is all zeros")
             t0 = time.perf_counter()
-            g = [frame_of(gv, t) for gv in guides or []]
-            dom, gds = self.domains(v, sigma, use_vst=use_vst, coils=coils, slice_axis=axis, guides=g,  # type: ignore[arg-type]
-                                    sigma_map=frame_of(sigma_map, t), estimate=estimate if data.ndim == 3 else None)
+            dom = fitted.domains[t]
+            gds = self.guide_domains([frame_of(gv, t) for gv in guides or []], use_vst=use_vst, coils=coils,  # type: ignore[misc]
+                                     slice_axis=axis)
             report.domains.append(dom)
-            report.seconds["noise"] = report.seconds.get("noise", 0.0) + time.perf_counter() - t0
+            report.seconds["noise"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             res = denoise_frame(self.model, v, dom, axes=axes, guides=gds or None, strength=strength,
                                 batch_size=self.batch_size, device=self.device, bf16=self.bf16,
@@ -291,6 +288,7 @@ class Denoiser:
         lr: float = 2e-4,
         on_log: Callable[[dict[str, Any]], None] | None = None,
         sigma_map: NDArray[np.floating] | None = None,
+        domain: NoiseDomain | None = None,
     ) -> Denoiser:
         """A copy of this denoiser fine-tuned on one scan with the GDSM loss (self-supervised, nothing but the scan),
         in the same noise domain as the inference that follows (the caller's ``sigma`` / ``sigma_map`` /
@@ -301,6 +299,7 @@ class Denoiser:
             data: (X, Y, Z) magnitude volume in image units.
             steps: optimisation steps (a few hundred are minutes on a CPU).
             lr: peak learning rate (small: this fine-tunes trained weights).
+            domain: the scan's fitted noise domain (:meth:`fit_noise`); None: fitted here by the noise policy.
         Returns:
             a Denoiser whose model is the fine-tuned copy and whose config records the domain it was adapted in.
         """
@@ -314,8 +313,9 @@ class Denoiser:
             raise UsageError(f"adapt must be ≥ 1, got {steps}", param="adapt")
         data = np.asarray(data, dtype=np.float32)
         vst_on, n_coils = self.noise_model(use_vst, coils)
-        dom, gds = self.domains(data, sigma, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis, guides=guides or (),
-                                sigma_map=sigma_map)
+        dom = domain if domain is not None else self.fit_noise(
+            data, sigma, sigma_map=sigma_map, use_vst=vst_on, coils=n_coils, slice_axis=slice_axis).domains[0]
+        gds = self.guide_domains(guides or (), use_vst=vst_on, coils=n_coils, slice_axis=slice_axis)
         planes = ("axial", "coronal", "sagittal") if min(data.shape) >= 16 else ("axial",)
         tv = make_train_volume(data, dom, slice_axis=slice_axis, planes=planes, name="adapt",
                                guides=[gd.forward(g) for g, gd in gds])

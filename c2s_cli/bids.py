@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from c2s_cli import __version__
+from c2s_cli._version import __version__
 from c2s_cli.errors import InputError, UsageError
 
 # the BIDS specification's entity order (the entities a raw MRI file name can carry, then desc)

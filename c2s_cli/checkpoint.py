@@ -16,7 +16,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from c2s_cli import __version__
+from c2s_cli._version import __version__
 from c2s_cli.config import RunConfig
 from c2s_cli.errors import CheckpointError
 

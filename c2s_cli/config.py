@@ -227,3 +227,14 @@ def _build(cls: type[T], values: dict[str, Any]) -> T:
         raise ValueError(f"unknown {cls.__name__} keys: {', '.join(sorted(unknown))}")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return cls(**kwargs)
+
+
+def check_options(options: DenoiseOptions) -> None:
+    """Validate :class:`DenoiseOptions` (a :class:`~c2s_cli.errors.UsageError` naming the field)."""
+    from c2s_cli.errors import UsageError
+
+    try:
+        options.validate()
+    except ValueError as exc:
+        msg = str(exc)
+        raise UsageError(msg, param=msg.split(" ", 1)[0]) from None

@@ -54,10 +54,13 @@ def build(
     """Training volumes for every frame (and noisy copy) of ``scans``, and a summary for the model metadata.
 
     Args:
-        fit: ``fit(frame, sigma, use_vst=, coils=, slice_axis=) -> NoiseDomain`` (default :meth:`NoiseDomain.fit`;
-            the API passes its error-mapping wrapper).
+        fit: ``fit(frame, sigma, use_vst=, coils=, slice_axis=) -> NoiseDomain`` (default: the noise policy's
+            :func:`~c2s_cli.noise.policy.fit_frame`, the whole-scan σ of each frame, i.e. its mode "none", or the σ /
+            map given: training volumes keep the fit the shipped weights were made with).
     """
-    fit = fit or NoiseDomain.fit
+    from c2s_cli.noise.policy import fit_frame
+
+    fit = fit or fit_frame
     rng = np.random.default_rng(cfg.train.seed)
     volumes, records = [], []
     n = cfg.noise

@@ -219,9 +219,13 @@ def denoise_array(
     sigma_map: NDArray[np.floating] | None = None,
     **kwargs: Any,
 ) -> NDArray[np.float32]:
-    """Convenience for scripts: fit the frame's :class:`NoiseDomain` (σ in image units, None: estimated; or a σ map
-    of the frame's shape) and the guides' (one convention, :meth:`NoiseDomain.fit`), then :func:`denoise_frame`
-    along ``slice_axis``."""
-    domain = NoiseDomain.fit(data, sigma, use_vst=use_vst, coils=coils, slice_axis=slice_axis, sigma_map=sigma_map)
-    gd = [(g, NoiseDomain.fit(g, None, use_vst=use_vst, coils=coils, slice_axis=slice_axis)) for g in guides or []]
+    """Convenience for scripts: fit the 3-D frame's :class:`NoiseDomain` by the noise policy
+    (:func:`c2s_cli.noise.policy.fit`: σ in image units, None: its default choice; or a σ map of the frame's shape)
+    and the guides' (one convention, :func:`~c2s_cli.noise.policy.fit_frame`), then :func:`denoise_frame` along
+    ``slice_axis``."""
+    from c2s_cli.noise.policy import NoiseSpec, fit, fit_frame
+
+    spec = NoiseSpec(sigma=sigma, sigma_map=sigma_map, use_vst=use_vst, coils=coils, slice_axis=slice_axis)
+    domain = fit(data, spec).domains[0]
+    gd = [(g, fit_frame(g, None, use_vst=use_vst, coils=coils, slice_axis=slice_axis)) for g in guides or []]
     return denoise_frame(model, data, domain, axes=(slice_axis,), guides=gd or None, **kwargs)

@@ -84,29 +84,20 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
     })
     out.update({k: v for k, v in vol.meta.items() if k not in ("dtype",)})
     if noise:
-        from c2s_cli.noise.domain import NoiseDomain, NoiseEstimateError
+        from c2s_cli.errors import C2SError
+        from c2s_cli.noise.policy import NoiseSpec, fit, map_for_info
 
-        first = data if data.ndim == 3 else data[..., 0]
-        scalar, whole = None, None
-        try:
-            domain = NoiseDomain.fit(first, None, coils=coils, slice_axis=vol.slice_axis)
-            out["noise"], scalar, whole = domain.summary(), domain.sigma, domain.estimate  # the σ-map check reuses it
-        except NoiseEstimateError as exc:
-            out["noise"] = {"sigma": None, "method": None, "warnings": [str(exc)]}
-        from c2s_cli.noise.sigma_map import (
-            SigmaMapError, default_use, describe, estimate_sigma_map, estimate_sigma_map_series, is_series, plain_words)
-
-        try:
-            if is_series(data):  # as `c2s denoise` does: the map over the volumes, by default
-                est = estimate_sigma_map_series(data)
-                used, flag = "map", None
-            else:
-                est = estimate_sigma_map(first, scalar=scalar)
-                used, flag = default_use(whole, est, data.ndim)
-            out["noise"]["sigma_map"] = {**describe(est), "says": plain_words(est), "c2s_denoise_uses": used,
-                                         "flag": flag}
-        except SigmaMapError as exc:
-            out["noise"]["sigma_map"] = {"varying": None, "says": f"no σ-map estimate: {exc}",
-                                         "c2s_denoise_uses": "whole-scan σ"}
+        try:  # what `c2s denoise` does with no noise flag: the one noise policy, on the first frame (or the series)
+            nf = fit(data, NoiseSpec(coils=coils, slice_axis=vol.slice_axis), name=str(path), frames=1)
+        except C2SError as exc:
+            out["noise"] = {"sigma": None, "method": None, "c2s_denoise_uses": "refuses", "reason": str(exc),
+                            "warnings": [str(exc)], "sigma_map": {"varying": None, "says": str(exc),
+                                                                  "c2s_denoise_uses": "refuses", "flag": "--sigma"}}
+        else:
+            dom = nf.domains[0]
+            out["noise"] = {**dom.summary(), "c2s_denoise_uses": nf.uses, "reason": nf.reason,
+                            "warnings": nf.warnings}
+            out["noise"]["sigma_map"] = map_for_info(data, nf, vol.slice_axis)
     out["warnings"] = warnings
     return out
+

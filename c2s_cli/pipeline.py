@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from c2s_cli import __version__
+from c2s_cli._version import __version__
 from c2s_cli.errors import InputError, UsageError
 from c2s_cli.io import check_writable, is_nifti, output_kind, read_volume, write_volume
 from c2s_cli.io.atomic import OutputLock, atomic_path, check_distinct, check_output
@@ -26,7 +26,6 @@ from c2s_cli.volume import Volume
 if TYPE_CHECKING:
     from c2s_cli.api import Denoiser
     from c2s_cli.config import DenoiseOptions
-    from c2s_cli.noise.estimate import NoiseEstimate
 
 
 def same_grid(other: Volume, vol: Volume, path: Path, param: str) -> None:
@@ -69,86 +68,10 @@ def read_sigma_map(path: Path, vol: Volume) -> NDArray[np.float32]:
     return m.data
 
 
-def series_sigma_map(vol: Volume, warn: Callable[[str], None],
-                     report: list[dict[str, object]], *, asked: bool = True) -> NDArray[np.float32]:
-    """One σ map (X, Y, Z) of a 4-D series by MP-PCA over its volumes, said in plain words (when not ``asked`` for,
-    only a varying map is worth a line; the report has it either way); raises
-    :class:`~c2s_cli.noise.sigma_map.SigmaMapError` when the series cannot support it."""
-    from c2s_cli.noise.sigma_map import describe, estimate_sigma_map_series, plain_words
-
-    est = estimate_sigma_map_series(vol.data)
-    if asked or est.varying:
-        warn(plain_words(est))
-    report.append(describe(est))
-    return est.sigma
-
-
-def estimated_sigma_map(vol: Volume, src: Path, warn: Callable[[str], None],
-                        report: list[dict[str, object]]) -> NDArray[np.float32]:
-    """The σ map of ``vol`` (:mod:`c2s_cli.noise.sigma_map`): for a 4-D series of at least 8 volumes one map by
-    MP-PCA over the volumes (used for every frame), otherwise one map per 3-D frame. Says in plain words whether
-    the noise varies, and refuses with one line when the scan cannot support the estimate."""
-    from c2s_cli.noise.sigma_map import SigmaMapError, describe, estimate_sigma_map, is_series, plain_words
-
-    def refuse(exc: Exception) -> InputError:
-        return InputError(f"sigma_map auto: {src}: the scan cannot support a σ-map estimate ({exc}); give sigma, or a "
-                          "sigma_map file (e.g. dwidenoise -noise)", param="sigma_map")
-
-    if is_series(vol.data):
-        try:
-            return series_sigma_map(vol, warn, report)
-        except SigmaMapError as exc:
-            raise refuse(exc) from None
-    frames = [vol.data] if vol.data.ndim == 3 else [vol.data[..., t] for t in range(vol.data.shape[3])]
-    maps = []
-    for t, frame in enumerate(frames):
-        try:
-            est = estimate_sigma_map(frame)
-        except SigmaMapError as exc:
-            raise refuse(exc) from None
-        if t == 0:
-            warn(plain_words(est))
-        report.append(describe(est))
-        maps.append(est.sigma)
-    return maps[0] if len(maps) == 1 else np.stack(maps, axis=-1)
-
-
-def default_map(vol: Volume, o: DenoiseOptions) -> str | None:
-    """Which default σ map applies (:class:`~c2s_cli.config.DenoiseOptions` ``default_sigma_map`` on, neither
-    ``sigma`` nor a ``sigma_map`` given, not ``sigma_map auto``): "series" for a 4-D series of at least 8 volumes
-    (one map over its volumes), "volume" for a 3-D volume (the map settles a whole-scan estimate in doubt), None
-    otherwise (a short 4-D series: one σ per volume)."""
-    from c2s_cli.noise.sigma_map import is_series
-
-    if not o.default_sigma_map or o.sigma is not None or o.sigma_map is not None or o.estimate_sigma_map:
-        return None
-    return "series" if is_series(vol.data) else "volume" if vol.data.ndim == 3 else None
-
-
-def volume_noise(
-    den: Denoiser, vol: Volume, axis: int, o: DenoiseOptions, warn: Callable[[str], None],
-    report: list[dict[str, object]],
-) -> tuple[float | None, NDArray[np.float32] | None, NoiseEstimate | None]:
-    """The default noise model of a 3-D volume (:func:`~c2s_cli.noise.sigma_map.choose_noise`): (σ or None, map or
-    None, the whole-scan estimate to reuse). A map or an object σ that overrules the whole-scan estimate is said in
-    one line; the report records the map's verdict whenever one was estimated."""
-    from c2s_cli.noise.estimate import estimate_noise
-    from c2s_cli.noise.sigma_map import choose_noise, describe
-
-    _, coils = den.noise_model(o.vst, o.coils)
-    try:
-        whole = estimate_noise(vol.data, coils=coils, slice_axis=axis)
-    except ValueError:
-        return None, None, None  # the domain fit raises the one-line error that names sigma
-    choice = choose_noise(np.moveaxis(vol.data, axis, 2), whole)
-    if choice.estimate is not None:
-        report.append({**describe(choice.estimate), "used": choice.uses})
-    elif choice.why_not is not None:
-        report.append({"varying": None, "used": choice.uses, "says": f"no σ-map estimate: {choice.why_not}"})
-    if choice.says:
-        warn(choice.says)
-    smap = None if choice.sigma_map is None else np.moveaxis(choice.sigma_map, 2, axis)
-    return choice.sigma, smap, whole if choice.sigma is None and smap is None else None
+def noise_mode(o: DenoiseOptions) -> str:
+    """The noise policy's mode for these options: "auto" (``--sigma-map auto``), "none" (``--sigma-map none``) or
+    "default" (:mod:`c2s_cli.noise.policy`)."""
+    return "auto" if o.estimate_sigma_map else "default" if o.default_sigma_map else "none"
 
 
 def anisotropy_warning(vol: Volume, axis: int, planes: tuple[str, ...]) -> str | None:
@@ -178,7 +101,7 @@ def preflight(
 ) -> tuple[Volume, list[str], NDArray[np.bool_] | None, list[NDArray[np.float32]], NDArray[np.float32] | None, str]:
     """Every check that can fail before the compute; returns the volume, its warnings, the mask, the guides, the σ
     map and the UID seed."""
-    from c2s_cli.api import check_options
+    from c2s_cli.config import check_options
 
     check_options(o)
     den.check_guides(len(o.guides))
@@ -221,7 +144,7 @@ def run_file(
     on_warning: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """See :meth:`c2s_cli.api.Denoiser.denoise_file`."""
-    from c2s_cli.api import DenoiseReport
+    from c2s_cli.records import DenoiseReport
 
     t_start = time.perf_counter()
     vol, warnings, keep, guides, smap, seed = preflight(den, src, dst, o, inputs)
@@ -237,29 +160,10 @@ def run_file(
             on_warning(w)
     axis = o.slice_axis if o.slice_axis is not None else vol.slice_axis
     seconds: dict[str, float] = {"model_load": den.load_seconds, "read": t_read}
-    map_report: list[dict[str, object]] = []
-    if o.estimate_sigma_map:
-        t0 = time.perf_counter()
-        smap = estimated_sigma_map(vol, src, warn, map_report)
-        seconds["sigma_map"] = time.perf_counter() - t0
-    sigma, whole = o.sigma, None
-    kind = default_map(vol, o)
-    if kind == "volume":
-        t0 = time.perf_counter()
-        sigma, smap, whole = volume_noise(den, vol, axis, o, warn, map_report)
-        seconds["sigma_map"] = time.perf_counter() - t0
-    elif kind == "series":
-        t0 = time.perf_counter()
-        from c2s_cli.noise.sigma_map import SigmaMapError
-
-        try:
-            smap = series_sigma_map(vol, warn, map_report, asked=False)
-        except SigmaMapError as exc:  # not asked for: the scalar path, said in one line
-            warn(f"no σ map over the volumes ({exc}); one σ per volume")
-        seconds["sigma_map"] = time.perf_counter() - t0
-    # where σ came from when c2s chose it from a map estimate (the domain only knows "a map" or "a σ was given")
-    source = ("map (estimated)" if smap is not None and o.sigma_map is None else
-              "object (σ-map blocks)" if sigma is not None and o.sigma is None else None)
+    fitted = den.fit_noise(vol, o.sigma, sigma_map=smap, noise=noise_mode(o), use_vst=o.vst, coils=o.coils,
+                           slice_axis=axis, on_warning=warn)
+    if fitted.estimates:
+        seconds["sigma_map"] = fitted.seconds
     with ExitStack() as locks:
         for p in (dst, o.residual, o.preview, o.save_sigma_map):
             if p is not None:
@@ -268,20 +172,19 @@ def run_file(
         if o.adapt:
             t0 = time.perf_counter()
             cb = (lambda r: on_progress("adapt", r["step"], o.adapt)) if on_progress else None
-            worker = den.adapted(vol.data, o.adapt, sigma=sigma, use_vst=o.vst, coils=o.coils, slice_axis=axis,
-                                 guides=guides or None, lr=o.adapt_lr, on_log=cb, sigma_map=smap)
+            worker = den.adapted(vol.data, o.adapt, use_vst=o.vst, coils=o.coils, slice_axis=axis,
+                                 guides=guides or None, lr=o.adapt_lr, on_log=cb, domain=fitted.domains[0])
             seconds["adapt"] = time.perf_counter() - t0
         rep = DenoiseReport()
         result = worker.denoise(
-            vol, sigma, strength=o.strength, use_vst=o.vst, coils=o.coils, slice_axis=axis, guides=guides or None,
-            report=rep, tta=o.tta, planes=o.planes, sigma_map=smap, estimate=whole,
+            vol, strength=o.strength, use_vst=o.vst, coils=o.coils, slice_axis=axis, guides=guides or None,
+            report=rep, tta=o.tta, planes=o.planes, fitted=fitted,
             on_progress=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None,
         )
-        seconds.update(rep.seconds)
+        seconds.update({k: v for k, v in rep.seconds.items() if k != "noise"})
+        seconds["noise"] = fitted.seconds
         if keep is not None:
             result = np.where(keep, result, vol.data).astype(np.float32)
-        for w in rep.domains[0].estimate.warnings if rep.domains[0].estimate else ():
-            warn(w)
         t0 = time.perf_counter()
         vst_on, _ = den.noise_model(o.vst, o.coils)
         params = (f"model={den.name} sha256={den.sha256[:16]} strength={o.strength} vst={vst_on} tta={o.tta} "
@@ -314,8 +217,9 @@ def run_file(
         "output": str(dst),
         "status": "ok",
         **den.describe(),
-        "noise": [{**d, "method": source} for d in rep.noise] if source else rep.noise,
-        **({"sigma_map_estimate": map_report} if map_report else {}),
+        "noise": rep.noise,
+        "noise_reason": fitted.reason,
+        **({"sigma_map_estimate": fitted.estimates} if fitted.estimates else {}),
         "warnings": warnings,
         "clipped_voxels": clipped,
         "adapt_steps": o.adapt,

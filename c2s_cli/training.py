@@ -23,7 +23,7 @@ def load_training_set(
 
     Returns the volumes and the data summary recorded in the model's metadata.
     """
-    from c2s_cli.api import fit_domain
+    from c2s_cli.noise.policy import fit_frame as fit_domain
     from c2s_cli.dataset import Scan, build
     from c2s_cli.pipeline import read_guide, read_sigma_map
 
@@ -72,7 +72,7 @@ def reference_evaluator(
 
     Returns the evaluator and the PSNR of the noisy input.
     """
-    from c2s_cli.api import fit_domain
+    from c2s_cli.noise.policy import fit_frame as fit_domain
     from c2s_cli.infer import denoise_frame
     from c2s_cli.pipeline import same_grid
 

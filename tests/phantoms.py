@@ -54,3 +54,24 @@ def zero_filled_rician(clean: np.ndarray, sigma: float, seed: int = 1) -> np.nda
     img = np.fft.ifft2(np.fft.ifftshift(big, axes=(0, 1)), axes=(0, 1)) * (nx * ny) / (sx * sy)
     # keep the per-pixel noise std equal to σ per channel (the interpolation divides it by 2)
     return (np.abs(img) * 1.0).astype(np.float32)
+
+
+def smooth_phantom(shape: tuple[int, int, int] = (160, 160, 24), seed: int = 0) -> np.ndarray:
+    """Nested ellipsoids (scalp 0.9, GM 0.6, WM 1.0) × a smooth 5 % texture × a bias field, peak ~1000."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    r = np.sqrt((x / 0.8) ** 2 + (y / 0.9) ** 2 + (z / 1.5) ** 2)
+    img = np.where(r < 1, 0.9, 0.0)
+    img[r < 0.9] = 0.6
+    img[np.sqrt((x / 0.55) ** 2 + (y / 0.65) ** 2 + (z / 1.2) ** 2) < 0.8] = 1.0
+    t = ndimage.gaussian_filter(rng.standard_normal(shape), 6.0)
+    return (img * (1 + 0.05 * t / t.std()) * (1 + 0.15 * x - 0.1 * y) * 1000).astype(np.float32)
+
+
+def inplane_centre_high(shape: tuple[int, int, int]) -> np.ndarray:
+    """σ = 30 at the edges rising to 75 at the in-plane centre (a Gaussian bump of 40 voxels), the same in every slice."""
+    c = np.array(shape) / 2
+    xx, yy, _ = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    return (30 + 45 * np.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * 40.0**2))).astype(np.float32)

@@ -103,14 +103,15 @@ def test_derived_uids_are_deterministic(den: Denoiser, dicom_series: Path, tmp_p
 
 def test_noise_domain_is_fitted_once_per_frame(den: Denoiser, noisy_nifti: Path, monkeypatch: pytest.MonkeyPatch,
                                                tmp_path: Path) -> None:
-    """Planes and TTA share one fit: three planes × 2 TTA passes, one estimate (the pipeline's default noise
-    choice computes it, the domain reuses it)."""
+    """Planes and TTA share one fit: three planes × 2 TTA passes, one estimate (the noise policy computes it, the
+    domain reuses it)."""
     import c2s_cli.noise.domain as domain
     import c2s_cli.noise.estimate as estimate
+    import c2s_cli.noise.policy as policy
 
     calls = []
     real = estimate.estimate_noise
-    for module in (domain, estimate):
+    for module in (domain, estimate, policy):
         monkeypatch.setattr(module, "estimate_noise", lambda *a, **k: calls.append(1) or real(*a, **k))
     rec = den.denoise_file(noisy_nifti, tmp_path / "o.nii.gz",
                            DenoiseOptions(planes=("axial", "coronal", "sagittal"), tta=2))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import c2s
-from phantoms import head_phantom
+from phantoms import head_phantom, inplane_centre_high, smooth_phantom
 from c2s_cli.noise import vst
 from c2s_cli.noise.domain import NoiseDomain, map_summary
 from c2s_cli.noise.synth import rician
@@ -184,27 +184,6 @@ def test_training_volumes_from_a_map_have_uniform_noise(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------ σ-map estimation (--sigma-map auto)
 
-def smooth_phantom(shape: tuple[int, int, int] = (160, 160, 24), seed: int = 0) -> np.ndarray:
-    """Nested ellipsoids (scalp 0.9, GM 0.6, WM 1.0) × a smooth 5 % texture × a bias field, peak ~1000."""
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    r = np.sqrt((x / 0.8) ** 2 + (y / 0.9) ** 2 + (z / 1.5) ** 2)
-    img = np.where(r < 1, 0.9, 0.0)
-    img[r < 0.9] = 0.6
-    img[np.sqrt((x / 0.55) ** 2 + (y / 0.65) ** 2 + (z / 1.2) ** 2) < 0.8] = 1.0
-    t = ndimage.gaussian_filter(rng.standard_normal(shape), 6.0)
-    return (img * (1 + 0.05 * t / t.std()) * (1 + 0.15 * x - 0.1 * y) * 1000).astype(np.float32)
-
-
-def inplane_centre_high(shape: tuple[int, int, int]) -> np.ndarray:
-    """σ = 30 at the edges rising to 75 at the in-plane centre (a Gaussian bump of 40 voxels), the same in every slice."""
-    c = np.array(shape) / 2
-    xx, yy, _ = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    return (30 + 45 * np.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2) / (2 * 40.0**2))).astype(np.float32)
-
-
 def test_mppca_sigma_of_pure_noise() -> None:
     from c2s_cli.noise.sigma_map import mppca_sigma
 
@@ -373,7 +352,7 @@ def test_series_get_a_map_by_default_and_none_turns_it_off(tmp_path: Path, tiny_
 def test_white_noise_with_an_agreeing_background_needs_no_map() -> None:
     """Object and background agree on white noise: one σ, no map estimated (no time spent on one)."""
     from c2s_cli.noise.estimate import estimate_noise
-    from c2s_cli.noise.sigma_map import choose_noise, in_doubt
+    from c2s_cli.noise.policy import choose as choose_noise, in_doubt
 
     noisy = rician(smooth_phantom(), 50.0, np.random.default_rng(11))
     whole = estimate_noise(noisy)
@@ -386,7 +365,7 @@ def test_varying_noise_gets_the_map_where_the_estimate_was_in_doubt() -> None:
     """Centre-high noise: the object reads higher than the background, the whole-scan estimate keeps the background
     (too low for most of the head); the map settles it: varying, used per voxel, close to the truth inside."""
     from c2s_cli.noise.estimate import estimate_noise
-    from c2s_cli.noise.sigma_map import choose_noise, in_doubt
+    from c2s_cli.noise.policy import choose as choose_noise, in_doubt
 
     clean = smooth_phantom()
     truth = inplane_centre_high(clean.shape)
@@ -404,7 +383,7 @@ def test_flat_object_noise_above_a_quieter_background_takes_the_object_sigma() -
     background): the whole-scan estimate keeps the background's 30, which would under-denoise the whole head.
     The map is flat, so one σ: the object's, from the blocks (MP-PCA ignores the texture the wavelet reads)."""
     from c2s_cli.noise.estimate import estimate_noise
-    from c2s_cli.noise.sigma_map import choose_noise
+    from c2s_cli.noise.policy import choose as choose_noise
 
     clean = smooth_phantom()
     smap = np.where(clean > 0, 50.0, 30.0).astype(np.float32)
@@ -420,7 +399,7 @@ def test_no_background_and_flat_map_keep_the_whole_scan_sigma() -> None:
     """Air zeroed (no background to check against): in doubt, so the map is estimated; it is flat, and the
     whole-scan estimate stands (the stationary path unchanged: no regression on white noise)."""
     from c2s_cli.noise.estimate import estimate_noise
-    from c2s_cli.noise.sigma_map import choose_noise, in_doubt
+    from c2s_cli.noise.policy import choose as choose_noise, in_doubt
 
     clean = smooth_phantom()
     noisy = np.where(clean > 0, rician(clean, 50.0, np.random.default_rng(14)), 0).astype(np.float32)

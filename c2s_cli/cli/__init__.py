@@ -1,7 +1,8 @@
-"""The ``c2s`` command line: ``denoise``, ``train``, ``info``, ``bids`` and ``serve``. The only package that knows Typer and rich.
+"""The ``c2s`` command line: ``denoise``, ``train``, ``info``, ``bids`` and ``serve``. The only package that knows
+Typer and rich.
 
-This module holds the app, the error-to-exit-code mapping and the stderr logger; each command lives in its own
-module (``info``, ``denoise``, ``train``), registered on import.
+``cli/app.py`` holds the app, the error-to-exit-code mapping and the stderr logger; each command lives in its own
+module (``info``, ``denoise``, ``train``, ``bids``, ``serve``), registered on import by :func:`main`.
 
 Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 some inputs of a batch failed, 4 input rejected,
 130 interrupted. Logs and progress go to stderr; ``--json`` data goes to stdout.
@@ -9,145 +10,12 @@ Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 some inputs of a batch faile
 
 from __future__ import annotations
 
-import functools
-import os
 import signal
-import sys
-import traceback
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+from c2s_cli.cli.app import _FLAGS, _Log, _guarded, _message, _start, app
 
-from c2s_cli import __version__
-from c2s_cli.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, C2SError
-
-app = typer.Typer(
-    name="c2s",
-    help="Self-supervised MRI denoising (Corruption2Self). Run `c2s COMMAND --help` for details.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    pretty_exceptions_show_locals=False,
-    add_completion=False,
-    rich_markup_mode=None,  # plain help: typer's rich help formatter costs ~0.2 s of imports on every --help
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-_VERBOSE = False
-
-# library parameter → the CLI's flag (errors name parameters; the CLI speaks flags)
-_FLAGS = {
-    "output": "-o", "model": "--model", "sigma": "--sigma", "coils": "--noise-coils", "vst": "--no-vst",
-    "strength": "--strength", "tta": "--tta", "planes": "--planes", "slice_axis": "--slice-axis", "dtype": "--dtype",
-    "mask": "--mask", "guides": "--guide", "adapt": "--adapt", "residual": "--residual", "preview": "--preview",
-    "report": "--report", "sigma_map": "--sigma-map", "save_sigma_map": "--save-sigma-map", "device": "--device", "precision": "--precision", "threads": "--threads", "batch_size": "--batch-size",
-    "part_id": "--part-id", "reference": "--reference", "run_dir": "--run-dir", "series": "--series",
-    "resume": "--resume", "init": "--init", "guide_names": "--guide-names", "desc": "--desc",
-    "bids_filter_file": "--bids-filter-file", "bids_dir": "BIDS_DIR", "output_dir": "OUTPUT_DIR",
-    # c2s serve
-    "config": "--config", "host": "--host", "port": "--port", "ae_title": "--ae-title", "spool": "--spool",
-    "send": "--send", "allow": "--allow", "stable_seconds": "--stable-seconds", "min_slices": "--min-slices",
-    "retry_seconds": "--retry-seconds", "retry_max_seconds": "--retry-max-seconds", "keep_days": "--keep-days",
-    "tls_cert": "--tls-cert", "tls_key": "--tls-key", "tls_ca": "--tls-ca", "send_tls_ca": "--send-tls-ca",
-}
-
-
-def _message(exc: C2SError) -> str:
-    """The error's one line, its leading parameter name replaced by the CLI flag (``sigma must…`` → ``--sigma must…``)."""
-    msg = str(exc)
-    flag = _FLAGS.get(exc.param or "")
-    if flag and (msg.startswith(exc.param + " ") or msg.startswith(exc.param + ":")):  # type: ignore[operator]
-        return f"{flag}{msg[len(exc.param):]}"  # type: ignore[arg-type]
-    return msg
-
-
-def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
-    """Run a command; map errors to one line on stderr and a distinct exit code (traceback only with -v)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            sys.stderr.write("c2s: interrupted\n")
-            sys.exit(EXIT_INTERRUPTED)
-        except C2SError as exc:
-            if _VERBOSE:
-                traceback.print_exc()
-            sys.stderr.write(f"c2s: error: {_message(exc)}\n")
-            sys.exit(exc.exit_code)
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
-        except Exception as exc:  # unexpected: one line; the traceback (never locals) only with -v
-            if _VERBOSE:
-                traceback.print_exc()
-            sys.stderr.write(f"c2s: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)\n")
-            sys.exit(EXIT_RUNTIME)
-
-    return wrapper
-
-
-class _Log:
-    """Messages and progress on stderr; quiet hides info, verbose adds details."""
-
-    def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True, no_color="NO_COLOR" in os.environ, highlight=False, soft_wrap=True)
-        self.quiet = quiet
-        self.verbose = verbose
-
-    def info(self, msg: str) -> None:
-        if not self.quiet:
-            self.console.print(msg, markup=False)
-
-    def debug(self, msg: str) -> None:
-        if self.verbose:
-            self.console.print(msg, markup=False, style="dim")
-
-    def warn(self, msg: str) -> None:
-        self.console.print(f"c2s: warning: {msg}", markup=False, style="yellow")
-
-    def progress(self) -> Any:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=self.console,
-            disable=self.quiet or not self.console.is_terminal,
-            transient=True,
-        )
-
-
-QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Only warnings and errors on stderr.")]
-VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="More detail; tracebacks on errors.")]
-
-
-def _start(quiet: bool, verbose: bool) -> _Log:
-    """Set the verbosity for error reporting and return the stderr logger of a command."""
-    global _VERBOSE
-    _VERBOSE = verbose
-    return _Log(quiet, verbose)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"c2s {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
-    ] = False,
-) -> None:
-    """Self-supervised MRI denoising (Corruption2Self)."""
-
+__all__ = ["_FLAGS", "_Log", "_guarded", "_message", "_start", "app", "main"]
 
 
 # ------------------------------------------------------------------------------------------------------ entry

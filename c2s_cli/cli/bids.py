@@ -8,8 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from c2s_cli.cli import QuietOpt, VerboseOpt, _guarded, _start, app
-from c2s_cli.cli.denoise import _planes
+from c2s_cli.cli.app import QuietOpt, VerboseOpt, _guarded, _planes, _start, app
 from c2s_cli.errors import EXIT_PARTIAL, UsageError
 
 

@@ -10,18 +10,10 @@ import typer
 
 import dataclasses
 
-from c2s_cli import __version__
-from c2s_cli.cli import QuietOpt, VerboseOpt, _guarded, _Log, _message, _start, app
+from c2s_cli._version import __version__
+from c2s_cli.cli.app import QuietOpt, VerboseOpt, _guarded, _Log, _message, _planes, _start, app
 from c2s_cli.errors import EXIT_PARTIAL, C2SError, InputError, UsageError
 
-
-
-def _planes(text: str) -> tuple[str, ...]:
-    from c2s_cli.api import check_planes
-
-    plane_list = tuple(p.strip() for p in text.split(",") if p.strip())
-    check_planes(plane_list)
-    return plane_list
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from c2s_cli.cli import _guarded, app
+from c2s_cli.cli.app import _guarded, app
 from c2s_cli.errors import UsageError
 
 
@@ -55,13 +55,11 @@ def info(
             line = f"σ = {s:.4g} ({v.get('method')})" if s else "unavailable"
             line += f", σ_object/σ_background = {v['ratio']:.2f}" if v.get("ratio") else ""
             table.add_row("noise", line)
+            if v.get("reason"):
+                table.add_row("", f"c2s denoise uses {v['reason']}" if s else f"c2s denoise refuses: {v['reason']}")
             for w in v.get("warnings", []):
-                table.add_row("", f"⚠ {w}")
-            smap = v.get("sigma_map")
-            if isinstance(smap, dict):
-                table.add_row("", str(smap["says"]) + (f" ({smap['flag']})" if smap.get("flag") else ""))
-                if smap.get("c2s_denoise_uses"):
-                    table.add_row("", f"c2s denoise uses: {smap['c2s_denoise_uses']}")
+                if w != v.get("reason"):
+                    table.add_row("", f"⚠ {w}")
         elif k == "series" and isinstance(v, list):
             for i, s in enumerate(v):
                 table.add_row("series" if i == 0 else "", f"#{s['number']} {s['description']!r} {s['modality']} ×{s['images']}  {s['uid']}")

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from c2s_cli.cli import QuietOpt, VerboseOpt, _guarded, _start, app
+from c2s_cli.cli.app import QuietOpt, VerboseOpt, _guarded, _start, app
 
 
 def _text(e: dict[str, Any]) -> str:

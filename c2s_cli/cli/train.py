@@ -8,8 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from c2s_cli.cli import QuietOpt, VerboseOpt, _guarded, _Log, _start, app
-from c2s_cli.cli.denoise import _planes
+from c2s_cli.cli.app import QuietOpt, VerboseOpt, _guarded, _Log, _planes, _start, app
 from c2s_cli.errors import UsageError
 
 

@@ -80,7 +80,7 @@ def _derive(
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian
 
-    from c2s_cli import __version__
+    from c2s_cli._version import __version__
 
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
     source_sop = str(ds.SOPInstanceUID)

@@ -22,6 +22,7 @@ the target's VST setting and coil count (same coil array, same scanner), σ esti
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,13 +60,22 @@ class NoiseDomain:
     saturation: float | None = None
     estimate: NoiseEstimate | None = field(default=None, compare=False)
     sigma_map: NDArray[np.float32] | None = field(default=None, compare=False, repr=False)
+    source: str | None = field(default=None, compare=False)
 
     @property
     def method(self) -> str:
-        """Where σ came from: "user", "background" or "object"; "map (user)" with a given σ map."""
+        """Where σ came from: ``source`` when the noise policy set it ("map (estimated)", "map (series)",
+        "object (σ-map blocks)", "background (map not trusted)"), else "user", "background" or "object"; "map
+        (user)" with a given σ map."""
+        if self.source is not None:
+            return self.source
         if self.sigma_map is not None:
             return "map (user)"
         return "user" if self.estimate is None else self.estimate.method
+
+    def with_source(self, source: str) -> NoiseDomain:
+        """The same domain, recording where its σ came from (:mod:`c2s_cli.noise.policy`)."""
+        return dataclasses.replace(self, source=source)
 
     def local(self, axis: int, index: object) -> float | NDArray[np.float32]:
         """σ (image units) for ``np.moveaxis(frame, axis, 0)[index]``: the scalar, or the matching block of the map."""

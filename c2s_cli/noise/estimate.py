@@ -180,12 +180,12 @@ def _background(data: NDArray[np.floating], obj: NDArray[np.bool_], coils: int) 
     zeros_out = int(np.count_nonzero(outside & (data == 0)))
     if n_out < 1000:
         return None, None, "unavailable: no background outside the object"
-    if zeros_out > 0.3 * n_out:
-        return None, None, "unavailable: background masked to zero"
     cand = outside & np.isfinite(data) & (data != 0)
     core = ndimage.binary_erosion(cand, structure=np.ones((5, 5, 1), bool))
     if np.count_nonzero(core) < max(1000, 0.005 * data.size):
-        return None, None, "unavailable: too little background"
+        # zeros where the scanner or a tool masked the air: what is left of the background is too little
+        masked = zeros_out > 0.3 * n_out
+        return None, None, "unavailable: " + ("background masked to zero" if masked else "too little background")
     x = np.where(cand, data, 0).astype(np.float64)
     local_mean = ndimage.uniform_filter(x, size=(5, 5, 1))
     values = local_mean[core]

@@ -31,7 +31,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
-from c2s_cli.noise.estimate import OBJECT_HIGHER, NoiseEstimate, estimate_noise
+from c2s_cli.noise.estimate import estimate_noise
 
 SERIES_MIN_VOLUMES = 8  # a 4-D series with at least this many volumes gets one map by MP-PCA over its volumes
 PATCH_STRIDE = 2  # every second patch position in-plane: 4× fewer samples, measured as accurate (a stride of 1 was not)
@@ -53,6 +53,7 @@ class SigmaMapEstimate:
     block: tuple[int, int, int] = (32, 32, 12)
     patch: tuple[int, ...] = (7, 7, 3)
     volumes: int = 1  # > 1: MP-PCA over this many volumes of a 4-D series (:func:`estimate_sigma_map_series`)
+    low: float = 0.0  # the map at its quietest: 5th percentile of the fitted map over the object (image units)
 
 
 def is_series(data: NDArray[np.floating]) -> bool:
@@ -202,10 +203,10 @@ def _smooth_fit(
     ratio = float(np.percentile(obj, 95) / np.percentile(obj, 5))
     if ratio < flat_ratio:  # one σ everywhere: a read-only broadcast, no volume-sized array
         flat = np.broadcast_to(np.float32(np.median(s)), tuple(shape))
-        return SigmaMapEstimate(flat, False, ratio, len(s), s, block, patch, volumes)
+        return SigmaMapEstimate(flat, False, ratio, len(s), s, block, patch, volumes, float(np.median(s)))
     fitted = _quadratic_on_grid(coef, shape, scale)
     np.clip(fitted, lo, hi, out=fitted)
-    return SigmaMapEstimate(fitted, True, ratio, len(s), s, block, patch, volumes)
+    return SigmaMapEstimate(fitted, True, ratio, len(s), s, block, patch, volumes, float(np.percentile(obj, 5)))
 
 
 def estimate_sigma_map_series(
@@ -256,80 +257,6 @@ def estimate_sigma_map_series(
                             f"({min_blocks} needed)")
     return _smooth_fit(np.asarray(sig), np.asarray(centres), x.shape[:3], inside, flat_ratio, (k, k, k), (k, k, k),
                        volumes=t)
-
-
-@dataclass(frozen=True)
-class NoiseChoice:
-    """What c2s does by default about the noise of one 3-D volume given no σ (:func:`choose_noise`): one σ
-    (``sigma``, image units; None: the whole-scan estimate as it is) or a map (``sigma_map``), why, in plain words
-    (``says``; None when there is nothing to say), and the map estimate it rests on (None when not needed)."""
-
-    sigma: float | None
-    sigma_map: NDArray[np.float32] | None
-    says: str | None
-    estimate: SigmaMapEstimate | None
-    why_not: str | None = None  # the map was needed but the scan could not support it (SigmaMapError)
-
-    @property
-    def uses(self) -> str:
-        """What the choice denoises with, for reports: "map", "object σ" or "whole-scan σ"."""
-        return "map" if self.sigma_map is not None else "object σ" if self.sigma is not None else "whole-scan σ"
-
-
-def in_doubt(whole: NoiseEstimate) -> bool:
-    """Whether the whole-scan estimate leaves a doubt that only a σ map settles: no background to check the object
-    against (masked, zeroed, or filled by the object), the object reading higher than the background (σ_object /
-    σ_background > ``OBJECT_HIGHER`` = 1.1: spatially varying noise and fine texture both do it, and a ratio cannot tell them apart), or
-    per-slice estimates that differ beyond their sampling error. A scan whose object and background agree on white
-    noise is not in doubt: one σ, no map (and no time spent on one)."""
-    no_background = whole.sigma_background is None
-    object_higher = whole.ratio is not None and whole.ratio > OBJECT_HIGHER
-    return no_background or object_higher or whole.slices_vary
-
-
-def choose_noise(volume: NDArray[np.floating], whole: NoiseEstimate) -> NoiseChoice:
-    """The default noise model of a 3-D magnitude ``volume`` (X, Y, Z) given no σ: the "which estimate do I trust"
-    heuristics of :func:`~c2s_cli.noise.estimate.estimate_noise` give way to the σ map where they are in doubt.
-
-    * Not :func:`in_doubt`: one σ, the whole-scan estimate ``whole``.
-    * In doubt, the map (:func:`estimate_sigma_map`) varies: the map, per voxel.
-    * In doubt, the map is flat, the whole-scan estimate is the background's and the object's blocks read clearly
-      higher (their median > ``OBJECT_HIGHER`` × it, the whole-scan estimator's own test): one σ, that median. MP-PCA reads the noise inside the object
-      without the texture that inflates the wavelet estimate, so it settles which of the two was right (measured on
-      the held-out MNI slab with 4 → 6 % centre-high noise, fitted ratio 1.20: +0.71 dB over the background σ).
-    * In doubt, the map is flat otherwise (no background, slices differ, or the blocks within 10 % of the
-      whole-scan estimate, which is within the two estimators' own errors): one σ, the whole-scan estimate (they
-      agree on stationary noise: 0.0504 / 0.0500 at 5 % on that slab), so the stationary path is as before.
-    * The scan cannot support a map (too small, correlated noise): one σ, the whole-scan estimate and its warnings;
-      ``why_not`` says why.
-    """
-    if not in_doubt(whole):
-        return NoiseChoice(None, None, None, None)
-    try:
-        est = estimate_sigma_map(volume, scalar=whole.sigma)
-    except SigmaMapError as exc:
-        return NoiseChoice(None, None, None, None, why_not=str(exc))
-    return verdict(whole, est)
-
-
-def verdict(whole: NoiseEstimate, est: SigmaMapEstimate) -> NoiseChoice:
-    """The part of :func:`choose_noise` after the map is estimated: map, object σ or whole-scan σ."""
-    if est.varying:
-        return NoiseChoice(None, est.sigma, plain_words(est), est)
-    median = float(np.median(est.block_sigmas))
-    if whole.method == "background" and median > OBJECT_HIGHER * whole.sigma:
-        return NoiseChoice(median, None, (
-            f"the noise looks stationary (σ map within {est.ratio:.2f}×) at {median:.4g} inside the object, "
-            f"{median / whole.sigma:.2f}× the background's {whole.sigma:.4g}: one σ, the object's"), est)
-    return NoiseChoice(None, None, None, est)
-
-
-def default_use(whole: NoiseEstimate | None, est: SigmaMapEstimate, ndim: int = 3) -> tuple[str, str | None]:
-    """What ``c2s denoise`` does by default with a volume whose whole-scan estimate is ``whole`` and whose map is
-    ``est`` (for reports: ``c2s info``): ("map" / "object σ" / "whole-scan σ", the flag that would change it)."""
-    if ndim != 3 or whole is None or not in_doubt(whole):  # a short 4-D series, no estimate, or no doubt
-        return "whole-scan σ", "--sigma-map auto" if est.varying else None
-    return verdict(whole, est).uses, None
 
 
 def describe(est: SigmaMapEstimate) -> dict[str, object]:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from c2s_cli import __version__
+from c2s_cli._version import __version__
 from c2s_cli.errors import C2SError
 from c2s_cli.io.spool import Job, Spool, check_output_folder, copy_missing, copy_series, iter_files, read_header
 from c2s_cli.serve.config import ServeConfig

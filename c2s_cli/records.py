@@ -1,0 +1,24 @@
+"""What the array core reports about one call (torch-free, so that the layers above can import it cheaply)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from c2s_cli.noise.domain import NoiseDomain
+    from c2s_cli.noise.policy import NoiseFit
+
+
+@dataclass
+class DenoiseReport:
+    """What happened to one 3D volume (or each 3D volume of a 4D one): its noise fit and the timings (seconds)."""
+
+    domains: list[NoiseDomain] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    fit: NoiseFit | None = None  # the policy's fit the domains came from
+
+    @property
+    def noise(self) -> list[dict[str, object]]:
+        """Per-frame noise summaries (σ, its source, diagnostics and warnings)."""
+        return [d.summary() for d in self.domains]
