@@ -15,7 +15,8 @@ object of both (peak = B's 99.5th percentile there); every method is run on A �
 corr(|r|, |∇D(y)|) (anatomy in the residual shows as edges) and the lag-1 autocorrelation of r.
 
 Rows: untouched; c2s default (the noise policy: σ, map, or a refusal, which leaves the input untouched and is
-scored as such); ``--sigma-map none``; ``--sigma-map auto``; c2s, BM3D slice-wise and BM4D given the pair σ
+scored as such); ``--sigma-map none``; ``--sigma-map auto``; c2s at 0.25 / 0.5 / 0.75 × the pair σ (an oracle
+sweep: what the network can do on the scan at all); c2s, BM3D slice-wise and BM4D given the pair σ
 (std(B − A)/√2 in the object, an upper bound on the noise: it includes physiological change); BM4D (pair σ) is the
 anchor row.
 
@@ -73,7 +74,7 @@ def residual_stats(y: np.ndarray, out: np.ndarray, sigma: float) -> dict[str, fl
 
 def main() -> None:
     ap = parser(__doc__, "do_no_harm")
-    ap.add_argument("--methods", default="default,none,auto,pair-sigma,bm3d,bm4d")
+    ap.add_argument("--methods", default="default,none,auto,pair-sigma,sweep,bm3d,bm4d")
     args = ap.parse_args()
     want = set(args.methods.split(","))
 
@@ -119,6 +120,11 @@ def main() -> None:
         if "pair-sigma" in want:
             t0 = time.perf_counter()
             record("c2s --sigma (pair σ)", den.denoise(a, pair_sigma), time.perf_counter() - t0)
+        if "sweep" in want:  # what the network can do on this scan at all, σ chosen with the answer in hand
+            for frac in (0.25, 0.5, 0.75):
+                t0 = time.perf_counter()
+                record(f"c2s --sigma {frac:g} × pair σ (oracle sweep)", den.denoise(a, frac * pair_sigma),
+                       time.perf_counter() - t0)
         if "bm3d" in want:
             import bm3d
 

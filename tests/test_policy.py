@@ -132,6 +132,8 @@ def test_info_says_which_sigma_and_why(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(rician(smooth_phantom(), 50.0, np.random.default_rng(11)), np.eye(4)), str(p))
     noise = json.loads(c2s("info", str(p), "--json").stdout)["noise"]
     assert noise["c2s_denoise_uses"] == "whole-scan σ" and "agrees with the noise inside" in noise["reason"]
+    r = c2s("info", str(p))
+    assert "from background" in r.stdout and "c2s denoise uses σ" in r.stdout and "))" not in r.stdout
     a, _, aff = example4d()
     q = tmp_path / "ex4d.nii.gz"
     nib.save(nib.Nifti1Image(a, aff), str(q))
