@@ -1,3 +1,3 @@
-from c2s_cli.cli import main
+from c2s_cli._entry import main
 
 main()

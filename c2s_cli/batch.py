@@ -57,7 +57,7 @@ def expand(specs: Iterable[str], series: str | None, *, keep_going: bool = False
     from c2s_cli.io.dicom import list_series
 
     items: list[Item] = []
-    paths = sorted({Path(p) for s in specs for p in read_list(s)}, key=str)
+    paths = list(dict.fromkeys(Path(p) for s in specs for p in read_list(s)))  # the order given, each path once
     for p in paths:
         try:
             items += [Item(it.path, it.series, None, p) for it in _expand_one(p, series, list_series)]
@@ -133,13 +133,18 @@ def series_labels(items: list[Item]) -> list[str | None]:
 
 
 def shard(items: list[Any], num_parts: int | None, part_id: int | None) -> list[Any]:
-    """Part ``part_id`` of ``num_parts`` (round robin; defaults from ``SLURM_ARRAY_TASK_*``)."""
+    """Part ``part_id`` of ``num_parts`` (defaults from ``SLURM_ARRAY_TASK_*``), in the order given. The parts are
+    dealt round robin over the items sorted by path and series, so that every task of an array gets the same split
+    whatever order its input listing came in."""
     env_n, env_k = os.environ.get("SLURM_ARRAY_TASK_COUNT"), os.environ.get("SLURM_ARRAY_TASK_ID")
     n = num_parts if num_parts is not None else (int(env_n) if env_n else 1)
     k = part_id if part_id is not None else (int(env_k) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0")) if env_k else 0)
     if n < 1 or not 0 <= k < n:
         raise UsageError(f"part_id {k} must be in [0, num_parts {n})", param="part_id")
-    return items[k::n]
+    order = sorted(range(len(items)), key=lambda i: (str(getattr(items[i], "path", items[i])),
+                                                     str(getattr(items[i], "series", ""))))
+    mine = set(order[k::n])
+    return [it for i, it in enumerate(items) if i in mine]
 
 
 def plan(items: list[Item], output: Path, *, single: bool, suffix: str) -> list[Job]:
@@ -202,14 +207,24 @@ class Report:
                 raise OutputError(f"report {path}: cannot open ({exc.strerror})", param="report") from None
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append one record and flush it; a failed write (a full disk) is one line naming the report."""
         if self.fh is not None:
-            self.fh.write(json.dumps(record, default=str) + "\n")
-            self.fh.flush()
+            try:
+                self.fh.write(json.dumps(record, default=str) + "\n")
+                self.fh.flush()
+            except OSError as exc:
+                raise OutputError(f"report {self.path}: cannot write the record of {record.get('input')} "
+                                  f"({exc.strerror or exc}); its outputs were written", param="report") from None
 
     def close(self) -> None:
         if self.fh is not None:
             self.fh.close()
             self.fh = None
+
+
+def is_record(obj: object) -> bool:
+    """Whether a parsed JSON Lines entry is a c2s record (an object with "input" and "status")."""
+    return isinstance(obj, dict) and "input" in obj and "status" in obj
 
 
 def _check_report(path: Path, inputs: list[Path]) -> None:
@@ -221,11 +236,11 @@ def _check_report(path: Path, inputs: list[Path]) -> None:
             raise OutputError(f"report {path} exists and is not a regular file", param="report")
         try:
             with open(path, encoding="utf-8") as fh:
-                for line in fh:
-                    if line.strip():
-                        json.loads(line)
+                mine = all(is_record(json.loads(line)) for line in fh if line.strip())
         except (UnicodeDecodeError, json.JSONDecodeError, OSError):
-            raise OutputError(f"report {path} exists and is not a JSON Lines report; c2s only appends to its own "
-                              "reports", param="report") from None
+            mine = False
+        if not mine:  # a JSON sidecar, a table of numbers, anything else: never appended to
+            raise OutputError(f"report {path} exists and is not a c2s report (JSON Lines of c2s records); c2s only "
+                              "appends to an empty file or its own reports", param="report")
     elif not path.parent.is_dir():
         raise OutputError(f"report folder {path.parent} does not exist", param="report")

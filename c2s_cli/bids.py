@@ -318,16 +318,26 @@ def run_participant(
     return run
 
 
-def run_group(out_dir: Path) -> dict[str, Any]:
+def run_group(out_dir: Path, on_warning: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Summarise every participant's records: ``c2s_group.tsv``, ``c2s_group.json`` and ``c2s_report.html``
-    (each run's preview). The last record of each output wins (a re-run replaces a failure)."""
+    (each run's preview). The last record of each output wins (a re-run replaces a failure). A line that is not a
+    c2s record (truncated by a killed run, edited) is skipped with a warning naming the file and line."""
     latest: dict[str, dict[str, Any]] = {}
     for log in sorted((out_dir / "logs").glob("sub-*_c2s.jsonl")):
-        for line in log.read_text().splitlines():
-            if line.strip():
+        for k, line in enumerate(log.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
                 r = json.loads(line)
-                if r["status"] != "skipped" or r["output"] not in latest:
-                    latest[r["output"]] = r
+            except json.JSONDecodeError:
+                r = None
+            if not (isinstance(r, dict) and isinstance(r.get("status"), str) and isinstance(r.get("output"), str)
+                    and (r["status"] != "ok" or all(k in r for k in ("sigma", "method", "seconds", "figure")))):
+                if on_warning:
+                    on_warning(f"{log} line {k}: not a c2s record (truncated or edited?); skipped")
+                continue
+            if r["status"] != "skipped" or r["output"] not in latest:
+                latest[r["output"]] = r
     if not latest:
         raise InputError(f"{out_dir}: no participant records under logs/; run the participant level first",
                          param="output_dir")
@@ -354,7 +364,7 @@ def _html(rows: list[dict[str, Any]]) -> str:
         parts.append(f"<h2 class='{r['status']}'>{head}</h2>")
         if r["status"] == "ok":
             warn = "".join(f"<li>{html.escape(w)}</li>" for w in r.get("warnings") or [])
-            parts.append(f"<p>σ = {r['sigma']:.4g} ({html.escape(str(r['method']))}), {r['seconds']:.1f} s</p>"
+            parts.append(f"<p>σ = {r['sigma']:.4g}, from {html.escape(str(r['method']))}, {r['seconds']:.1f} s</p>"
                          f"<ul>{warn}</ul><img src='{html.escape(r['figure'])}' alt='input | c2s | residual'>")
         elif r["status"] == "failed":
             parts.append(f"<p>{html.escape(str(r.get('error')))}</p>")

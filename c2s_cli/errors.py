@@ -6,6 +6,8 @@ Messages name files, flags and values, never patient attributes.
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -50,3 +52,13 @@ class OutputError(C2SError):
     """An output cannot be written (exists, read-only, inside the input folder, ...)."""
 
     exit_code = EXIT_USAGE
+
+
+def redact(text: str) -> str:
+    """``text`` with every quoted literal replaced by ``'…'``: a library's message about a damaged element quotes
+    the element's value (``invalid literal for int(): 'DOE^JANE'``), which may be patient data and must not reach a
+    log, a status file or a report."""
+    return _QUOTED.sub("'…'", text)
+
+
+_QUOTED = re.compile(r"b?'[^'\n]*'|b?\"[^\"\n]*\"")

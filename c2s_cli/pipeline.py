@@ -96,6 +96,17 @@ def pixel_options(den: Denoiser, o: DenoiseOptions) -> dict[str, Any]:
             **({"precision": "bf16"} if getattr(den, "bf16", False) else {})}
 
 
+def check_outputs(src: Path, dst: Path, o: DenoiseOptions, inputs: Sequence[Path]) -> None:
+    """Every output is safe to write (:func:`~c2s_cli.io.atomic.check_output`): not an input, and an existing one
+    only with ``force`` and only if c2s wrote it. Run before the compute, and again once the outputs are locked (a
+    concurrent run may have written them in between)."""
+    every_input = [src, *inputs, *([o.mask] if o.mask else []), *o.guides, *([o.sigma_map] if o.sigma_map else [])]
+    outputs = {"output": dst, "residual": o.residual, "preview": o.preview, "save_sigma_map": o.save_sigma_map}
+    for name, p in outputs.items():
+        if p is not None:
+            check_output(p, every_input, force=o.force, what=name, param=name)
+
+
 def preflight(
     den: Denoiser, src: Path, dst: Path, o: DenoiseOptions, inputs: Sequence[Path],
 ) -> tuple[Volume, list[str], NDArray[np.bool_] | None, list[NDArray[np.float32]], NDArray[np.float32] | None, str]:
@@ -112,10 +123,7 @@ def preflight(
             raise UsageError(f"{name} {outputs[name]}: {what} is written as NIfTI (.nii or .nii.gz)", param=name)
     if o.preview is not None and o.preview.suffix.lower() != ".png":
         raise UsageError(f"preview {o.preview}: the preview is a PNG (.png)", param="preview")
-    every_input = [src, *inputs, *([o.mask] if o.mask else []), *o.guides, *([o.sigma_map] if o.sigma_map else [])]
-    for name, p in outputs.items():
-        if p is not None:
-            check_output(p, every_input, force=o.force, what=name, param=name)
+    check_outputs(src, dst, o, inputs)
     vol, warnings = read_volume(src, series=o.series)
     output_kind(vol, dst)
     seed = json.dumps(pixel_options(den, o), sort_keys=True)
@@ -168,6 +176,7 @@ def run_file(
         for p in (dst, o.residual, o.preview, o.save_sigma_map):
             if p is not None:
                 locks.enter_context(OutputLock(p))
+        check_outputs(src, dst, o, inputs)  # again under the locks: a run started just before may have finished
         worker = den
         if o.adapt:
             t0 = time.perf_counter()

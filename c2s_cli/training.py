@@ -3,6 +3,7 @@ against a clean reference. ``c2s train`` is a thin layer over these and :func:`c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,7 +144,6 @@ def build_config(
 def resume_config(run_dir: Path, steps: int | None) -> RunConfig:
     """The config of the run in ``run_dir`` (its ``config.json``), with a new step count if given."""
     import dataclasses
-    import json
 
     if not (run_dir / "config.json").is_file():
         raise UsageError(f"resume {run_dir}: no config.json in that folder", param="resume")
@@ -159,6 +159,38 @@ def check_run_dir(run_dir: Path, inputs: Sequence[Path], *, resume: bool, force:
     check_clear_of_inputs(run_dir, inputs, what="run_dir", param="run_dir", hint="choose another run folder")
     if not resume and run_dir.exists() and any(run_dir.iterdir()) and not force:
         raise UsageError(f"run_dir {run_dir} exists; resume it or force a new run over it", param="run_dir")
+    if run_dir.is_dir():  # --force (or --resume) replaces or appends to c2s's own run files, never a user's file
+        for name in RUN_FILES:
+            f = run_dir / name
+            if (f.exists() or f.is_symlink()) and not is_run_file(f):
+                raise UsageError(f"run_dir {run_dir}: {name} exists and is not c2s's own run file; --force replaces "
+                                 "only what c2s wrote: move it away or choose another run folder", param="run_dir")
+
+
+RUN_FILES = ("config.json", "stats.jsonl", "model.safetensors", "state.safetensors")
+
+
+def is_run_file(path: Path) -> bool:
+    """Whether ``path`` (one of :data:`RUN_FILES`) is what a c2s run wrote: a RunConfig JSON, JSON Lines of training
+    log records, a c2s model, or a training state with its step. A link or anything unreadable is not."""
+    from c2s_cli.checkpoint import read_header
+    from c2s_cli.io.atomic import is_c2s_output
+
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        if path.name == "config.json":
+            return {"model", "gdsm", "noise", "train"} <= set(json.loads(path.read_text()))
+        if path.name == "stats.jsonl":
+            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            return all(isinstance(r, dict) and "step" in r for r in rows)
+        if path.name == "model.safetensors":
+            return is_c2s_output(path)
+        if path.name == "state.safetensors":
+            return "step" in json.loads(read_header(path)[0]["info"])
+    except Exception:  # noqa: BLE001 - unreadable: not provably ours, so never replaced
+        return False
+    return False
 
 
 def check_model_path(output: Path) -> None:

@@ -46,7 +46,8 @@ def _c2s_here(args: list[str], stdin: str | None, env: dict[str, str]) -> subpro
 
     from c2s_cli import cli
 
-    saved = (sys.argv, sys.stdin, dict(os.environ), signal.getsignal(signal.SIGTERM), torch.get_num_threads())
+    saved = (sys.argv, sys.stdin, dict(os.environ), signal.getsignal(signal.SIGTERM), torch.get_num_threads(),
+             signal.getsignal(signal.SIGINT))
     out, err = io.StringIO(), io.StringIO()
     code: int = 0
     try:
@@ -64,6 +65,7 @@ def _c2s_here(args: list[str], stdin: str | None, env: dict[str, str]) -> subpro
         os.environ.clear()
         os.environ.update(saved[2])
         signal.signal(signal.SIGTERM, saved[3])
+        signal.signal(signal.SIGINT, saved[5])
         torch.set_num_threads(saved[4])
     return subprocess.CompletedProcess(["c2s", *args], code, out.getvalue(), err.getvalue())
 
@@ -320,3 +322,35 @@ def make_enhanced(
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+# ------------------------------------------------------------------ safety helpers (test_safety*, issues 17, 33)
+
+def one_error_line(r, code: int, *needles: str) -> None:  # type: ignore[no-untyped-def]
+    assert r.returncode == code, (r.returncode, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("c2s: error")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def no_temporaries(folder: Path) -> None:
+    left = [p for p in folder.rglob("*") if ".c2s-tmp-" in p.name or p.name.endswith((".c2s-old", ".c2s-lock"))]
+    assert not left, left
+
+
+@pytest.fixture
+def small_nifti(tmp_path: Path) -> Path:
+    data = rician(head_phantom((40, 40, 8), seed=0) * 1000, 40.0, seed=1)
+    p = tmp_path / "in" / "x.nii.gz"
+    p.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.rint(data).astype(np.int16), np.diag([1.0, 1.0, 2.0, 1.0])), str(p))
+    return p
+
+
+@pytest.fixture
+def small_series(tmp_path: Path) -> Path:
+    stored = np.clip(np.rint(rician(head_phantom((40, 40, 6), seed=0) * 1000, 40.0, seed=2)), 0, 4095)
+    folder = tmp_path / "series"
+    make_series(folder, stored)
+    return folder

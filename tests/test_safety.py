@@ -17,38 +17,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import c2s, make_series, snapshot
+from conftest import c2s, make_series, no_temporaries, one_error_line, snapshot
 from phantoms import head_phantom, rician
-
-
-def one_error_line(r, code: int, *needles: str) -> None:  # type: ignore[no-untyped-def]
-    assert r.returncode == code, (r.returncode, r.stderr)
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("c2s: error")]
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-
-
-def no_temporaries(folder: Path) -> None:
-    left = [p for p in folder.rglob("*") if ".c2s-tmp-" in p.name or p.name.endswith((".c2s-old", ".c2s-lock"))]
-    assert not left, left
-
-
-@pytest.fixture
-def small_nifti(tmp_path: Path) -> Path:
-    data = rician(head_phantom((40, 40, 8), seed=0) * 1000, 40.0, seed=1)
-    p = tmp_path / "in" / "x.nii.gz"
-    p.parent.mkdir()
-    nib.save(nib.Nifti1Image(np.rint(data).astype(np.int16), np.diag([1.0, 1.0, 2.0, 1.0])), str(p))
-    return p
-
-
-@pytest.fixture
-def small_series(tmp_path: Path) -> Path:
-    stored = np.clip(np.rint(rician(head_phantom((40, 40, 6), seed=0) * 1000, 40.0, seed=2)), 0, 4095)
-    folder = tmp_path / "series"
-    make_series(folder, stored)
-    return folder
 
 
 def test_force_never_deletes_the_input_or_unrelated_files(small_series: Path, tiny_model: Path, tmp_path: Path) -> None:

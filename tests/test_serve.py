@@ -434,3 +434,49 @@ def test_spool_and_output_are_checked_before_anything_is_touched(tmp_path: Path,
         Node(node_cfg(tmp_path, None, output=tmp_path / "a_file" / "out", spool=tmp_path / "new_spool"),
              denoiser=denoiser).start()
     assert exc.value.param == "output" and not (tmp_path / "new_spool").exists()  # refused before the spool
+
+
+def test_failed_series_never_logs_element_values(tmp_path: Path, phantom: np.ndarray, dest: Destination,
+                                                 denoiser: Any) -> None:
+    """Issue 33: a library's message about a damaged element quotes its value (possibly a patient's name); the
+    node's log event, job record and status.json carry the message with the value redacted."""
+    from c2s_cli.errors import InputError
+
+    class Quoting:
+        name, sha256 = denoiser.name, denoiser.sha256
+
+        def denoise_file(self, *a: Any, **k: Any) -> dict[str, Any]:
+            raise InputError("x.dcm: corrupted DICOM header (ValueError: invalid literal for int(): 'SECRET^PATIENT')")
+
+    r = Running(node_cfg(tmp_path, dest.server.server_address[1]), Quoting())
+    try:
+        assert set(send(r.port, series(tmp_path / "s", phantom, n=4))) == {0}
+        wait_for(lambda: len(r.named("failed")) == 1, 30, "the failed job")
+        (failed,) = (r.node.spool.root / "failed").iterdir()
+        texts = [json.dumps(r.events), (failed / "job.json").read_text(),
+                 (r.node.spool.root / "status.json").read_text()]
+        assert all("SECRET" not in t for t in texts) and "invalid literal" in texts[1]
+    finally:
+        r.close()
+
+
+
+def test_mosaic_series_are_counted_by_slices_and_denoised(tmp_path: Path, dest: Destination, denoiser: Any) -> None:
+    """Issue 33: a Siemens mosaic series of 2 instances (20 slices each, the real PASL pair) was ignored as "2
+    image(s), fewer than min_slices 3": images are counted as slices (mosaic tiles, frames), and the series comes
+    back derived."""
+    from c2s_cli.serve.node import slice_count
+
+    pasl = sorted((Path(__file__).parent / "data" / "siemens_pasl_mosaic").glob("*.dcm"))
+    header = pydicom.dcmread(pasl[0], stop_before_pixels=True)
+    assert slice_count(header, len(pasl)) == 40
+    cfg = node_cfg(tmp_path, dest.server.server_address[1])
+    assert route(cfg, header, slice_count(header, len(pasl)))[0] == "denoise"
+    r = Running(cfg, denoiser)
+    try:
+        assert set(send(r.port, pasl)) == {0}
+        wait_for(lambda: dest.count() == 2 or bool(r.named("failed")) or bool(r.named("ignored")), 120,
+                 "the derived mosaic series")
+        assert not r.named("ignored") and not r.named("failed") and dest.count() == 2
+    finally:
+        r.close()

@@ -10,19 +10,12 @@ Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 some inputs of a batch faile
 
 from __future__ import annotations
 
-import signal
-from typing import Any
-
 from c2s_cli.cli.app import _FLAGS, _Log, _guarded, _message, _start, app
 
 __all__ = ["_FLAGS", "_Log", "_guarded", "_message", "_start", "app", "main"]
 
 
 # ------------------------------------------------------------------------------------------------------ entry
-
-
-def _on_term(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -35,5 +28,4 @@ def main() -> None:
     # pydicom reports damaged values by quoting them: keep element values (possibly patient data) out of the logs
     warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    signal.signal(signal.SIGTERM, _on_term)
     app()

@@ -14,7 +14,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -60,14 +60,23 @@ def _message(exc: C2SError) -> str:
     return msg
 
 
+def _on_term(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
     """Run a command; map errors to one line on stderr and a distinct exit code (traceback only with -v)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
+        # from here on an interrupt is the command's to handle (before, c2s_cli._entry exits at once with 130)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _on_term)
         try:
             fn(*args, **kwargs)
         except KeyboardInterrupt:
+            for sig in (signal.SIGINT, signal.SIGTERM):  # the exit is decided: a late signal must not turn it into −2
+                signal.signal(sig, signal.SIG_IGN)
             sys.stderr.write("c2s: interrupted\n")
             sys.exit(EXIT_INTERRUPTED)
         except C2SError as exc:
@@ -107,6 +116,26 @@ class _Log:
     def warn(self, msg: str) -> None:
         self.console.print(f"c2s: warning: {msg}", markup=False, style="yellow")
 
+    def ticker(self, name: str, every: float = 10.0) -> Callable[[str, int, int], None]:
+        """Progress as log lines when stderr is not a terminal (SLURM, nohup, a log file): ``name: stage done/total
+        (pct %), N s`` at most every ``every`` seconds, and at the end of each stage. On a terminal the bar shows
+        it and this says nothing."""
+        import time
+
+        if self.quiet or self.console.is_terminal:
+            return lambda stage, done, total: None
+        t0 = time.monotonic()
+        last = [t0]
+
+        def tick(stage: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= every or (total and done >= total and now - t0 >= every):
+                last[0] = now
+                pct = f" ({100 * done / total:.0f} %)" if total else ""
+                self.console.print(f"{name}: {stage} {done}/{total or '?'}{pct}, {now - t0:.0f} s", markup=False)
+
+        return tick
+
     def progress(self) -> Any:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -123,6 +152,13 @@ class _Log:
 
 
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Only warnings and errors on stderr.")]
+# options shared by several commands: one declaration each (the commands must not drift apart)
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", envvar="C2S_DEVICE")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(min=1, help="CPU threads.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    help="auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32 or bf16.", envvar="C2S_PRECISION")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Slices per forward pass (the output does not depend on it).")]
+SeriesOpt = Annotated[Optional[str], typer.Option(help="DICOM series to use (UID or SeriesNumber).")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="More detail; tracebacks on errors.")]
 
 

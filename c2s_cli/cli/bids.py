@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from c2s_cli.cli.app import QuietOpt, VerboseOpt, _guarded, _planes, _start, app
+from c2s_cli.cli.app import BatchSizeOpt, DeviceOpt, PrecisionOpt, QuietOpt, ThreadsOpt, VerboseOpt, _guarded, _planes, _start, app
 from c2s_cli.errors import EXIT_PARTIAL, UsageError
 
 
@@ -28,8 +28,10 @@ def bids(
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in image units (default: estimated).")] = None,
     planes: Annotated[str, typer.Option(help="axial,coronal,sagittal: view aggregation.")] = "axial",
     tta: Annotated[int, typer.Option(help="1, 2, 4 or 8 in-plane flips per slice.")] = 1,
-    device: Annotated[str, typer.Option(envvar="C2S_DEVICE")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(min=1)] = None,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    precision: PrecisionOpt = "auto",
+    batch_size: BatchSizeOpt = None,
     save_residual: Annotated[bool, typer.Option("--save-residual", help="Also write input − output (desc-<desc>residual).")] = False,
     save_sigma_map: Annotated[bool, typer.Option("--save-sigma-map", help="Also write the σ used per voxel (desc-<desc>sigma).")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Resume: skip outputs that exist.")] = False,
@@ -44,7 +46,7 @@ def bids(
     if level not in ("participant", "group"):
         raise UsageError(f"level must be participant or group, got {level!r}")
     if level == "group":
-        summary = lib.run_group(output_dir)
+        summary = lib.run_group(output_dir, on_warning=log.warn)
         log.info(f"{summary['files']} file(s): {summary['ok']} ok, {summary['failed']} failed; "
                  f"{output_dir / 'c2s_report.html'}")
         if summary["failed"]:
@@ -63,7 +65,7 @@ def bids(
     if not files:
         raise UsageError(f"{bids_dir}: no image matches the selection (participants {participant_label or 'all'}, "
                          f"suffixes {suffix or list(lib.DEFAULT_SUFFIXES)})")
-    den = Denoiser(model, device, threads=threads)
+    den = Denoiser(model, device, batch_size=batch_size, threads=threads, precision=precision)
     log.info(f"c2s bids: {len(files)} file(s), model {den.name} (sha256 {den.sha256[:12]}…)")
     run = lib.run_participant(den, bids_dir, output_dir, files, opts, desc=desc, skip_existing=skip_existing,
                               on_file=lambda bf, r: log.info(f"{r['input']}: {r['status']}"

@@ -11,7 +11,7 @@ import typer
 import dataclasses
 
 from c2s_cli._version import __version__
-from c2s_cli.cli.app import QuietOpt, VerboseOpt, _guarded, _Log, _message, _planes, _start, app
+from c2s_cli.cli.app import BatchSizeOpt, DeviceOpt, PrecisionOpt, QuietOpt, SeriesOpt, ThreadsOpt, VerboseOpt, _guarded, _Log, _message, _planes, _start, app
 from c2s_cli.errors import EXIT_PARTIAL, C2SError, InputError, UsageError
 
 
@@ -30,11 +30,11 @@ def denoise(
     strength: Annotated[float, typer.Option(help="Multiplies σ for the network (1 = as estimated).")] = 1.0,
     tta: Annotated[int, typer.Option(help="Average over 1, 2, 4 or 8 in-plane flips/transposes per slice (N× time).")] = 1,
     planes: Annotated[str, typer.Option(help="Denoise along these planes and average: axial (acquisition axis), coronal, sagittal (N× time).")] = "axial",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", envvar="C2S_DEVICE")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32 or bf16.", envvar="C2S_PRECISION")] = "auto",
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Slices per forward pass.")] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads.")] = None,
-    series: Annotated[Optional[str], typer.Option(help="DICOM series to use (UID or SeriesNumber).")] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    batch_size: BatchSizeOpt = None,
+    threads: ThreadsOpt = None,
+    series: SeriesOpt = None,
     slice_axis: Annotated[Optional[int], typer.Option(min=0, max=2, help="Axis to slice along (default: acquisition).")] = None,
     dtype: Annotated[str, typer.Option(help="NIfTI output type: float32 or input.")] = "float32",
     suffix: Annotated[str, typer.Option(help="Suffix of output names in folder mode.")] = "_c2s",
@@ -129,15 +129,17 @@ def denoise(
 def _denoise_one(den: Any, job: Any, opts: Any, everything: list[Path], log: _Log) -> dict[str, Any]:
     with log.progress() as prog:
         task = prog.add_task(job.item.path.name, total=None, status="")
+        tick = log.ticker(str(job.item.path))
 
         def on_progress(stage: str, done: int, total: int) -> None:
             prog.update(task, description=f"{stage} {job.item.path.name}", completed=done, total=total)
+            tick(stage, done, total)
 
         if opts.adapt:
             log.info(f"{job.item.path}: adapting {den.name} for {opts.adapt} steps")
         rec = den.denoise_file(job.item.path, job.output, opts, inputs=everything, on_progress=on_progress,
                                on_warning=lambda w: log.warn(f"{job.item.path}: {w}"))
     first = rec["noise"][0]
-    log.info(f"{job.item.path}: σ = {first['sigma']:.4g} ({first['method']})")
+    log.info(f"{job.item.path}: σ = {first['sigma']:.4g}, from {first['method']}")
     log.info(f"{job.item.path} → {job.output} ({rec['seconds']['total']:.1f} s)")
     return rec

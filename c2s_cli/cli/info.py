@@ -52,7 +52,7 @@ def info(
             continue
         if k == "noise" and isinstance(v, dict):
             s = v.get("sigma")
-            line = f"σ = {s:.4g} ({v.get('method')})" if s else "unavailable"
+            line = f"σ = {s:.4g}, from {v.get('method')}" if s else "unavailable"
             line += f", σ_object/σ_background = {v['ratio']:.2f}" if v.get("ratio") else ""
             table.add_row("noise", line)
             if v.get("reason"):

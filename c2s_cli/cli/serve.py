@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from c2s_cli.cli.app import QuietOpt, VerboseOpt, _guarded, _start, app
+from c2s_cli.cli.app import QuietOpt, ThreadsOpt, VerboseOpt, _guarded, _start, app
 
 
 def _text(e: dict[str, Any]) -> str:
@@ -48,9 +48,9 @@ def serve(
     tls_ca: Annotated[Optional[Path], typer.Option("--tls-ca", help="Require callers' certificates signed by this CA.")] = None,
     send_tls_ca: Annotated[Optional[Path], typer.Option("--send-tls-ca", help="Send over TLS, verifying destinations with this CA.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name or .safetensors path.", envvar="C2S_MODEL")] = None,
-    device: Annotated[Optional[str], typer.Option(envvar="C2S_DEVICE")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps (default auto).", envvar="C2S_DEVICE")] = None,
     precision: Annotated[Optional[str], typer.Option(help="auto (bf16 where native), fp32 or bf16.")] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1)] = None,
+    threads: ThreadsOpt = None,
     strength: Annotated[Optional[float], typer.Option(help="Multiplies σ for the network.")] = None,
     tta: Annotated[Optional[int], typer.Option(help="1, 2, 4 or 8 in-plane flips per slice.")] = None,
     planes: Annotated[Optional[str], typer.Option(help="axial,coronal,sagittal: view aggregation.")] = None,
@@ -69,10 +69,12 @@ def serve(
     given = {k: v for k, v in locals().items() if k in names and v not in (None, [])}
     settings = {**(load_toml(config) if config is not None else {}), **given}
     if status:
-        if "spool" not in settings:
-            from c2s_cli.errors import UsageError
+        from c2s_cli.errors import UsageError
 
+        if "spool" not in settings:
             raise UsageError("spool: --status needs --spool DIR (or a --config naming it)", param="spool")
+        if not isinstance(settings["spool"], (str, Path)):
+            raise UsageError(f"spool must be a path (text), got {type(settings['spool']).__name__}", param="spool")
         st = read_status(Path(settings["spool"]))
         st["alive"] = _alive(int(st.get("pid", 0))) and st.get("state") != "stopped"
         typer.echo(json.dumps(st, indent=1, sort_keys=True))

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from c2s_cli.cli.app import QuietOpt, VerboseOpt, _guarded, _Log, _planes, _start, app
+from c2s_cli.cli.app import DeviceOpt, QuietOpt, SeriesOpt, ThreadsOpt, VerboseOpt, _guarded, _Log, _planes, _start, app
 from c2s_cli.errors import UsageError
 
 
@@ -32,15 +32,15 @@ def train(
     output: Annotated[Path, typer.Option("-o", "--output", help="Model file to write (.safetensors).")],
     steps: Annotated[Optional[int], typer.Option(min=1, help="Optimisation steps.")] = None,
     epochs: Annotated[Optional[float], typer.Option(min=0.01, help="Passes over the training slices (instead of --steps).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
-    patch_size: Annotated[Optional[int], typer.Option(min=16)] = None,
-    lr: Annotated[Optional[float], typer.Option(min=0.0)] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Patches per optimisation step.")] = None,
+    patch_size: Annotated[Optional[int], typer.Option(min=16, help="Training patch size in pixels (square).")] = None,
+    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Peak learning rate (AdamW; warm-up, then cosine).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random draw (same seed, same model).")] = 0,
     planes: Annotated[str, typer.Option(help="Comma list of axial,coronal,sagittal (axial = acquisition axis).")] = "axial",
-    val_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.5)] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(min=0.0, max=0.5, help="Fraction of slices held out for the self-supervised validation loss.")] = None,
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in image units for every input (default: estimated).")] = None,
-    coils: Annotated[int, typer.Option("--noise-coils", min=1)] = 1,
-    no_vst: Annotated[bool, typer.Option("--no-vst")] = False,
+    coils: Annotated[int, typer.Option("--noise-coils", min=1, help="Effective coil count N (1 = Rician).")] = 1,
+    no_vst: Annotated[bool, typer.Option("--no-vst", help="Skip the Rician variance stabilisation (signed / Gaussian data).")] = False,
     add_noise: Annotated[Optional[str], typer.Option(help="MIN,MAX: add Rician noise of MIN..MAX × the 99.5th percentile (data augmentation for clean-ish scans).")] = None,
     noisy_copies: Annotated[int, typer.Option(min=1, help="Noisy copies per input with --add-noise.")] = 1,
     tau_max: Annotated[Optional[float], typer.Option(help="GDSM: τ ~ U(0, T·σ_d].")] = None,
@@ -56,13 +56,13 @@ def train(
     init: Annotated[Optional[str], typer.Option(help="Start from this model (name or path): fine-tuning.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder.")] = None,
     run_dir: Annotated[Optional[Path], typer.Option(help="Run folder (default: OUTPUT without suffix + '.run').")] = None,
-    device: Annotated[str, typer.Option(envvar="C2S_DEVICE")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(min=1)] = None,
-    series: Annotated[Optional[str], typer.Option()] = None,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    series: SeriesOpt = None,
     description: Annotated[str, typer.Option(help="What the data are (stored in the model metadata).")] = "",
     reference: Annotated[Optional[Path], typer.Option(help="Clean reference of the first input: report PSNR at validation.")] = None,
     bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast (CUDA, or CPUs with native bf16).")] = False,
-    force: Annotated[bool, typer.Option("--force")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output model (and run folder) that c2s wrote.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and exit.")] = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,

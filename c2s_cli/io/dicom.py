@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from c2s_cli.errors import InputError
+from c2s_cli.errors import InputError, redact
 from c2s_cli.io.dicom_volumes import mosaic_layout, read_mosaics, split_volumes
 from c2s_cli.volume import Volume
 
@@ -72,11 +72,14 @@ def _read_headers(paths: list[Path]) -> tuple[list[tuple[Path, Any]], list[str]]
     skipped_non_dicom = 0
     skipped_non_image: Counter[str] = Counter()
     for p in paths:
+        if not p.name.startswith(".") and p.stat().st_size == 0:  # a slice whose transfer never completed
+            raise InputError(f"{p}: an empty file (0 bytes) among the scan's files, perhaps an interrupted transfer; "
+                             "c2s will not silently drop a slice: remove it or send the series again")
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=True)
         except Exception as exc:  # a damaged file: refuse it if it claims to be DICOM, else skip it
             if _has_dicm_marker(p) or p.suffix.lower() in (".dcm", ".ima"):
-                raise InputError(f"{p}: corrupted DICOM file ({type(exc).__name__}: {str(exc)[:120]})") from None
+                raise InputError(f"{p}: corrupted DICOM file ({type(exc).__name__}: {redact(str(exc))[:120]})") from None
             skipped_non_dicom += 1
             continue
         try:
@@ -95,7 +98,7 @@ def _read_headers(paths: list[Path]) -> tuple[list[tuple[Path, Any]], list[str]]
         except InputError:
             raise
         except Exception as exc:  # pydicom parses lazily: a damaged element surfaces on access
-            raise InputError(f"{p}: corrupted DICOM header ({type(exc).__name__}: {str(exc)[:120]})") from None
+            raise InputError(f"{p}: corrupted DICOM header ({type(exc).__name__}: {redact(str(exc))[:120]})") from None
         images.append((p, ds))
     warnings = []
     if skipped_non_dicom:

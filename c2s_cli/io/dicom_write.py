@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from c2s_cli.errors import InputError
+from c2s_cli.errors import InputError, redact
 from c2s_cli.volume import Volume
 
 
@@ -173,7 +173,7 @@ def _encode(ds: Any, target: Any, src_path: Path) -> None:
                          ) from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for elements it cannot encode
         raise InputError(f"{src_path}: cannot write a derived copy, a damaged element ({type(exc).__name__}: "
-                         f"{str(exc)[:120]})") from None
+                         f"{redact(str(exc))[:120]})") from None
 
 
 def _derived_frame_types(ds: Any) -> None:
@@ -241,7 +241,7 @@ def check_dicom_writable(vol: Volume, *, uid_seed: str = "") -> None:
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{src_path}: cannot write a derived copy ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise InputError(f"{src_path}: cannot write a derived copy ({type(exc).__name__}: {redact(str(exc))[:120]})") from None
     _encode(ds, io.BytesIO(), src_path)
     for p, header in ([] if vol.meta.get("layout") == "enhanced" else vol.source[1:]):  # every other instance's header
         try:

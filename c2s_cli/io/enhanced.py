@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from c2s_cli.errors import InputError
+from c2s_cli.errors import InputError, redact
 
 FRAME = "_c2s_frame"  # the attribute of a per-frame header that holds its frame index
 
@@ -97,7 +97,7 @@ def read_frames(path: Path) -> NDArray[np.float32]:
         ds = pydicom.dcmread(path)
         arr = np.asarray(ds.pixel_array, dtype=np.float32)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for undecodable pixel data
-        raise InputError(f"{path}: pixel data unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise InputError(f"{path}: pixel data unreadable ({type(exc).__name__}: {redact(str(exc))[:120]})") from None
     arr = arr.reshape(int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns))
     for f in range(arr.shape[0]):
         rescale = _group(ds, f, "PixelValueTransformationSequence")

@@ -52,7 +52,13 @@ def mosaic_of(ds: Any) -> Mosaic | None:
     if not n:
         raise InputError(f"{getattr(ds, 'filename', 'a file')}: ImageType says MOSAIC but the Siemens CSA header "
                          "gives no NumberOfImagesInMosaic; c2s cannot tell how the volume is tiled")
-    n = int(n)
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        n = 0
+    if not 1 <= n <= int(ds.Rows) * int(ds.Columns):  # a damaged CSA value (negative, zero, absurd)
+        raise InputError(f"{getattr(ds, 'filename', 'a file')}: the Siemens CSA header gives an impossible "
+                         "NumberOfImagesInMosaic; c2s cannot tell how the volume is tiled")
     grid = int(math.ceil(math.sqrt(n)))
     rows, cols = int(ds.Rows) // grid, int(ds.Columns) // grid
     if rows * grid != int(ds.Rows) or cols * grid != int(ds.Columns):

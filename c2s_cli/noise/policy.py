@@ -261,6 +261,8 @@ def fit(
     spec.validate()
     t0 = time.perf_counter()
     data = np.asarray(volume)
+    if not all(np.isfinite(data[i : i + 16]).all() for i in range(0, data.shape[0], 16)):  # no volume-sized temporary
+        raise InputError(f"{name}: contains NaN or infinite voxels")
     nt = 1 if data.ndim == 3 else data.shape[3]
     n = nt if frames is None else min(nt, frames)
     out = NoiseFit([])

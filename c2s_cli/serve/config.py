@@ -158,6 +158,12 @@ def load_toml(path: Path) -> dict[str, Any]:
     return out
 
 
+def _shown(value: Any) -> str:
+    """A setting's value for a message, cut short (a config file holds no patient data, but keep lines short)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "…"
+
+
 def build(settings: Mapping[str, Any]) -> ServeConfig:
     """A validated :class:`ServeConfig` from plain values (TOML values overridden by the flags that were given)."""
     values: dict[str, Any] = {}
@@ -165,11 +171,17 @@ def build(settings: Mapping[str, Any]) -> ServeConfig:
         if value is None:
             continue
         if name in _LISTS:
-            items = [value] if isinstance(value, str) else list(value)
+            items = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
+            if items is None or not all(isinstance(v, str) for v in items):
+                raise UsageError(f"{name} must be a text or a list of texts, got {type(value).__name__} "
+                                 f"{_shown(value)}", param=name)
             if name == "planes" and len(items) == 1 and "," in items[0]:
                 items = [s.strip() for s in items[0].split(",")]
             values[name] = tuple(Destination.parse(v) if name == "send" else str(v) for v in items)
         elif name in _PATHS:
+            if not isinstance(value, (str, Path)):
+                raise UsageError(f"{name} must be a path (text), got {type(value).__name__} {_shown(value)}",
+                                 param=name)
             values[name] = Path(value).expanduser()
         elif name in _INTS | _FLOATS:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -181,7 +193,9 @@ def build(settings: Mapping[str, Any]) -> ServeConfig:
             if not isinstance(value, bool):
                 raise UsageError(f"{name} must be true or false, got {value!r}", param=name)
             values[name] = value
-        else:
+        else:  # the text settings: host, ae_title, model, device, precision
+            if not isinstance(value, str):
+                raise UsageError(f"{name} must be a text, got {type(value).__name__} {_shown(value)}", param=name)
             values[name] = value
     if "spool" not in values:
         raise UsageError("spool: a spool folder is required (--spool DIR or spool = \"…\" in the config)",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from c2s_cli._version import __version__
-from c2s_cli.errors import C2SError
+from c2s_cli.errors import C2SError, redact
 from c2s_cli.io.spool import Job, Spool, check_output_folder, copy_missing, copy_series, iter_files, read_header
 from c2s_cli.serve.config import ServeConfig
 from c2s_cli.serve.scp import Receiver
@@ -29,9 +29,24 @@ from c2s_cli.serve.scu import SendError, send_series
 Event = dict[str, Any]
 
 
+def slice_count(header: Any, files: int) -> int:
+    """The images a series of ``files`` instances holds, from its first instance's ``header``: the frames of a
+    multi-frame object, the tiles of a Siemens mosaic (CSA NumberOfImagesInMosaic), else one per file. A damaged
+    mosaic header counts as one image per file (the denoise step then refuses it with its own line)."""
+    from c2s_cli.errors import InputError
+    from c2s_cli.io.mosaic import mosaic_of
+
+    per_file = max(1, int(header.get("NumberOfFrames", 1) or 1))
+    try:
+        m = mosaic_of(header)
+    except InputError:
+        m = None
+    return files * (m.n if m is not None else per_file)
+
+
 def route(cfg: ServeConfig, header: Any, count: int) -> tuple[str, str]:
     """``("denoise" | "forward" | "ignore", reason)`` for a series whose first instance has ``header`` and which has
-    ``count`` images (frames for a multi-frame object)."""
+    ``count`` images (:func:`slice_count`: frames of a multi-frame object, tiles of a mosaic)."""
     unmatched = "forward" if cfg.forward_unmatched else "ignore"
     modality = str(header.get("Modality", "") or "")
     if modality != "MR":
@@ -169,7 +184,7 @@ class Node:
         files = job.instances()
         try:
             header = read_header(files[0])
-            count = max(len(files), int(header.get("NumberOfFrames", 1) or 1))
+            count = slice_count(header, len(files))
             action, reason = route(self.cfg, header, count)
         except Exception as exc:  # noqa: BLE001 - a header the receiver accepted but routing cannot read
             self._failed(job, f"cannot read the series header ({type(exc).__name__})")
@@ -187,8 +202,8 @@ class Node:
             try:
                 record = self.denoiser.denoise_file(job.input, job.output, self.cfg.denoise_options())
             except Exception as exc:  # noqa: BLE001 - one series must not stop the node; never silent: logged, kept
-                self._failed(job, str(exc) if isinstance(exc, C2SError)
-                             else f"internal error: {type(exc).__name__}: {exc}")
+                self._failed(job, redact(str(exc)) if isinstance(exc, C2SError)
+                             else f"internal error: {type(exc).__name__}: {redact(str(exc))}")
                 return
             self.counts["denoised"] += 1
             job.state["seconds"] = round(time.perf_counter() - t0, 3)
@@ -224,7 +239,8 @@ class Node:
             except Exception as exc:  # noqa: BLE001 - SendError, OSError, or pynetdicom's own: retried with backoff
                 d["failures"] += 1
                 delay = min(self.cfg.retry_seconds * 2 ** (d["failures"] - 1), self.cfg.retry_max_seconds)
-                err = str(exc) if isinstance(exc, (SendError, OSError)) else f"{type(exc).__name__}: {exc}"
+                err = redact(str(exc))
+                err = err if isinstance(exc, (SendError, OSError)) else f"{type(exc).__name__}: {err}"
                 d.update(state="down", next_try=time.time() + delay, last_error=err)
                 job.state["attempts"] = job.state.get("attempts", 0) + 1
                 job.save()
