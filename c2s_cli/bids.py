@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,23 +86,75 @@ def find_inputs(
     subs = {p.removeprefix("sub-") for p in participants}
     sess = {s.removeprefix("ses-") for s in sessions}
     dts, sfx = set(datatypes), set(suffixes)
+    root = Path(os.path.realpath(bids_dir))
     out = []
     for sub in sorted(bids_dir.glob("sub-*")):
         if not sub.is_dir() or (subs and sub.name.removeprefix("sub-") not in subs):
             continue
-        for f in sorted(sub.rglob("*.nii*")):
+        if not _within(sub, root):  # a subject folder linked out of the dataset (sub-99 -> /) is not the dataset's
+            continue
+        for f in _layout_files(sub):
             parsed = parse_name(f)
             if parsed is None or not f.is_file():
                 continue
             ent, suffix, ext = parsed
             rel = f.relative_to(bids_dir).parts
             datatype = rel[-2]
+            if ent["sub"] != sub.name.removeprefix("sub-") or (len(rel) == 4) != ("ses" in ent) or \
+                    (len(rel) == 4 and rel[1] != f"ses-{ent['ses']}"):
+                continue  # its entities do not match its folders: not a valid BIDS name there
             if (sess and ent.get("ses") not in sess) or (dts and datatype not in dts) or (sfx and suffix not in sfx):
                 continue
             if filters and not _matches(ent, suffix, datatype, filters):
                 continue
             out.append(BidsFile(f, ent, suffix, datatype, ext))
     return out
+
+
+def _within(path: Path, root: Path) -> bool:
+    """Whether ``path``, links resolved, is ``root`` or lies inside it."""
+    real = Path(os.path.realpath(path))
+    return real == root or root in real.parents
+
+
+def _layout_files(sub: Path) -> list[Path]:
+    """The NIfTI files at the depths BIDS puts images: ``sub-X/<datatype>/`` and ``sub-X/ses-Y/<datatype>/``, no
+    deeper, following no folder link (a file link, as DataLad writes them, is a file)."""
+    found: list[Path] = []
+    for first in sorted(sub.iterdir()):
+        if first.is_symlink() or not first.is_dir():
+            continue
+        folders = [first] if not first.name.startswith("ses-") else \
+            [d for d in sorted(first.iterdir()) if d.is_dir() and not d.is_symlink()]
+        for folder in folders:
+            found += [f for f in sorted(folder.iterdir()) if f.name.endswith((".nii", ".nii.gz"))]
+    return found
+
+
+def check_collisions(files: list[BidsFile], desc: str) -> None:
+    """Two inputs that would write one output (``x_T1w.nii`` and ``x_T1w.nii.gz``) are refused before any compute,
+    naming both: with --force one would silently replace the other."""
+    seen: dict[Path, Path] = {}
+    for bf in files:
+        dst = bf.derivative(desc, extension=".nii.gz")
+        if dst in seen:
+            raise UsageError(f"bids_dir: {seen[dst]} and {bf.path} would both be written to {dst}; remove one of them "
+                             "or select one with --bids-filter-file", param="bids_dir")
+        seen[dst] = bf.path
+
+
+def check_no_links(out_dir: Path, path: Path) -> None:
+    """Refuse to write ``path`` (inside ``out_dir``) through a symbolic link: no component between the derivatives
+    root and the file may be a link, so nothing lands outside the output tree or on a file the link points to."""
+    from c2s_cli.errors import OutputError
+
+    rel = path.relative_to(out_dir)
+    cur = out_dir
+    for part in rel.parts:
+        cur = cur / part
+        if cur.is_symlink():
+            raise OutputError(f"{cur} is a symbolic link; c2s never writes through a link it did not create: remove "
+                              "it or choose another output folder", param="output_dir")
 
 
 def _matches(ent: dict[str, str], suffix: str, datatype: str, filters: dict[str, Any]) -> bool:
@@ -198,11 +251,20 @@ def dataset_description(out_dir: Path, bids_dir: Path, raw: dict[str, Any], mode
         "BIDSVersion": str(raw.get("BIDSVersion", "1.8.0")),
         "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "c2s", "Version": __version__,
-                         "Description": f"Self-supervised MRI denoising (Corruption2Self); model {model}, "
-                                        f"SHA-256 {sha256}",
-                         "CodeURL": "https://arxiv.org/abs/2505.05631"}],
-        "SourceDatasets": [{"URL": f"file://{bids_dir.resolve()}"}],
+                         "Description": f"Self-supervised MRI denoising (Corruption2Self, Tu, Shi & Lam, ICLR 2025, "
+                                        f"arXiv 2505.05631); model {model}, SHA-256 {sha256}"}],
+        "SourceDatasets": [{"URL": raw_uri(out_dir, bids_dir)}],
+        "DatasetLinks": {"raw": raw_uri(out_dir, bids_dir)},  # defines the "bids:raw:" URIs of the sidecars' Sources
     }, only_if_absent=True)
+
+
+def raw_uri(out_dir: Path, bids_dir: Path) -> str:
+    """The raw dataset as seen from the derivatives: a relative path where the derivatives lie inside it (the
+    BIDS-Apps ``derivatives/`` convention; the pair can move together), else a ``file://`` URI."""
+    raw, out = Path(os.path.realpath(bids_dir)), Path(os.path.realpath(out_dir))
+    if raw in out.parents:
+        return os.path.relpath(raw, out) + "/"
+    return raw.as_uri()
 
 
 def _is_c2s_json(path: Path, key: str) -> bool:
@@ -255,6 +317,7 @@ def run_participant(
     den: Any, bids_dir: Path, out_dir: Path, files: list[BidsFile], options: Any, *, desc: str = "c2s",
     skip_existing: bool = False, on_file: Callable[[BidsFile, dict[str, Any]], None] | None = None,
     on_warning: Callable[[str], None] | None = None, residual: bool = False, sigma_map: bool = False,
+    command: str | None = None,
 ) -> ParticipantRun:
     """Denoise ``files`` into ``out_dir`` through ``den.denoise_file``; a failing file is a failed record, never the
     end of the participant. ``residual`` / ``sigma_map``: also write input − output and the σ used per voxel, as
@@ -267,20 +330,24 @@ def run_participant(
         raise UsageError(f"desc {desc!r}: BIDS labels are alphanumeric", param="desc")
     raw = check_dataset(bids_dir)
     check_output_dir(bids_dir, out_dir)
+    check_collisions(files, desc)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for sub in sorted({bf.entities["sub"] for bf in files}):
+        check_no_links(out_dir, out_dir / "logs" / f"sub-{sub}_c2s.jsonl")
+    check_no_links(out_dir, out_dir / "dataset_description.json")
     dataset_description(out_dir, bids_dir, raw, den.name, den.sha256)
     run = ParticipantRun()
     for bf in files:
         dst = out_dir / bf.derivative(desc, extension=".nii.gz")
         rec: dict[str, Any] = {"input": str(bf.path.relative_to(bids_dir)), "output": str(dst.relative_to(out_dir)),
-                               "subject": bf.entities["sub"], "session": bf.entities.get("ses"), "suffix": bf.suffix}
+                               "subject": bf.entities["sub"], "session": bf.entities.get("ses"), "suffix": bf.suffix,
+                               "model": den.name, "sha256": den.sha256, "c2s_version": __version__,
+                               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command}
         if skip_existing and dst.exists():
             rec["status"] = "skipped"
         else:
             figure = out_dir / f"sub-{bf.entities['sub']}" / "figures" / bf.derivative(desc, extension=".png").name
             try:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                figure.parent.mkdir(parents=True, exist_ok=True)
                 extra = {"residual": out_dir / bf.derivative(f"{desc}residual", extension=".nii.gz") if residual else None,
                          "save_sigma_map": out_dir / bf.derivative(f"{desc}sigma", extension=".nii.gz") if sigma_map
                          else None}
@@ -288,8 +355,13 @@ def run_participant(
                 side_path = dst.with_name(dst.name.removesuffix(".nii.gz") + ".json")
                 companions = [out_dir / bf.derivative(desc, extension=e) for e in (".bval", ".bvec")] \
                     if bf.suffix == "dwi" else []
+                for target in [dst, figure, side_path, *companions, *(v for v in extra.values() if v is not None)]:
+                    check_no_links(out_dir, target)  # before any folder is made: a linked sub-XX gets nothing
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                figure.parent.mkdir(parents=True, exist_ok=True)
                 check_companions(side_path, companions)
-                result = den.denoise_file(bf.path, dst, opts, on_warning=on_warning)
+                warn = (lambda w, f=bf.path: on_warning(f"{f}: {w}")) if on_warning else None
+                result = den.denoise_file(bf.path, dst, opts, on_warning=warn)
                 sidecar = {**source_sidecar(bf, bids_dir),
                            "Sources": [f"bids:raw:{bf.path.relative_to(bids_dir).as_posix()}"],
                            "C2S": {k: result[k] for k in ("model", "sha256", "noise", "warnings", "tta", "planes",
@@ -299,10 +371,16 @@ def run_participant(
                     for ext in (".bval", ".bvec"):
                         src = bf.path.with_name(bf.path.name.removesuffix(bf.extension) + ext)
                         if src.is_file():
-                            shutil.copyfile(src, out_dir / bf.derivative(desc, extension=ext))
+                            target = out_dir / bf.derivative(desc, extension=ext)
+                            tmp = target.with_name(f".{target.name}.c2s-tmp-{os.getpid()}")
+                            shutil.copyfile(src, tmp)
+                            os.replace(tmp, target)  # replaces the name, never writes through it
+                maps = result.get("sigma_map_estimate") or [{}]
                 rec.update(status="ok", sigma=result["noise"][0]["sigma"], method=result["noise"][0]["method"],
+                           reason=result.get("noise_reason", ""), sigma_map={k: maps[0][k] for k in (
+                               "varying", "used", "p95_p5_ratio", "min", "median", "max") if k in maps[0]},
                            warnings=result["warnings"], seconds=result["seconds"]["total"],
-                           figure=str(figure.relative_to(out_dir)))
+                           timings=result["seconds"], figure=str(figure.relative_to(out_dir)))
             except C2SError as exc:
                 rec.update(status="failed", error=str(exc))
         run.records.append(rec)
@@ -342,6 +420,8 @@ def run_group(out_dir: Path, on_warning: Callable[[str], None] | None = None) ->
         raise InputError(f"{out_dir}: no participant records under logs/; run the participant level first",
                          param="output_dir")
     check_group_outputs(out_dir)
+    for name in ("c2s_group.tsv", "c2s_group.json", "c2s_report.html"):
+        check_no_links(out_dir, out_dir / name)
     rows = sorted(latest.values(), key=lambda r: r["output"])
     cols = ("subject", "session", "suffix", "input", "output", "status", "sigma", "method", "seconds", "error")
     lines = ["\t".join(cols)] + ["\t".join("n/a" if r.get(c) in (None, "") else str(r[c]) for c in cols) for r in rows]
@@ -354,18 +434,61 @@ def run_group(out_dir: Path, on_warning: Callable[[str], None] | None = None) ->
 
 
 def _html(rows: list[dict[str, Any]]) -> str:
+    """The QC report a lab signs off on (as MRIQC and fMRIPrep reports): a summary (files ok / failed / skipped, the
+    model and its SHA-256, the commands, the dates, the c2s version), the failures with their one-line reason, then
+    per file: σ and how it was chosen, the σ-map summary, warnings, timings and the before / after / residual
+    picture (oriented, readable size)."""
     import html
 
-    parts = ["<!doctype html><meta charset='utf-8'><title>c2s report</title>",
-             "<style>body{font-family:sans-serif} img{max-width:100%} .failed{color:#b00}</style>",
-             f"<h1>c2s {__version__}: denoising report</h1>"]
+    def esc(v: Any) -> str:
+        return html.escape("" if v is None else str(v))
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    models = sorted({(r.get("model"), r.get("sha256")) for r in rows if r.get("sha256")})
+    versions = sorted({r.get("c2s_version") for r in rows if r.get("c2s_version")})
+    dates = sorted(r["date"] for r in rows if r.get("date"))
+    commands = sorted({r["command"] for r in rows if r.get("command")})
+    parts = ["<!doctype html><html lang='en'><meta charset='utf-8'><title>c2s report</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em} img{max-width:100%}"
+             " table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
+             " .failed{color:#b00} .ok{color:#060} .warn{color:#a60} code{font-size:90%}</style>",
+             f"<h1>c2s {esc(__version__)}: denoising report</h1>",
+             "<section id='summary'><h2>Summary</h2><table>",
+             f"<tr><th>files</th><td>{len(rows)}: <span class='ok'>{len(ok)} ok</span>, "
+             f"<span class='failed'>{len(failed)} failed</span>, {len(skipped)} skipped</td></tr>",
+             "<tr><th>model</th><td>" + "<br>".join(f"{esc(m)} <code>sha256 {esc(h)}</code>" for m, h in models)
+             + "</td></tr>",
+             f"<tr><th>c2s version</th><td>{esc(', '.join(str(v) for v in versions))}</td></tr>",
+             f"<tr><th>run dates</th><td>{esc(dates[0] if dates else '')} – {esc(dates[-1] if dates else '')}</td></tr>",
+             "<tr><th>commands</th><td>" + "<br>".join(f"<code>{esc(c)}</code>" for c in commands) + "</td></tr>",
+             "</table></section>"]
+    if failed:
+        parts.append("<section id='failures'><h2 class='failed'>Failures</h2><ul>")
+        parts += [f"<li><b>{esc(r['input'])}</b>: {esc(r.get('error'))}</li>" for r in failed]
+        parts.append("</ul></section>")
+    parts.append("<section id='files'><h2>Files</h2>")
     for r in rows:
-        head = html.escape(f"{r['output']} — {r['status']}")
-        parts.append(f"<h2 class='{r['status']}'>{head}</h2>")
+        parts.append(f"<article class='file' data-status='{esc(r['status'])}'>"
+                     f"<h3 class='{esc(r['status'])}'>{esc(r['output'])} — {esc(r['status'])}</h3>"
+                     f"<p>input <code>{esc(r.get('input'))}</code></p>")
         if r["status"] == "ok":
-            warn = "".join(f"<li>{html.escape(w)}</li>" for w in r.get("warnings") or [])
-            parts.append(f"<p>σ = {r['sigma']:.4g}, from {html.escape(str(r['method']))}, {r['seconds']:.1f} s</p>"
-                         f"<ul>{warn}</ul><img src='{html.escape(r['figure'])}' alt='input | c2s | residual'>")
+            smap = r.get("sigma_map") or {}
+            timing = ", ".join(f"{esc(k)} {float(v):.1f} s" for k, v in (r.get("timings") or {}).items()
+                               if isinstance(v, (int, float)))
+            parts.append(f"<p class='noise'>σ = {float(r['sigma']):.4g}, from {esc(r['method'])}"
+                         + (f": {esc(r.get('reason'))}" if r.get("reason") else "") + "</p>")
+            if smap:
+                parts.append("<p class='sigma-map'>σ map: " + ", ".join(f"{esc(k)} {esc(v)}" for k, v in smap.items())
+                             + "</p>")
+            warn = "".join(f"<li class='warn'>{esc(w)}</li>" for w in r.get("warnings") or [])
+            parts.append(f"<ul class='warnings'>{warn}</ul>" if warn else "")
+            parts.append(f"<p class='timings'>{float(r['seconds']):.1f} s in all" + (f" ({timing})" if timing else "")
+                         + "</p>")
+            parts.append(f"<img src='{esc(r['figure'])}' alt='{esc(r['output'])}: input | c2s | residual'>")
         elif r["status"] == "failed":
-            parts.append(f"<p>{html.escape(str(r.get('error')))}</p>")
+            parts.append(f"<p class='failed'>{esc(r.get('error'))}</p>")
+        parts.append("</article>")
+    parts.append("</section></html>")
     return "\n".join(parts) + "\n"

@@ -208,7 +208,8 @@ def run_file(
 
             with atomic_path(o.preview) as tmp:
                 first = (vol.data, result) if vol.data.ndim == 3 else (vol.data[..., 0], result[..., 0])
-                write_preview(*first, tmp, sigma=rep.domains[0].sigma, slice_axis=axis, title=src.name)
+                write_preview(*first, tmp, sigma=rep.domains[0].sigma, slice_axis=axis, title=src.name,
+                              affine=vol.affine)
         if o.residual is not None:
             resid = (vol.data - result).astype(np.float32)
             write_volume(vol, resid, o.residual, note=f"c2s {__version__} residual", threads=o.threads)

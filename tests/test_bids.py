@@ -207,3 +207,114 @@ def test_foreign_files_in_the_derivatives_are_never_replaced(raw: Path, tiny_mod
     r = c2s("bids", str(raw), str(out), "group")
     assert r.returncode == 2 and r.stderr.count("c2s: error") == 1 and "c2s_report.html" in r.stderr
     assert (out / "c2s_report.html").read_text() == "<p>my notes</p>" and not (out / "c2s_group.tsv").exists()
+
+
+# ------------------------------------------------------------------------ issue 33: links, collisions, conformance
+
+def test_links_in_the_output_tree_are_never_written_through(raw: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """A bval, a log, a subject folder or a datatype folder of the derivatives that is a symbolic link (to a user's
+    file, a foreign folder, the raw data): never written through; what the link points to is byte-identical."""
+    out = tmp_path / "deriv"
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "precious.txt").write_text("mine\n")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (out / "sub-01/dwi").mkdir(parents=True)
+    (out / "sub-01/dwi/sub-01_desc-c2s_dwi.bval").symlink_to(user / "precious.txt")
+    (out / "sub-02").symlink_to(foreign)
+    watched = {"user": snapshot(user), "foreign": snapshot(foreign), "raw": snapshot(raw)}
+    r = c2s("bids", str(raw), str(out), "participant", "--model", str(tiny_model))
+    assert r.returncode == 3 and "Traceback" not in r.stderr
+    assert "sub-01_dwi.nii.gz: failed" in r.stderr and "symbolic link" in r.stderr
+    assert (out / "sub-01/anat/sub-01_desc-c2s_T1w.nii.gz").is_file()  # the rest of the participant is done
+    assert {"user": snapshot(user), "foreign": snapshot(foreign), "raw": snapshot(raw)} == watched
+    # a log that is a link: the participant is refused before any compute
+    out2 = tmp_path / "deriv2"
+    (out2 / "logs").mkdir(parents=True)
+    (out2 / "logs/sub-01_c2s.jsonl").symlink_to(user / "precious.txt")
+    r = c2s("bids", str(raw), str(out2), "participant", "--participant-label", "01", "--model", str(tiny_model))
+    assert r.returncode == 2 and "symbolic link" in r.stderr and not (out2 / "sub-01").exists()
+    # a datatype folder linked into the raw dataset
+    out3 = tmp_path / "deriv3"
+    (out3 / "sub-01").mkdir(parents=True)
+    (out3 / "sub-01/anat").symlink_to(raw / "sub-01/anat")
+    r = c2s("bids", str(raw), str(out3), "participant", "--participant-label", "01", "--model", str(tiny_model))
+    assert r.returncode == 3 and snapshot(raw) == watched["raw"] and snapshot(user) == watched["user"]
+
+
+def test_collisions_links_and_misplaced_names_are_refused_or_skipped(raw: Path, tiny_model: Path,
+                                                                    tmp_path: Path) -> None:
+    from c2s_cli.bids import find_inputs
+
+    before = len(find_inputs(raw))
+    (raw / "sub-99").symlink_to("/")  # a link out of the dataset: not a subject of it
+    shutil.copy(raw / "sub-01/anat/sub-01_T1w.nii.gz", raw / "sub-01/anat/sub-03_T2w.nii.gz")  # wrong folder
+    (raw / "sub-01/anat/deeper").mkdir()
+    shutil.copy(raw / "sub-01/anat/sub-01_T1w.nii.gz", raw / "sub-01/anat/deeper/sub-01_PDw.nii.gz")  # too deep
+    assert len(find_inputs(raw)) == before
+    # the same output from two inputs: refused before any compute, naming both
+    nib.save(nib.load(str(raw / "sub-01/anat/sub-01_T1w.nii.gz")), str(raw / "sub-01/anat/sub-01_T1w.nii"))
+    out = tmp_path / "deriv"
+    r = c2s("bids", str(raw), str(out), "participant", "--model", str(tiny_model), "--force")
+    assert r.returncode == 2 and "sub-01_T1w.nii " in r.stderr + " " and "sub-01_T1w.nii.gz" in r.stderr
+    assert not (out / "sub-01").exists()
+
+
+def test_sources_resolve_through_dataset_links_and_warnings_name_their_file(raw: Path, tiny_model: Path) -> None:
+    out = raw / "derivatives" / "c2s"
+    r = c2s("bids", str(raw), str(out), "participant", "--participant-label", "01", "--model", str(tiny_model))
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetLinks"]["raw"] == "../../" and "CodeURL" not in desc["GeneratedBy"][0]  # no paper as code
+    side = json.loads((out / "sub-01/anat/sub-01_desc-c2s_T1w.json").read_text())
+    src = side["Sources"][0].removeprefix("bids:raw:")
+    assert side["Sources"][0].startswith("bids:raw:") and (out / desc["DatasetLinks"]["raw"] / src).is_file()
+    warned = [ln for ln in r.stderr.splitlines() if ln.startswith("c2s: warning:")]
+    assert warned and all("sub-01" in ln for ln in warned)
+
+
+def test_the_qc_report_is_one_a_lab_can_sign_off(raw: Path, tiny_model: Path) -> None:
+    """Issue 33: the group report has a summary (counts, the model and its SHA-256, the command, dates, version),
+    the failures with their one-line reason, and per file σ with how it was chosen, warnings, timings and the
+    picture; parsed as a DOM (html.parser), every picture it names exists."""
+    from html.parser import HTMLParser
+
+    out = raw / "derivatives" / "c2s"
+    c2s("bids", str(raw), str(out), "participant", "--model", str(tiny_model))
+    c2s("bids", str(raw), str(out), "group")
+
+    class Dom(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stack: list[str] = []
+            self.text: dict[str, list[str]] = {}
+            self.imgs: list[str] = []
+            self.articles: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            self.stack.append(a.get("id") or a.get("class") or tag)
+            if tag == "img":
+                self.imgs.append(str(a["src"]))
+                self.stack.pop()
+            if tag == "article":
+                self.articles.append(str(a["data-status"]))
+
+        def handle_endtag(self, tag: str) -> None:
+            if self.stack:
+                self.stack.pop()
+
+        def handle_data(self, data: str) -> None:
+            for name in set(self.stack):
+                self.text.setdefault(name, []).append(data)
+
+    dom = Dom()
+    dom.feed((out / "c2s_report.html").read_text())
+    summary = " ".join(" ".join(dom.text["summary"]).split())
+    model_sha = json.loads((out / "c2s_group.json").read_text())["runs"][0]["sha256"]
+    assert "files 5: 4 ok , 1 failed , 0 skipped" in summary and model_sha in summary and "c2s bids" in summary
+    failures = " ".join(dom.text["failures"])
+    assert "sub-02_ses-2_FLAIR.nii.gz" in failures and "c2s: error" not in failures
+    assert sorted(dom.articles) == ["failed", "ok", "ok", "ok", "ok"]
+    assert len(dom.text["noise"]) >= 4 and all("σ = " in t for t in dom.text["noise"] if t.startswith("σ"))
+    assert len(dom.imgs) == 4 and all((out / src).is_file() for src in dom.imgs)

@@ -276,3 +276,33 @@ def test_batch_runs_and_reports_in_the_order_given_and_shards_stably(small_nifti
                                                    "--num-parts", "2", "--part-id", "0").stdout.splitlines()]
              for order in (names, names[::-1])]
     assert set(parts[0]) == set(parts[1]) and parts[1] == [n for n in names[::-1] if n in parts[0]]
+
+
+def test_preview_is_oriented_by_the_affine(tmp_path: Path) -> None:
+    """The same head stored RAS and LIA (FreeSurfer-conformed) gives the same picture; small panels are enlarged to
+    a readable size; the picture is not the raw storage order for LIA (it was shown upside down before)."""
+    import nibabel as nib
+    from nibabel.orientations import axcodes2ornt, ornt_transform
+    from PIL import Image
+
+    from c2s_cli.io.preview import write_preview
+    from phantoms import head_phantom
+
+    data = head_phantom((40, 48, 36), seed=3) * 1000
+    data[5:12, 30:40, 20:28] += 800  # an asymmetric marker: anterior, subject's left, upper half
+    ras = nib.Nifti1Image(data.astype(np.float32), np.diag([1.0, 1.0, 1.0, 1.0]))
+    lia = ras.as_reoriented(ornt_transform(axcodes2ornt("RAS"), axcodes2ornt("LIA")))
+    assert nib.aff2axcodes(lia.affine) == ("L", "I", "A")
+    pics = []
+    for img, axis in ((ras, 2), (lia, 1)):
+        d = np.asarray(img.dataobj, np.float32)
+        out = tmp_path / f"{len(pics)}.png"
+        write_preview(d, d * 0.9, out, sigma=10.0, slice_axis=axis, affine=img.affine)
+        pics.append(np.asarray(Image.open(out)))
+    assert pics[0].shape == pics[1].shape and pics[0].shape[1] >= 3 * 192
+    np.testing.assert_array_equal(pics[0], pics[1])
+    raw_order = tmp_path / "raw.png"
+    d = np.asarray(lia.dataobj, np.float32)
+    write_preview(d, d * 0.9, raw_order, sigma=10.0, slice_axis=1)  # no affine: storage order, as before
+    assert np.asarray(Image.open(raw_order)).shape != pics[1].shape or not np.array_equal(
+        np.asarray(Image.open(raw_order)), pics[1])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -70,7 +72,8 @@ def bids(
     run = lib.run_participant(den, bids_dir, output_dir, files, opts, desc=desc, skip_existing=skip_existing,
                               on_file=lambda bf, r: log.info(f"{r['input']}: {r['status']}"
                                                              + (f" ({r['error']})" if r.get("error") else "")),
-                              on_warning=log.warn, residual=save_residual, sigma_map=save_sigma_map)
+                              on_warning=log.warn, residual=save_residual, sigma_map=save_sigma_map,
+                              command=shlex.join(["c2s", *sys.argv[1:]]))
     log.debug(json.dumps(run.records, default=str))
     if run.failed:
         log.warn(f"{run.failed} of {len(run.records)} file(s) failed (see {output_dir / 'logs'})")
