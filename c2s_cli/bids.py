@@ -477,8 +477,12 @@ def _html(rows: list[dict[str, Any]]) -> str:
             smap = r.get("sigma_map") or {}
             timing = ", ".join(f"{esc(k)} {float(v):.1f} s" for k, v in (r.get("timings") or {}).items()
                                if isinstance(v, (int, float)))
+            why = str(r.get("reason") or "")
+            if why.startswith("σ = "):  # the sentence repeats σ: keep its "why"
+                why = why.split(", ", 1)[1] if ", " in why else why.split(": ", 1)[-1]
             parts.append(f"<p class='noise'>σ = {float(r['sigma']):.4g}, from {esc(r['method'])}"
-                         + (f": {esc(r.get('reason'))}" if r.get("reason") else "") + "</p>")
+                         + (f": {esc(why)}" if why else "") + "</p>")
+            smap = {k: v for k, v in smap.items() if v is not None}
             if smap:
                 parts.append("<p class='sigma-map'>σ map: " + ", ".join(f"{esc(k)} {esc(v)}" for k, v in smap.items())
                              + "</p>")
