@@ -34,7 +34,7 @@ def test_preview_mask_and_noise_map(noisy_nifti: Path, tiny_model: Path, tmp_pat
     assert np.any(den[m == 1] != src[m == 1])
     np.testing.assert_allclose(np.asarray(nib.load(str(nm)).dataobj), src - den, atol=1e-3)
     w, h = Image.open(png).size
-    assert (w, h) == (3 * 96, 3 * 96 + 14)
+    assert (w, h) == (3 * 192, 3 * 192 + 14)  # 96-pixel panels enlarged 2× to a readable size (issue 33)
     # outputs get the permissions of a plain open() (umask), not the 0600 of a temporary file
     mask_bits = os.umask(0)
     os.umask(mask_bits)

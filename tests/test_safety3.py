@@ -306,3 +306,26 @@ def test_preview_is_oriented_by_the_affine(tmp_path: Path) -> None:
     write_preview(d, d * 0.9, raw_order, sigma=10.0, slice_axis=1)  # no affine: storage order, as before
     assert np.asarray(Image.open(raw_order)).shape != pics[1].shape or not np.array_equal(
         np.asarray(Image.open(raw_order)), pics[1])
+
+
+def test_a_missing_extra_is_one_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 30: pynetdicom and the JPEG codecs are extras; without them `c2s serve` says which extra to install
+    (exit 2, before anything starts) and the rest of c2s works."""
+    from c2s_cli.extras import missing
+
+    monkeypatch.setitem(sys.modules, "pynetdicom", None)  # import pynetdicom → ImportError, as when not installed
+    assert missing("serve") == ["pynetdicom"]
+    r = c2s("serve", "--spool", str(tmp_path / "spool"), "--output", str(tmp_path / "out"), "--port", "0")
+    one_error_line(r, 2, "c2s[serve]", "pynetdicom")
+    assert not (tmp_path / "spool").exists()
+
+
+def test_packaging_declares_the_extras_and_an_honest_torch() -> None:
+    import tomllib
+
+    meta = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    deps = " ".join(meta["dependencies"])
+    assert "pynetdicom" not in deps and "pylibjpeg" not in deps and "torch>=2.13" in deps
+    extras = meta["optional-dependencies"]
+    assert "bids" not in extras and {"serve", "jpeg", "test"} <= set(extras)
+    assert set(extras["serve"]) | set(extras["jpeg"]) <= set(extras["test"])  # the tests exercise every extra

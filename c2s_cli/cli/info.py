@@ -1,4 +1,4 @@
-"""``c2s info``: describe a scan, a DICOM folder or a model (library: :mod:`c2s_cli.inspect`)."""
+"""``c2s info``: describe a scan, a DICOM folder or a model (library: :mod:`c2s_cli.describe`)."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ def info(
     models: Annotated[bool, typer.Option("--models", help="List the available models.")] = False,
 ) -> None:
     """Describe a scan, a DICOM folder or a model checkpoint (no weights are loaded)."""
-    from c2s_cli import inspect
+    from c2s_cli import describe
 
     if models:
-        rows = inspect.models_info()
+        rows = describe.models_info()
         if as_json:
             typer.echo(json.dumps(rows))
         for r in rows if not as_json else []:
@@ -39,7 +39,7 @@ def info(
         return
     if path is None:
         raise UsageError("give a PATH (or --models)")
-    out = inspect.model_info(path) if path.suffix == ".safetensors" else inspect.scan_info(path, series=series, noise=noise, coils=coils)
+    out = describe.model_info(path) if path.suffix == ".safetensors" else describe.scan_info(path, series=series, noise=noise, coils=coils)
     if as_json:
         typer.echo(json.dumps(out, default=str))
         return

@@ -62,6 +62,7 @@ def serve(
     """A DICOM node: receive series (C-STORE), denoise them, send the derived series on (C-STORE) and/or to --output."""
     import dataclasses
 
+    from c2s_cli.extras import require
     from c2s_cli.serve import Node, ServeConfig, build, load_toml, read_status
 
     log = _start(quiet, verbose)
@@ -80,6 +81,7 @@ def serve(
         typer.echo(json.dumps(st, indent=1, sort_keys=True))
         return
     cfg = build(settings)
+    require("serve", "c2s serve")
 
     def on_event(e: dict[str, Any]) -> None:
         if cfg.log_json:

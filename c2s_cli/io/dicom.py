@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from c2s_cli.errors import InputError, redact
+from c2s_cli.extras import hint
 from c2s_cli.io.dicom_volumes import mosaic_layout, read_mosaics, split_volumes
 from c2s_cli.volume import Volume
 
@@ -364,8 +365,8 @@ def _pixels(p: Path, dtypes: set[str]) -> NDArray[np.float32]:
         if "handler" in str(exc).lower() or "plugin" in str(exc).lower() or "decod" in str(exc).lower():
             raise InputError(
                 f"{p}: cannot decode pixel data with transfer syntax '{name}'; install the codecs with "
-                "`pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pyjpegls`"
+                f"`{hint('jpeg')}`"
             ) from None
-        raise InputError(f"{p}: pixel data unreadable ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{p}: pixel data unreadable ({type(exc).__name__}: {redact(str(exc))[:120]})") from None
     dtypes.add(str(arr.dtype))
     return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
