@@ -480,3 +480,25 @@ def test_mosaic_series_are_counted_by_slices_and_denoised(tmp_path: Path, dest: 
         assert not r.named("ignored") and not r.named("failed") and dest.count() == 2
     finally:
         r.close()
+
+
+def test_late_instances_after_keep_days_0_fail_loudly(tmp_path: Path, phantom: np.ndarray, dest: Destination,
+                                                      denoiser: Any) -> None:
+    """Issue 33: with keep_days 0 the delivered job is deleted at once; a late instance of that series can no longer
+    be denoised with the rest of it. It was acknowledged and then dropped as "fewer than min_slices"; now it is a
+    failed job that says why (log event, status.json), and a complete re-send is denoised as usual."""
+    r = Running(node_cfg(tmp_path, dest.server.server_address[1], keep_days=0.0), denoiser)
+    try:
+        files = series(tmp_path / "s", phantom, n=6, shuffle_seed=None)
+        assert set(send(r.port, files[:5])) == {0}
+        wait_for(lambda: dest.count() == 5 and not r.node.spool.jobs(), what="the first job")
+        assert set(send(r.port, files[5:])) == {0}
+        wait_for(lambda: len(r.named("failed")) == 1, what="the late instance's job")
+        assert not r.named("ignored") and "already delivered and deleted" in r.named("failed")[0]["error"]
+        st = json.loads((r.node.spool.root / "status.json").read_text())
+        assert "send the whole series again" in st["last_error"]["message"]
+        assert set(send(r.port, files)) == {0}
+        wait_for(lambda: len(r.named("sent")) == 2, what="the complete re-send")
+        assert len(r.named("failed")) == 1
+    finally:
+        r.close()

@@ -101,6 +101,9 @@ class Job:
         return sorted(p for p in self.input.iterdir() if p.suffix == ".dcm")
 
 
+DELIVERED_DAYS = 7.0  # how long the spool remembers which instances of a deleted job were delivered
+
+
 class Spool:
     """The spool folder. Thread-safe: receiving threads call :meth:`receive`, the worker everything else."""
 
@@ -243,7 +246,36 @@ class Spool:
                 if finished <= limit:
                     _remove(path)
                     n += 1
+        marks = self.root / "delivered"
+        for mark in list(marks.iterdir()) if marks.is_dir() else []:  # forget what was delivered long ago
+            if mark.stat().st_mtime < time.time() - DELIVERED_DAYS * 86400:
+                mark.unlink(missing_ok=True)
         return n
+
+    # ------------------------------------------------------------------------------ delivered series, jobs deleted
+    def remember_delivered(self, job: Job) -> None:
+        """Record which instances of series ``job.key`` were delivered, for when the job itself is deleted at once
+        (``keep_days`` 0): a late instance can then be told from a new series (:meth:`missing_earlier`)."""
+        folder = self.root / "delivered"
+        folder.mkdir(exist_ok=True)
+        names = sorted(p.name for p in job.instances())
+        tmp = folder / f".{job.key}.tmp"
+        tmp.write_text(json.dumps({"time": time.time(), "instances": names}))
+        os.replace(tmp, folder / job.key)
+
+    def missing_earlier(self, job: Job) -> list[str]:
+        """The instances of an already delivered (and deleted) job of this series that ``job`` lacks: a late
+        instance arriving alone after its series was delivered with ``keep_days`` 0. Empty for a new series or a
+        complete re-send. Records older than ``DELIVERED_DAYS`` are forgotten."""
+        mark = self.root / "delivered" / job.key
+        try:
+            rec = json.loads(mark.read_text())
+        except (OSError, ValueError):
+            return []
+        if rec.get("time", 0) < time.time() - DELIVERED_DAYS * 86400:
+            return []
+        have = {p.name for p in job.instances()}
+        return [n for n in rec.get("instances", []) if n not in have]
 
     def counts(self) -> dict[str, int]:
         return {name: sum(1 for _ in (self.root / name).iterdir()) for name in ("incoming", "jobs", "done", "failed")}

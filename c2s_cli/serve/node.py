@@ -191,6 +191,12 @@ class Node:
             return
         job.state.update(action=action, reason=reason, instances=len(files),
                          last_received=max(p.stat().st_mtime for p in files))
+        gone = self.spool.missing_earlier(job) if self.cfg.keep_days == 0 else []
+        if gone:  # late instances of a series delivered and deleted: never acknowledged and then silently dropped
+            self._failed(job, f"{len(files)} late instance(s) of a series already delivered and deleted "
+                              f"(keep_days 0): its other {len(gone)} instance(s) are gone, so it cannot be denoised "
+                              "again; send the whole series again, or keep jobs (keep_days > 0)")
+            return
         if action == "ignore":
             self.counts["ignored"] += 1
             self._finish(job, "done")
@@ -281,6 +287,8 @@ class Node:
 
     def _finish(self, job: Job, where: str) -> None:
         if where == "done" and self.cfg.keep_days == 0:
+            if job.state.get("action") == "denoise":
+                self.spool.remember_delivered(job)
             self.spool.finish(job, where)
             self.spool.purge(0)
         else:
