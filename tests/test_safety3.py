@@ -329,3 +329,16 @@ def test_packaging_declares_the_extras_and_an_honest_torch() -> None:
     extras = meta["optional-dependencies"]
     assert "bids" not in extras and {"serve", "jpeg", "test"} <= set(extras)
     assert set(extras["serve"]) | set(extras["jpeg"]) <= set(extras["test"])  # the tests exercise every extra
+
+
+@pytest.mark.parametrize("length", [240, 300])
+def test_output_names_too_long_for_the_file_system_are_refused_before_compute(length: int, small_nifti: Path,
+                                                                             tiny_model: Path, tmp_path: Path) -> None:
+    """A name near 255 bytes failed after the compute (the temporary name is 25 bytes longer), one over 255 with an
+    OSError traceback: both are one line before the model runs."""
+    out = tmp_path / ("x" * (length - len(".nii.gz")) + ".nii.gz")
+    r = c2s("denoise", str(small_nifti), "-o", str(out), "--model", str(tiny_model))
+    one_error_line(r, 2, "bytes", "limit")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".x", "x"))]  # nothing written
+    ok = tmp_path / ("y" * (255 - 25 - len(".nii.gz")) + ".nii.gz")  # the longest name that fits
+    assert c2s("denoise", str(small_nifti), "-o", str(ok), "--model", str(tiny_model)).returncode == 0

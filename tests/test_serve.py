@@ -502,3 +502,23 @@ def test_late_instances_after_keep_days_0_fail_loudly(tmp_path: Path, phantom: n
         assert len(r.named("failed")) == 1
     finally:
         r.close()
+
+
+def test_a_single_enhanced_mr_object_is_counted_by_frames(tmp_path: Path, phantom: np.ndarray, dest: Destination,
+                                                          denoiser: Any) -> None:
+    """Issue 33: one Enhanced MR instance with many frames is a series of that many slices for --min-slices, and
+    comes back derived through the node."""
+    from conftest import make_enhanced
+    from c2s_cli.serve.node import slice_count
+
+    stored = np.clip(np.rint(rician(phantom[:, :, :6] * 1000, 40.0, seed=7)), 0, 4095)
+    obj = make_enhanced(tmp_path / "e.dcm", stored)
+    assert slice_count(pydicom.dcmread(obj, stop_before_pixels=True), 1) == 6
+    r = Running(node_cfg(tmp_path, dest.server.server_address[1]), denoiser)
+    try:
+        assert set(send(r.port, [obj])) == {0}
+        wait_for(lambda: dest.count() >= 1 or bool(r.named("failed")) or bool(r.named("ignored")), 120,
+                 "the derived multi-frame series")
+        assert not r.named("ignored") and not r.named("failed") and dest.count() >= 1
+    finally:
+        r.close()

@@ -79,6 +79,10 @@ def denoise(
     items = batch.shard(batch.expand(inputs, series, keep_going=keep_going), num_parts, part_id)
     single = len(items) == 1 and len(inputs) == 1 and inputs[0] != "-" and not inputs[0].startswith("@")
     jobs = batch.plan(items, output, single=single, suffix=suffix)
+    from c2s_cli.io.atomic import check_name_length
+
+    for j in jobs:  # before anything else touches the name (a stat of a name over the limit fails)
+        check_name_length(j.output, j.output.parent)
     if dry_run:
         for j in jobs:
             typer.echo(json.dumps({"input": str(j.item.path), "series": j.item.series, "output": str(j.output),

@@ -101,6 +101,7 @@ def check_output(
     Raises:
         OutputError: one line naming the path and the reason.
     """
+    check_name_length(output, output.parent, what=what, param=param)  # first: a stat of such a name fails
     out = _resolve(output)
     for src in inputs:
         s = _resolve(src)
@@ -130,6 +131,21 @@ def check_output(
         raise OutputError(f"{what} folder {parent} does not exist", param=param)
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{what} folder {parent} is not writable", param=param)
+
+
+def check_name_length(output: Path, parent: Path, *, what: str = "output", param: str = "output") -> None:
+    """Refuse, before any compute, a name too long for the file system once c2s adds its temporary-file marks
+    (``.NAME.c2s-tmp-XXXXXXXX.SUFFIXES``: 18 bytes plus the suffixes)."""
+    try:
+        limit = int(os.pathconf(parent, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        limit = 255
+    extra = 1 + len(TMP_MARK) + 8 + len(os.fsencode("".join(output.suffixes)))
+    n = len(os.fsencode(output.name))
+    if n + extra > limit:
+        raise OutputError(f"{what} {output}: the name is {n} bytes; with the {extra} bytes c2s adds for its temporary "
+                          f"file the file system's limit of {limit} is passed: use a name of at most {limit - extra} "
+                          "bytes", param=param)
 
 
 def check_clear_of_inputs(path: Path, inputs: Iterable[Path], *, what: str, param: str, hint: str) -> None:
