@@ -163,12 +163,14 @@ def training_speed(threads: int) -> dict[str, float]:
     loss_fn = GDSMLoss(cfg.gdsm)
     g = torch.Generator().manual_seed(0)
 
-    def step() -> None:
+    from c2s_cli.train import optimizer_step
+
+    params = list(model.parameters())
+
+    def step() -> None:  # the training loop's own update (clip included), timed on its own
         y, sd, m = sampler.sample(t.batch_size, g)
         loss = loss_fn(model, y.contiguous(memory_format=torch.channels_last), sd, m, generator=g).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, params, loss, t.grad_clip, 0)
 
     sec = bench(step, reps=10, warmup=3)
     return {"steps_per_s": 1 / sec, "batch": t.batch_size, "patch": t.patch_size}

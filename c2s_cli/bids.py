@@ -319,12 +319,11 @@ def run_participant(
     on_warning: Callable[[str], None] | None = None, residual: bool = False, sigma_map: bool = False,
     command: str | None = None,
 ) -> ParticipantRun:
-    """Denoise ``files`` into ``out_dir`` through ``den.denoise_file``; a failing file is a failed record, never the
-    end of the participant. ``residual`` / ``sigma_map``: also write input − output and the σ used per voxel, as
+    """Denoise ``files`` into ``out_dir`` through the one runner (:func:`c2s_cli.runner.run`: BIDS adds its link
+    checks, names, sidecars and bval / bvec copies as hooks); a failing file is a failed record, never the end of the
+    participant. ``residual`` / ``sigma_map``: also write input − output and the σ used per voxel, as
     ``desc-<desc>residual`` and ``desc-<desc>sigma`` images beside the output."""
     import dataclasses
-
-    from c2s_cli.errors import C2SError
 
     if not re.fullmatch(r"[a-zA-Z0-9]+", desc):
         raise UsageError(f"desc {desc!r}: BIDS labels are alphanumeric", param="desc")
@@ -336,56 +335,69 @@ def run_participant(
         check_no_links(out_dir, out_dir / "logs" / f"sub-{sub}_c2s.jsonl")
     check_no_links(out_dir, out_dir / "dataset_description.json")
     dataset_description(out_dir, bids_dir, raw, den.name, den.sha256)
+    from c2s_cli import runner
+
     run = ParticipantRun()
+    plan: dict[Path, tuple[BidsFile, Path, list[Path], list[Path], Path]] = {}  # output → file, sidecar,
+    # bval/bvec, every path written, the figure
+    jobs = []
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     for bf in files:
         dst = out_dir / bf.derivative(desc, extension=".nii.gz")
-        rec: dict[str, Any] = {"input": str(bf.path.relative_to(bids_dir)), "output": str(dst.relative_to(out_dir)),
-                               "subject": bf.entities["sub"], "session": bf.entities.get("ses"), "suffix": bf.suffix,
-                               "model": den.name, "sha256": den.sha256, "c2s_version": __version__,
-                               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command}
-        if skip_existing and dst.exists():
-            rec["status"] = "skipped"
-        else:
-            figure = out_dir / f"sub-{bf.entities['sub']}" / "figures" / bf.derivative(desc, extension=".png").name
-            try:
-                extra = {"residual": out_dir / bf.derivative(f"{desc}residual", extension=".nii.gz") if residual else None,
-                         "save_sigma_map": out_dir / bf.derivative(f"{desc}sigma", extension=".nii.gz") if sigma_map
-                         else None}
-                opts = dataclasses.replace(options, preview=figure, **extra)
-                side_path = dst.with_name(dst.name.removesuffix(".nii.gz") + ".json")
-                companions = [out_dir / bf.derivative(desc, extension=e) for e in (".bval", ".bvec")] \
-                    if bf.suffix == "dwi" else []
-                for target in [dst, figure, side_path, *companions, *(v for v in extra.values() if v is not None)]:
-                    check_no_links(out_dir, target)  # before any folder is made: a linked sub-XX gets nothing
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                figure.parent.mkdir(parents=True, exist_ok=True)
-                check_companions(side_path, companions)
-                warn = (lambda w, f=bf.path: on_warning(f"{f}: {w}")) if on_warning else None
-                result = den.denoise_file(bf.path, dst, opts, on_warning=warn)
-                sidecar = {**source_sidecar(bf, bids_dir),
-                           "Sources": [f"bids:raw:{bf.path.relative_to(bids_dir).as_posix()}"],
-                           "C2S": {k: result[k] for k in ("model", "sha256", "noise", "warnings", "tta", "planes",
-                                                          "seconds", "clipped_voxels")}}
-                write_json_atomic(side_path, sidecar)
-                if bf.suffix == "dwi":
-                    for ext in (".bval", ".bvec"):
-                        src = bf.path.with_name(bf.path.name.removesuffix(bf.extension) + ext)
-                        if src.is_file():
-                            target = out_dir / bf.derivative(desc, extension=ext)
-                            tmp = target.with_name(f".{target.name}.c2s-tmp-{os.getpid()}")
-                            shutil.copyfile(src, tmp)
-                            os.replace(tmp, target)  # replaces the name, never writes through it
-                maps = result.get("sigma_map_estimate") or [{}]
-                rec.update(status="ok", sigma=result["noise"][0]["sigma"], method=result["noise"][0]["method"],
-                           reason=result.get("noise_reason", ""), sigma_map={k: maps[0][k] for k in (
-                               "varying", "used", "p95_p5_ratio", "min", "median", "max") if k in maps[0]},
-                           warnings=result["warnings"], seconds=result["seconds"]["total"],
-                           timings=result["seconds"], figure=str(figure.relative_to(out_dir)))
-            except C2SError as exc:
-                rec.update(status="failed", error=str(exc))
-        run.records.append(rec)
+        figure = out_dir / f"sub-{bf.entities['sub']}" / "figures" / bf.derivative(desc, extension=".png").name
+        extra = {"residual": out_dir / bf.derivative(f"{desc}residual", extension=".nii.gz") if residual else None,
+                 "save_sigma_map": out_dir / bf.derivative(f"{desc}sigma", extension=".nii.gz") if sigma_map
+                 else None}
+        side_path = dst.with_name(dst.name.removesuffix(".nii.gz") + ".json")
+        companions = [out_dir / bf.derivative(desc, extension=e) for e in (".bval", ".bvec")] \
+            if bf.suffix == "dwi" else []
+        targets = [dst, figure, side_path, *companions, *(v for v in extra.values() if v is not None)]
+        plan[dst] = (bf, side_path, companions, targets, figure)
+        jobs.append(runner.Job(bf.path, dst, dataclasses.replace(options, preview=figure, **extra), fields={
+            "input": str(bf.path.relative_to(bids_dir)), "output": str(dst.relative_to(out_dir)),
+            "subject": bf.entities["sub"], "session": bf.entities.get("ses"), "suffix": bf.suffix,
+            "model": den.name, "sha256": den.sha256, "c2s_version": __version__, "date": started,
+            "command": command}))
+
+    def before(job: runner.Job) -> None:
+        _, side_path, companions, targets, figure = plan[job.output]
+        for target in targets:
+            check_no_links(out_dir, target)  # before any folder is made: a linked sub-XX gets nothing
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        check_companions(side_path, companions)
+
+    def after(job: runner.Job, result: dict[str, Any]) -> dict[str, Any]:
+        bf, side_path, _, _, figure = plan[job.output]
+        write_json_atomic(side_path, {**source_sidecar(bf, bids_dir),
+                                      "Sources": [f"bids:raw:{bf.path.relative_to(bids_dir).as_posix()}"],
+                                      "C2S": {k: result[k] for k in ("model", "sha256", "noise", "warnings", "tta",
+                                                                     "planes", "seconds", "clipped_voxels")}})
+        if bf.suffix == "dwi":
+            for ext in (".bval", ".bvec"):
+                src = bf.path.with_name(bf.path.name.removesuffix(bf.extension) + ext)
+                if src.is_file():
+                    target = out_dir / bf.derivative(desc, extension=ext)
+                    tmp = target.with_name(f".{target.name}.c2s-tmp-{os.getpid()}")
+                    shutil.copyfile(src, tmp)
+                    os.replace(tmp, target)  # replaces the name, never writes through it
+        maps = result.get("sigma_map_estimate") or [{}]
+        return {"sigma": result["noise"][0]["sigma"], "method": result["noise"][0]["method"],
+                "reason": result.get("noise_reason", ""),
+                "sigma_map": {k: maps[0][k] for k in ("varying", "used", "p95_p5_ratio", "min", "median", "max")
+                              if k in maps[0]},
+                "warnings": result["warnings"], "seconds": result["seconds"]["total"], "timings": result["seconds"],
+                "figure": str(figure.relative_to(out_dir))}
+
+    def on_record(rec: runner.Record) -> None:
+        d = rec.to_dict(full=False)
+        run.records.append(d)
         if on_file:
-            on_file(bf, rec)
+            on_file(plan[rec.job.output][0], d)
+
+    runner.run(den, jobs, keep_going=True, skip_existing=skip_existing, full_records=False, before=before,
+               after=after, on_record=on_record,
+               on_warning=(lambda job, w: on_warning(f"{job.input}: {w}")) if on_warning else None)
     for sub in sorted({bf.entities["sub"] for bf in files}):
         log = out_dir / "logs" / f"sub-{sub}_c2s.jsonl"
         log.parent.mkdir(parents=True, exist_ok=True)

@@ -111,3 +111,13 @@ def test_noise_choices_live_in_the_noise_package() -> None:
                  for c in calls if c in p.read_text()]
     assert offenders == []
     assert not [m for m, deps in graph().items() if "c2s_cli.noise.sigma_map" in deps and not m.startswith("c2s_cli.noise")]
+
+
+def test_one_backward_pass_in_the_code() -> None:
+    """Issue 30: one training loop takes objectives; the only ``.backward(`` outside the tests is its update step
+    (c2s_cli.train.optimizer_step), which benchmarks and scripts call too."""
+    repo = ROOT.parent
+    hits = [f"{p.relative_to(repo)}:{i}" for folder in ("c2s_cli", "benchmarks", "scripts")
+            for p in (repo / folder).rglob("*.py") for i, line in enumerate(p.read_text().splitlines(), 1)
+            if ".backward(" in line]
+    assert hits == ["c2s_cli/train.py:" + hits[0].split(":")[1]] and len(hits) == 1

@@ -144,3 +144,24 @@ def test_degenerate_sigma_is_refused_not_turned_into_nan() -> None:
         NoiseDomain.fit(data, estimate=NoiseEstimate(sigma=4e-41, method="object"))
     with pytest.raises(ValueError, match="sigma = .* too small"):
         NoiseDomain.fit(data, 1e-38)
+
+
+def test_a_partly_zeroed_background_is_used_and_its_artefacts_do_not_pass_for_coils() -> None:
+    """Issue 29: a background half zeroed by the scanner still gives an estimate (before: "masked", and the scan was
+    refused or guessed); where what is left reads above the object it is called artefact, not non-central χ."""
+    from phantoms import smooth_phantom
+
+    from c2s_cli.noise.synth import rician
+
+    clean = smooth_phantom((128, 128, 16))
+    rng = np.random.default_rng(3)
+    noisy = rician(clean, 30.0, rng)
+    outside = clean == 0
+    half = outside & (np.arange(128)[:, None, None] < 64)
+    white = rician(clean, 30.0, rng)
+    est = estimate_noise(np.where(half, 0, white).astype(np.float32))
+    assert est.background_status == "available (partly zeroed)" and abs(est.sigma_background / 30 - 1) < 0.1
+    louder = np.where(outside, rician(clean, 45.0, rng), noisy)
+    est = estimate_noise(np.where(half, 0, louder).astype(np.float32))
+    assert est.method == "object" and any("partly zeroed" in w for w in est.warnings)
+    assert not any("non-central" in w for w in est.warnings)

@@ -342,3 +342,26 @@ def test_output_names_too_long_for_the_file_system_are_refused_before_compute(le
     assert not [p for p in tmp_path.iterdir() if p.name.startswith((".x", "x"))]  # nothing written
     ok = tmp_path / ("y" * (255 - 25 - len(".nii.gz")) + ".nii.gz")  # the longest name that fits
     assert c2s("denoise", str(small_nifti), "-o", str(ok), "--model", str(tiny_model)).returncode == 0
+
+
+def test_the_parameter_to_flag_map_is_derived_from_the_commands() -> None:
+    """Issue 30: errors name library parameters and the CLI speaks flags; the map comes from the commands' own option
+    declarations (plus four parameters whose option is named otherwise), and gives what the hand-kept table gave."""
+    from c2s_cli.cli import bids, denoise, info, serve, train  # noqa: F401 - registers the commands
+    from c2s_cli.cli.app import _ALIASES, flag_of
+
+    expected = {
+        "output": "-o", "model": "--model", "sigma": "--sigma", "coils": "--noise-coils", "vst": "--no-vst",
+        "strength": "--strength", "tta": "--tta", "planes": "--planes", "slice_axis": "--slice-axis",
+        "dtype": "--dtype", "mask": "--mask", "guides": "--guide", "adapt": "--adapt", "residual": "--residual",
+        "preview": "--preview", "report": "--report", "sigma_map": "--sigma-map", "save_sigma_map": "--save-sigma-map",
+        "device": "--device", "precision": "--precision", "threads": "--threads", "batch_size": "--batch-size",
+        "part_id": "--part-id", "reference": "--reference", "run_dir": "--run-dir", "series": "--series",
+        "resume": "--resume", "init": "--init", "guide_names": "--guide-names", "desc": "--desc",
+        "bids_filter_file": "--bids-filter-file", "bids_dir": "BIDS_DIR", "output_dir": "OUTPUT_DIR",
+        "config": "--config", "host": "--host", "port": "--port", "ae_title": "--ae-title", "spool": "--spool",
+        "send": "--send", "allow": "--allow", "stable_seconds": "--stable-seconds", "min_slices": "--min-slices",
+        "retry_seconds": "--retry-seconds", "retry_max_seconds": "--retry-max-seconds", "keep_days": "--keep-days",
+        "tls_cert": "--tls-cert", "tls_key": "--tls-key", "tls_ca": "--tls-ca", "send_tls_ca": "--send-tls-ca"}
+    assert {k: flag_of(k) for k in expected} == expected
+    assert len(_ALIASES) == 4 and flag_of("no_such_parameter") is None

@@ -290,7 +290,7 @@ def test_configuration(tmp_path: Path) -> None:
     toml.write_text('spool = "/tmp/s"\nport = 104\nsend = ["PACS@10.0.0.5:104", "B@[::1]:11112"]\n'
                     'allow = ["MR1"]\nstable-seconds = 5\nplanes = "axial,coronal"\n')
     cfg = build({**load_toml(toml), "port": 11113})  # a flag overrides the file
-    assert cfg.port == 11113 and cfg.stable_seconds == 5.0 and cfg.planes == ("axial", "coronal")
+    assert cfg.port == 11113 and cfg.stable_seconds == 5.0 and cfg.denoise.planes == ("axial", "coronal")
     assert cfg.send == (Dest("PACS", "10.0.0.5", 104), Dest("B", "::1", 11112)) and str(cfg.send[1]) == "B@[::1]:11112"
     assert cfg.host == "127.0.0.1"  # other interfaces must be asked for
     bad = [({"send": ["PACS:104"]}, "send"), ({"port": "x"}, "port"), ({"ae_title": "A" * 17}, "ae_title"),
@@ -522,3 +522,18 @@ def test_a_single_enhanced_mr_object_is_counted_by_frames(tmp_path: Path, phanto
         assert not r.named("ignored") and not r.named("failed") and dest.count() >= 1
     finally:
         r.close()
+
+
+def test_the_node_embeds_the_one_denoise_options_declaration(tmp_path: Path) -> None:
+    """Issue 30: ServeConfig holds a DenoiseOptions instead of copies of its fields; the flat settings (flags and
+    TOML keys) still fill it, and a config given back (its fields) builds the same node."""
+    import dataclasses
+
+    from c2s_cli.config import DenoiseOptions
+    from c2s_cli.serve import ServeConfig
+
+    own = {f.name for f in dataclasses.fields(ServeConfig)}
+    assert not own & {f.name for f in dataclasses.fields(DenoiseOptions)}
+    cfg = build({"spool": tmp_path / "s", "output": tmp_path / "o", "strength": 0.8, "tta": 2, "planes": "axial,coronal"})
+    assert cfg.denoise_options() == DenoiseOptions(strength=0.8, tta=2, planes=("axial", "coronal"))
+    assert build(dict(cfg.__dict__)) == cfg

@@ -10,9 +10,9 @@ Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 some inputs of a batch faile
 
 from __future__ import annotations
 
-from c2s_cli.cli.app import _FLAGS, _Log, _guarded, _message, _start, app
+from c2s_cli.cli.app import _Log, _guarded, _message, _start, app, flag_of
 
-__all__ = ["_FLAGS", "_Log", "_guarded", "_message", "_start", "app", "main"]
+__all__ = ["_Log", "_guarded", "_message", "_start", "app", "flag_of", "main"]
 
 
 # ------------------------------------------------------------------------------------------------------ entry

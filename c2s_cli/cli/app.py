@@ -34,27 +34,36 @@ app = typer.Typer(
 
 _VERBOSE = False
 
-# library parameter → the CLI's flag (errors name parameters; the CLI speaks flags)
-_FLAGS = {
-    "output": "-o", "model": "--model", "sigma": "--sigma", "coils": "--noise-coils", "vst": "--no-vst",
-    "strength": "--strength", "tta": "--tta", "planes": "--planes", "slice_axis": "--slice-axis", "dtype": "--dtype",
-    "mask": "--mask", "guides": "--guide", "adapt": "--adapt", "residual": "--residual", "preview": "--preview",
-    "report": "--report", "sigma_map": "--sigma-map", "save_sigma_map": "--save-sigma-map", "device": "--device", "precision": "--precision", "threads": "--threads", "batch_size": "--batch-size",
-    "part_id": "--part-id", "reference": "--reference", "run_dir": "--run-dir", "series": "--series",
-    "resume": "--resume", "init": "--init", "guide_names": "--guide-names", "desc": "--desc",
-    "bids_filter_file": "--bids-filter-file", "bids_dir": "BIDS_DIR", "output_dir": "OUTPUT_DIR",
-    # c2s serve
-    "config": "--config", "host": "--host", "port": "--port", "ae_title": "--ae-title", "spool": "--spool",
-    "send": "--send", "allow": "--allow", "stable_seconds": "--stable-seconds", "min_slices": "--min-slices",
-    "retry_seconds": "--retry-seconds", "retry_max_seconds": "--retry-max-seconds", "keep_days": "--keep-days",
-    "tls_cert": "--tls-cert", "tls_key": "--tls-key", "tls_ca": "--tls-ca", "send_tls_ca": "--send-tls-ca",
-}
+# library parameter → the CLI's flag: derived from the commands' own option declarations (a parameter is named as
+# its option is, ``sigma_map`` → ``--sigma-map``; an argument by its metavar, ``bids_dir`` → ``BIDS_DIR``); only the
+# library parameters whose option has another name are listed here
+_ALIASES = {"output": "-o", "vst": "--no-vst", "guides": "--guide", "coils": "--noise-coils"}
+
+
+def flag_of(param: str) -> str | None:
+    """The command-line spelling of a library parameter, or None when no command takes it."""
+    return _ALIASES.get(param) or _flags().get(param)
+
+
+@functools.lru_cache(maxsize=1)
+def _flags() -> dict[str, str]:
+    import typer.main
+
+    out: dict[str, str] = {}
+    for cmd in typer.main.get_command(app).commands.values():  # type: ignore[attr-defined]
+        for prm in cmd.params:
+            if prm.param_type_name == "argument":
+                out.setdefault(str(prm.name), str(prm.name).upper())
+            elif prm.name and not getattr(prm, "hidden", False):
+                longs = [o for o in prm.opts if o.startswith("--")]
+                out.setdefault(str(prm.name), longs[0] if longs else prm.opts[0])
+    return out
 
 
 def _message(exc: C2SError) -> str:
     """The error's one line, its leading parameter name replaced by the CLI flag (``sigma must…`` → ``--sigma must…``)."""
     msg = str(exc)
-    flag = _FLAGS.get(exc.param or "")
+    flag = flag_of(exc.param or "")
     if flag and (msg.startswith(exc.param + " ") or msg.startswith(exc.param + ":")):  # type: ignore[operator]
         return f"{flag}{msg[len(exc.param):]}"  # type: ignore[arg-type]
     return msg

@@ -12,7 +12,7 @@ import dataclasses
 
 from c2s_cli._version import __version__
 from c2s_cli.cli.app import BatchSizeOpt, DeviceOpt, PrecisionOpt, QuietOpt, SeriesOpt, ThreadsOpt, VerboseOpt, _guarded, _Log, _message, _planes, _start, app
-from c2s_cli.errors import EXIT_PARTIAL, C2SError, InputError, UsageError
+from c2s_cli.errors import EXIT_PARTIAL, UsageError
 
 
 
@@ -102,48 +102,68 @@ def denoise(
 
     den = Denoiser(model, device, batch_size=batch_size, threads=threads, precision=precision)
     log.info(f"c2s {__version__}: model {den.name} (sha256 {den.sha256[:12]}…), device {den.device}, {len(jobs)} input(s)")
-    failures: list[str] = []
+    from c2s_cli import runner
+
+    run_jobs = [runner.Job(j.item.path, j.output, dataclasses.replace(opts, series=j.item.series), error=j.item.error)
+                for j in jobs]
+    view = _JobView(log, adapt, den.name)
     try:
-        for j in jobs:
-            p = j.item.path
-            if j.output.exists() and skip_existing:
-                log.info(f"{p}: skipped, {j.output} exists")
-                rec: dict[str, Any] = {"input": str(p), "output": str(j.output), "status": "skipped"}
-            else:
-                try:
-                    if j.item.error:
-                        raise InputError(j.item.error)
-                    rec = _denoise_one(den, j, dataclasses.replace(opts, series=j.item.series), everything, log)
-                except C2SError as exc:
-                    if not keep_going:
-                        raise
-                    failures.append(f"{p}: {_message(exc)}")
-                    log.warn(_message(exc))
-                    rec = {"input": str(p), "output": str(j.output), "status": "failed", "error": _message(exc)}
-            if as_json:
-                typer.echo(json.dumps(rec, default=str))
-            rep.write(rec)
+        records = runner.run(den, run_jobs, inputs=everything, keep_going=keep_going, skip_existing=skip_existing,
+                             report=rep, on_start=view.start, on_record=view.record(as_json),
+                             on_progress=view.progress, on_warning=lambda job, w: log.warn(f"{job.input}: {w}"),
+                             message=_message)
     finally:
+        view.stop()
         rep.close()
+    failures = [f"{r.job.input}: {r.error}" for r in records if r.status == "failed"]
     if failures:
         log.warn(f"{len(failures)} of {len(jobs)} input(s) failed:\n  " + "\n  ".join(failures))
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _denoise_one(den: Any, job: Any, opts: Any, everything: list[Path], log: _Log) -> dict[str, Any]:
-    with log.progress() as prog:
-        task = prog.add_task(job.item.path.name, total=None, status="")
-        tick = log.ticker(str(job.item.path))
+class _JobView:
+    """What a person sees of each job: a progress bar on a terminal, progress lines in a log otherwise, and the
+    σ, timing, skip and failure lines."""
 
-        def on_progress(stage: str, done: int, total: int) -> None:
-            prog.update(task, description=f"{stage} {job.item.path.name}", completed=done, total=total)
-            tick(stage, done, total)
+    def __init__(self, log: _Log, adapt: int, model: str) -> None:
+        self.log, self.adapt, self.model = log, adapt, model
+        self.prog: Any = None
+        self.task: Any = None
+        self.tick: Any = None
 
-        if opts.adapt:
-            log.info(f"{job.item.path}: adapting {den.name} for {opts.adapt} steps")
-        rec = den.denoise_file(job.item.path, job.output, opts, inputs=everything, on_progress=on_progress,
-                               on_warning=lambda w: log.warn(f"{job.item.path}: {w}"))
-    first = rec["noise"][0]
-    log.info(f"{job.item.path}: σ = {first['sigma']:.4g}, from {first['method']}")
-    log.info(f"{job.item.path} → {job.output} ({rec['seconds']['total']:.1f} s)")
-    return rec
+    def start(self, job: Any) -> None:
+        self.stop()
+        self.prog = self.log.progress()
+        self.prog.start()
+        self.task = self.prog.add_task(job.input.name, total=None, status="")
+        self.tick = self.log.ticker(str(job.input))
+        if self.adapt:
+            self.log.info(f"{job.input}: adapting {self.model} for {self.adapt} steps")
+
+    def progress(self, job: Any, stage: str, done: int, total: int) -> None:
+        if self.prog is not None:
+            self.prog.update(self.task, description=f"{stage} {job.input.name}", completed=done, total=total)
+        if self.tick is not None:
+            self.tick(stage, done, total)
+
+    def stop(self) -> None:
+        if self.prog is not None:
+            self.prog.stop()
+            self.prog = None
+
+    def record(self, as_json: bool) -> Any:
+        def on_record(rec: Any) -> None:
+            self.stop()
+            p = rec.job.input
+            if rec.status == "skipped":
+                self.log.info(f"{p}: skipped, {rec.job.output} exists")
+            elif rec.status == "failed":
+                self.log.warn(rec.error)
+            else:
+                first = rec.result["noise"][0]
+                self.log.info(f"{p}: σ = {first['sigma']:.4g}, from {first['method']}")
+                self.log.info(f"{p} → {rec.job.output} ({rec.result['seconds']['total']:.1f} s)")
+            if as_json:
+                typer.echo(json.dumps(rec.to_dict(), default=str))
+
+        return on_record

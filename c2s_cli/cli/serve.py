@@ -60,13 +60,13 @@ def serve(
     verbose: VerboseOpt = False,
 ) -> None:
     """A DICOM node: receive series (C-STORE), denoise them, send the derived series on (C-STORE) and/or to --output."""
-    import dataclasses
 
     from c2s_cli.extras import require
-    from c2s_cli.serve import Node, ServeConfig, build, load_toml, read_status
+    from c2s_cli.serve import Node, build, load_toml, read_status
+    from c2s_cli.serve.config import SETTINGS
 
     log = _start(quiet, verbose)
-    names = {f.name for f in dataclasses.fields(ServeConfig)}  # the flags that are settings (a TOML key each)
+    names = set(SETTINGS)  # the flags that are settings (a TOML key each)
     given = {k: v for k, v in locals().items() if k in names and v not in (None, [])}
     settings = {**(load_toml(config) if config is not None else {}), **given}
     if status:

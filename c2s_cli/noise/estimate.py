@@ -218,7 +218,7 @@ def _background(data: NDArray[np.floating], obj: NDArray[np.bool_], coils: int) 
         if np.count_nonzero(both) > 100:
             acfs.append(float(np.sum(a[both] * b[both]) / np.sqrt(np.sum(a[both] ** 2) * np.sum(b[both] ** 2))))
     acf = float(np.mean(acfs)) if acfs else None
-    return sigma, acf, "available"
+    return sigma, acf, "available (partly zeroed)" if zeros_out > 0.3 * n_out else "available"
 
 
 def estimate_noise(
@@ -302,6 +302,11 @@ def estimate_noise(
                 "k-space filtering): the estimates are less reliable"
             )
             method, sigma = "background", sigma_bg
+        elif ratio < 0.8 and status != "available":
+            # what is left of a zeroed background is the scanner's or a tool's processing, not plain coil noise
+            warnings.append(
+                f"the background, partly zeroed, reads {1 / ratio:.2f}× the object's noise (artefacts or processing "
+                "there): σ from the object")
         elif ratio < 0.8:
             warnings.append(
                 f"σ_object/σ_background = {ratio:.2f} with white background noise: the background looks non-central χ "

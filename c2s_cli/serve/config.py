@@ -72,12 +72,9 @@ class ServeConfig:
     model: str = "default"
     device: str = "auto"
     precision: str = "auto"
-    threads: int | None = None
-    strength: float = 1.0
-    tta: int = 1
-    planes: tuple[str, ...] = ("axial",)
-    vst: bool | None = None
-    coils: int | None = None
+    # how every series is denoised: the one declaration of these options (config.DenoiseOptions); in the TOML file
+    # and on the command line they are flat settings (strength, tta, planes, vst, coils, threads), as for c2s denoise
+    denoise: DenoiseOptions = dataclasses.field(default_factory=DenoiseOptions)
     log_json: bool = False
     poll_seconds: float = 0.5
 
@@ -123,9 +120,14 @@ class ServeConfig:
             raise UsageError(str(exc), param=str(exc).split(" ")[0]) from None
 
     def denoise_options(self) -> DenoiseOptions:
-        """The :class:`~c2s_cli.config.DenoiseOptions` of every job (σ is estimated per series)."""
-        return DenoiseOptions(strength=self.strength, tta=self.tta, planes=self.planes, vst=self.vst, coils=self.coils,
-                              threads=self.threads)
+        """The :class:`~c2s_cli.config.DenoiseOptions` of every job (σ is chosen per series by the noise policy)."""
+        return self.denoise
+
+
+# the DenoiseOptions a node takes as flat settings (flags and TOML keys)
+DENOISE_SETTINGS = ("strength", "tta", "planes", "vst", "coils", "threads")
+# every flat setting: the node's own and the denoise ones
+SETTINGS = tuple(f.name for f in dataclasses.fields(ServeConfig) if f.name != "denoise") + DENOISE_SETTINGS
 
 
 _PATHS = {"spool", "output", "tls_cert", "tls_key", "tls_ca", "send_tls_ca"}
@@ -148,7 +150,7 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise UsageError(f"config {path}: cannot read ({exc.strerror})", param="config") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path}: not valid TOML ({exc})", param="config") from None
-    known = {f.name for f in dataclasses.fields(ServeConfig)}
+    known = set(SETTINGS)
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
@@ -167,6 +169,10 @@ def _shown(value: Any) -> str:
 def build(settings: Mapping[str, Any]) -> ServeConfig:
     """A validated :class:`ServeConfig` from plain values (TOML values overridden by the flags that were given)."""
     values: dict[str, Any] = {}
+    settings = dict(settings)
+    if isinstance(settings.get("denoise"), DenoiseOptions):  # a ServeConfig's own fields, given back
+        nested = settings.pop("denoise")
+        settings = {**{k: getattr(nested, k) for k in DENOISE_SETTINGS}, **settings}
     for name, value in settings.items():
         if value is None:
             continue
@@ -200,6 +206,7 @@ def build(settings: Mapping[str, Any]) -> ServeConfig:
     if "spool" not in values:
         raise UsageError("spool: a spool folder is required (--spool DIR or spool = \"…\" in the config)",
                          param="spool")
+    values["denoise"] = DenoiseOptions(**{k: values.pop(k) for k in DENOISE_SETTINGS if k in values})
     try:
         cfg = ServeConfig(**values)
     except TypeError as exc:

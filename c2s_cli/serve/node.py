@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from c2s_cli._version import __version__
-from c2s_cli.errors import C2SError, redact
+from c2s_cli import runner
+from c2s_cli.errors import redact
 from c2s_cli.io.spool import Job, Spool, check_output_folder, copy_missing, copy_series, iter_files, read_header
 from c2s_cli.serve.config import ServeConfig
 from c2s_cli.serve.scp import Receiver
@@ -106,7 +107,7 @@ class Node:
         if self.denoiser is None:
             from c2s_cli.api import Denoiser
 
-            self.denoiser = Denoiser(self.cfg.model, self.cfg.device, threads=self.cfg.threads,
+            self.denoiser = Denoiser(self.cfg.model, self.cfg.device, threads=self.cfg.denoise.threads,
                                      precision=self.cfg.precision)
         self.receiver.start()
         self.state = "running"
@@ -206,11 +207,15 @@ class Node:
             self.event({"event": "denoising", "series": job.key[:8], "instances": len(files)})
             t0 = time.perf_counter()
             try:
-                record = self.denoiser.denoise_file(job.input, job.output, self.cfg.denoise_options())
+                (done,) = runner.run(self.denoiser, [runner.Job(job.input, job.output, self.cfg.denoise_options())],
+                                     keep_going=True, message=lambda exc: redact(str(exc)))
             except Exception as exc:  # noqa: BLE001 - one series must not stop the node; never silent: logged, kept
-                self._failed(job, redact(str(exc)) if isinstance(exc, C2SError)
-                             else f"internal error: {type(exc).__name__}: {redact(str(exc))}")
+                self._failed(job, f"internal error: {type(exc).__name__}: {redact(str(exc))}")
                 return
+            if done.status == "failed":
+                self._failed(job, str(done.error))
+                return
+            record = done.result or {}
             self.counts["denoised"] += 1
             job.state["seconds"] = round(time.perf_counter() - t0, 3)
             job.state["sigma"] = [f.get("sigma") for f in record.get("noise", [])]
