@@ -20,12 +20,12 @@ def load_training_set(
     on_warning: Callable[[str], None] | None = None, sigma_maps: Sequence[Path] = (),
 ) -> tuple[list[Any], dict[str, Any]]:
     """Read every input (and its K guides, and its σ map if ``sigma_maps`` gives one per input, in input order) and
-    build the training volumes (:mod:`c2s_cli.dataset`).
+    build the training volumes (:func:`c2s_cli.data.build`).
 
     Returns the volumes and the data summary recorded in the model's metadata.
     """
     from c2s_cli.noise.policy import fit_frame as fit_domain
-    from c2s_cli.dataset import Scan, build
+    from c2s_cli.data import Scan, build
     from c2s_cli.pipeline import read_guide, read_sigma_map
 
     k = cfg.model.guides

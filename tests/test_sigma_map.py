@@ -149,7 +149,7 @@ def test_training_volumes_from_a_map_have_uniform_noise(tmp_path: Path) -> None:
     the edge), where the GDSM re-corruption is τ scaled by the local σ in image units; without the map the noise
     follows the 3× field."""
     from c2s_cli.config import RunConfig
-    from c2s_cli.dataset import Scan, build
+    from c2s_cli.data import Scan, build
 
     shape = (64, 64, 8)
     smap = gfactor_map(shape, 2.0, 6.0)

@@ -1,5 +1,5 @@
 """The DICOM node behind ``c2s serve``: receive (:mod:`.scp`), wait for stable series, route, denoise through the
-library pipeline, send (:mod:`.scu`) and keep every job in the spool (:mod:`c2s_cli.io.spool`) until each
+library pipeline, send (:mod:`.scu`) and keep every job in the spool (:mod:`c2s_cli.serve.spool`) until each
 destination has acknowledged it.
 
 One worker thread (the caller's) owns the model and the jobs; pynetdicom's threads only receive. Every state change
@@ -22,7 +22,7 @@ from typing import Any
 from c2s_cli._version import __version__
 from c2s_cli import runner
 from c2s_cli.errors import redact
-from c2s_cli.io.spool import Job, Spool, check_output_folder, copy_missing, copy_series, iter_files, read_header
+from c2s_cli.serve.spool import Job, Spool, check_output_folder, copy_missing, copy_series, iter_files, read_header
 from c2s_cli.serve.config import ServeConfig
 from c2s_cli.serve.scp import Receiver
 from c2s_cli.serve.scu import SendError, send_series

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from c2s_cli.io.spool import UID_RE, Spool
+from c2s_cli.serve.spool import UID_RE, Spool
 from c2s_cli.serve.config import ServeConfig
 
 # status codes (PS3.4 B.2.3 / C.4.2.1.5): refused: out of resources; error: cannot understand / not the SOP class
