@@ -141,3 +141,27 @@ def test_info_says_which_sigma_and_why(tmp_path: Path) -> None:
     assert r.returncode == 0 and "c2s denoise refuses" in r.stdout
     r = c2s("denoise", str(q), "-o", str(tmp_path / "o.nii.gz"))
     assert r.returncode == 4 and "background is masked" in r.stderr and not (tmp_path / "o.nii.gz").exists()
+
+
+@pytest.mark.parametrize(("mppca", "outcome"), [(50.0, "agree"), (42.0, "lower"), (35.0, "refuse")])
+def test_without_a_background_the_estimators_decide_by_how_far_apart_they_are(
+        mppca: float, outcome: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Masked background, wavelet 50: MP-PCA within 1.1× → the whole-scan σ; lower by up to 0.75× → one σ, the
+    lower, said in one line; lower still → refused (the rule's three branches, with the estimates fixed)."""
+    import c2s_cli.noise.policy as policy
+    from c2s_cli.noise.estimate import NoiseEstimate
+    from c2s_cli.noise.sigma_map import SigmaMapEstimate
+
+    whole = NoiseEstimate(sigma=50.0, method="object", sigma_object=50.0, background_status="unavailable: masked")
+    est = SigmaMapEstimate(np.full((8, 8, 8), mppca, np.float32), False, 1.0, 20, np.full(20, mppca), low=mppca)
+    monkeypatch.setattr(policy, "estimate_sigma_map", lambda *a, **k: est)
+    v = np.ones((8, 8, 8), np.float32)
+    if outcome == "refuse":
+        with pytest.raises(InputError):
+            choose(v, whole)
+        return
+    c = choose(v, whole)
+    if outcome == "agree":
+        assert c.sigma is None and c.sigma_map is None and c.says is None
+    else:
+        assert c.sigma == pytest.approx(42.0) and "the lower" in (c.says or "") and c.source.startswith("object")
