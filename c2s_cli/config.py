@@ -135,6 +135,11 @@ class TrainConfig:
     noisy_copies: int = 1  # noisy copies per input volume with add_noise
     log_every: int = 25
     checkpoint_every: int = 500
+    # self-distillation of the start model's 3-plane average (c2s_cli.distill; needs --init): λ of the term (0: off),
+    # the volumes it is drawn from (name contains distill_match) and the teacher's TTA
+    distill_planes: float = 0.0
+    distill_match: str = "mni152"
+    distill_tta: int = 2
 
 
 @dataclass(frozen=True)

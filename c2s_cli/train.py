@@ -10,7 +10,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,7 @@ def train(
     on_log: Callable[[dict[str, Any]], None] | None = None,
     extra_meta: dict[str, Any] | None = None,
     evaluate: Callable[[Precond], float] | None = None,
+    objectives: Sequence[Callable[[Any, torch.Generator, int], torch.Tensor]] = (),
 ) -> TrainResult:
     """Train a C2S denoiser and write its EMA weights to ``out_model``.
 
@@ -129,6 +130,8 @@ def train(
         init: start from these weights (fine-tuning) instead of a fresh initialisation.
         resume: continue from ``run_dir/state.safetensors``.
         evaluate: optional score of the EMA model (e.g. PSNR against a reference), logged at validation ticks.
+        objectives: more terms of each step's loss after the GDSM one, each called as ``objective(net, generator,
+            batch_size)`` and returning a scalar (e.g. :class:`c2s_cli.distill.PlaneDistillation`).
     """
     t = cfg.train
     world, rank, created_group = _dist_setup(device)
@@ -197,6 +200,8 @@ def train(
                 g["lr"] = lr_at(cfg, step)
             loss_map = loss_fn(net, y, sd, mask, generator=gen, autocast_bf16=t.bf16)
             loss = loss_map.sum() / mask.sum().clamp_min(1.0)
+            for objective in objectives:
+                loss = loss + objective(net, gen, t.batch_size)
             optimizer_step(opt, params, loss, t.grad_clip, step)
             ema_update(ema, model, step, decay)
             running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()

@@ -265,10 +265,23 @@ def fit(
     init_model = None
     if init is not None:
         init_model, summary["init"] = resolve_init(init)  # checked against its registry; file name + SHA-256
+    objectives = []
+    if cfg.train.distill_planes > 0:  # the start model's 3-plane average as a second target (c2s_cli.distill)
+        from c2s_cli.distill import plane_distillation
+
+        if init_model is None:
+            raise UsageError("distill_planes: the teacher is the start model; give init", param="distill_planes")
+        try:
+            objective, summary["distill"] = plane_distillation(
+                init_model, volumes, [str(r["input"]) for r in summary["items"]], cfg)
+        except ValueError as exc:
+            raise UsageError(str(exc), param=str(exc).split(" ")[0]) from None
+        objectives.append(objective)
     if on_info:
         on_info(f"training on {len(volumes)} volume(s), {cfg.train.steps} steps, device {dev}, run folder {run_dir}")
     if rank != 0:
-        train(cfg, volumes, None, None, data_summary=summary, init=init_model, resume=False, device=str(dev))
+        train(cfg, volumes, None, None, data_summary=summary, init=init_model, resume=False, device=str(dev),
+              objectives=objectives)
         return None
     evaluate = None
     if reference is not None:
@@ -278,5 +291,5 @@ def fit(
     commit = git_commit()
     with OutputLock(output), atomic_path(output) as tmp:
         return train(cfg, volumes, tmp, run_dir, data_summary=summary, init=init_model, resume=resume,
-                     device=str(dev), on_log=on_log, evaluate=evaluate,
+                     device=str(dev), on_log=on_log, evaluate=evaluate, objectives=objectives,
                      extra_meta={"git_commit": commit} if commit else None)

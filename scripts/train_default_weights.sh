@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Reproduce the shipped weights from public data (see weights/README.md): three stages for default (about 75 min on
-# 2 CPU cores), two for wide (about 75 min).
+# Reproduce the shipped weights from public data (see weights/README.md), through `c2s train` alone: three stages
+# for default (about 75 min on 2 CPU cores), two for wide (about 75 min). Stage 3 ran as a separate script until
+# 2026-12-02 (session 12); `c2s train --distill-planes` is the same objective in the one training loop, with that
+# loop's random draws, so it reproduces the recipe, not the shipped file's bytes.
 #   scripts/train_default_weights.sh [SOURCE_DIR]                                  # default
 #   NAME=wide CHANNELS=24,48,96,128 CONTEXT=1 DISTILL_STEPS=0 scripts/train_default_weights.sh [SOURCE_DIR]  # wide
 # SOURCE_DIR has the layout of shared/data (nifti/, dicom/); without it the sources are downloaded from their
@@ -26,10 +28,12 @@ c2s train "$work/noisy" "$ge" -o "$work/${name}_stage2.safetensors" --run-dir "$
   --init "$work/${name}_base.safetensors" --steps "${STEPS2:-4000}" --lr 3e-4 --invert 0.5 \
   --description "Fine-tuned from $name stage 1 for 4000 steps with contrast inversion (p 0.5) on the same data: $desc"
 # stage 3 (default since 2026-12-02; DISTILL_STEPS=0 skips it, as for `wide`): GDSM on all volumes plus the distance
-# to the stage-2 model's own 3-plane x TTA 2 output on the noisy 1 mm MNI volumes (scripts/distill_planes.py)
+# to the stage-2 model's own 3-plane x TTA 2 output on the noisy 1 mm MNI volumes (c2s train --distill-planes)
 if [ "${DISTILL_STEPS:-3000}" -gt 0 ]; then
-  python scripts/distill_planes.py "$work/noisy" "$ge" --init "$work/${name}_stage2.safetensors" \
-    -o "$work/$name.safetensors" --steps "${DISTILL_STEPS:-3000}" --lr 3e-4 --lam 1 --teacher-tta 2
+  c2s train "$work/noisy" "$ge" -o "$work/$name.safetensors" --run-dir "$work/run_${name}_distill" "${common[@]}" \
+    --init "$work/${name}_stage2.safetensors" --steps "${DISTILL_STEPS:-3000}" --lr 3e-4 --invert 0.5 \
+    --val-fraction 0 --distill-planes 1 --distill-tta 2 --distill-match mni152 \
+    --description "Self-distilled from $name stage 2: GDSM on all volumes + the distance to its own 3-plane x TTA 2 output on the noisy mni152 volumes (no clean image): $desc"
 else
   cp "$work/${name}_stage2.safetensors" "$work/$name.safetensors"
 fi

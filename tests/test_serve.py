@@ -491,14 +491,14 @@ def test_late_instances_after_keep_days_0_fail_loudly(tmp_path: Path, phantom: n
     try:
         files = series(tmp_path / "s", phantom, n=6, shuffle_seed=None)
         assert set(send(r.port, files[:5])) == {0}
-        wait_for(lambda: dest.count() == 5 and not r.node.spool.jobs(), what="the first job")
+        wait_for(lambda: dest.count() == 5 and not r.node.spool.jobs(), 180, what="the first job")
         assert set(send(r.port, files[5:])) == {0}
-        wait_for(lambda: len(r.named("failed")) == 1, what="the late instance's job")
+        wait_for(lambda: len(r.named("failed")) == 1, 180, what="the late instance's job")
         assert not r.named("ignored") and "already delivered and deleted" in r.named("failed")[0]["error"]
         st = json.loads((r.node.spool.root / "status.json").read_text())
         assert "send the whole series again" in st["last_error"]["message"]
         assert set(send(r.port, files)) == {0}
-        wait_for(lambda: len(r.named("sent")) == 2, what="the complete re-send")
+        wait_for(lambda: len(r.named("sent")) == 2, 180, what="the complete re-send")
         assert len(r.named("failed")) == 1
     finally:
         r.close()

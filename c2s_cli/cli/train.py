@@ -54,6 +54,9 @@ def train(
     guide_dropout: Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability of zeroing a guide channel per sample.")] = 0.0,
     invert: Annotated[float, typer.Option("--invert", min=0.0, max=1.0, help="Probability of training on the contrast-inverted patch (bright-on-dark as dark-on-bright).")] = 0.0,
     init: Annotated[Optional[str], typer.Option(help="Start from this model (name or path): fine-tuning.")] = None,
+    distill_planes: Annotated[float, typer.Option("--distill-planes", min=0.0, help="With --init: λ of the self-distillation term, the distance to the start model's own 3-plane average on the noisy volumes (the shipped default's stage 3; 0: off).")] = 0.0,
+    distill_match: Annotated[str, typer.Option("--distill-match", help="Distil on the training volumes whose name contains this.")] = "mni152",
+    distill_tta: Annotated[int, typer.Option("--distill-tta", help="TTA of the 3-plane teacher (1, 2, 4 or 8).")] = 2,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder.")] = None,
     run_dir: Annotated[Optional[Path], typer.Option(help="Run folder (default: OUTPUT without suffix + '.run').")] = None,
     device: DeviceOpt = "auto",
@@ -86,7 +89,8 @@ def train(
             train={"seed": seed, "planes": _planes(planes), "add_noise": _parse_range(add_noise, "--add-noise"),
                    "noisy_copies": noisy_copies, "guide_dropout": guide_dropout, "invert": invert, "bf16": bf16,
                    "steps": steps, "batch_size": batch_size, "patch_size": patch_size, "lr": lr,
-                   "val_fraction": val_fraction},
+                   "val_fraction": val_fraction, "distill_planes": distill_planes, "distill_match": distill_match,
+                   "distill_tta": distill_tta},
             noise={"vst": not no_vst, "coils": coils, "sigma": sigma},
         )
     items = [(it.path, it.series) for it in expand(inputs, series)]
