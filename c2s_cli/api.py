@@ -21,16 +21,11 @@ from c2s_cli.config import DenoiseOptions, check_options
 from c2s_cli.errors import C2SError, InputError, UsageError
 from c2s_cli.records import DenoiseReport
 from c2s_cli.noise.domain import NoiseDomain
-from c2s_cli.noise.policy import NoiseFit, NoiseSpec, fit_frame, frame_of
+from c2s_cli.noise.policy import NoiseFit, NoiseSpec, all_finite, fit_frame, frame_of
 from c2s_cli.noise.policy import fit as fit_noise
 from c2s_cli.volume import Volume
 
 __all__ = ["DenoiseOptions", "DenoiseReport", "Denoiser", "check_options", "check_planes", "check_tta"]
-
-
-def _all_finite(a: NDArray[np.floating]) -> bool:
-    """No NaN/Inf, checked 16 planes at a time (no volume-sized temporary)."""
-    return all(np.isfinite(a[i : i + 16]).all() for i in range(0, a.shape[0], 16))
 
 
 def check_volume(data: NDArray[np.floating], name: str, *, vst_on: bool) -> None:
@@ -40,7 +35,7 @@ def check_volume(data: NDArray[np.floating], name: str, *, vst_on: bool) -> None
         raise InputError(f"{name}: expected a 3D or 4D volume, got shape {data.shape}")
     if np.iscomplexobj(data):
         raise InputError(f"{name}: complex data; give the magnitude image")
-    if not _all_finite(data):
+    if not all_finite(data):
         raise InputError(f"{name}: contains NaN or infinite voxels")
     lo, hi = float(data.min()), float(data.max())
     top = max(abs(lo), abs(hi))
@@ -236,14 +231,13 @@ class Denoiser:
         check_planes(planes)
         report = report if report is not None else DenoiseReport()
         frames = [data] if data.ndim == 3 else [data[..., t] for t in range(data.shape[3])]
-        t0 = time.perf_counter()
         if fitted is None:
             fitted = self.fit_noise(x, sigma, sigma_map=sigma_map, noise=noise, use_vst=use_vst, coils=coils,
                                     slice_axis=axis)
         if len(fitted.domains) != len(frames):
             raise UsageError(f"fitted: a noise fit of {len(fitted.domains)} frame(s) for {len(frames)}", param="fitted")
         report.fit = fitted
-        report.seconds["noise"] = report.seconds.get("noise", 0.0) + time.perf_counter() - t0
+        report.seconds["noise"] = report.seconds.get("noise", 0.0) + fitted.seconds  # where it was made
         out = np.empty_like(data, dtype=np.float32) if data.ndim == 4 else data
         axes = tuple(plane_axes(axis)[p] for p in planes)
         for t, v in enumerate(frames):
@@ -257,7 +251,7 @@ class Denoiser:
             res = denoise_frame(self.model, v, dom, axes=axes, guides=gds or None, strength=strength,
                                 batch_size=self.batch_size, device=self.device, bf16=self.bf16,
                                 on_progress=on_progress, tta=tta)
-            if not _all_finite(res):
+            if not all_finite(res):
                 raise C2SError("the network produced NaN or infinite values")
             report.seconds["inference"] = report.seconds.get("inference", 0.0) + time.perf_counter() - t0
             if data.ndim == 3:

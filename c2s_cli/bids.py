@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -217,9 +216,16 @@ def _loose_entities(name: str) -> dict[str, str]:
 def write_json_atomic(path: Path, data: dict[str, Any], *, only_if_absent: bool = False) -> bool:
     """Write JSON under a temporary name and rename (or, with ``only_if_absent``, link: the first writer wins and
     nobody ever sees a half-written file). Returns whether this call wrote it."""
+    return write_atomic(path, (json.dumps(data, indent=2) + "\n").encode(), only_if_absent=only_if_absent)
+
+
+def write_atomic(path: Path, content: bytes, *, only_if_absent: bool = False) -> bool:
+    """Write ``content`` under a temporary name and rename it to ``path``: the name is replaced, never written
+    through (a link there is replaced, not followed); with ``only_if_absent`` linked instead, so the first writer
+    wins. Returns whether this call wrote it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.c2s-tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_bytes(content)
     try:
         if only_if_absent:
             try:
@@ -377,10 +383,7 @@ def run_participant(
             for ext in (".bval", ".bvec"):
                 src = bf.path.with_name(bf.path.name.removesuffix(bf.extension) + ext)
                 if src.is_file():
-                    target = out_dir / bf.derivative(desc, extension=ext)
-                    tmp = target.with_name(f".{target.name}.c2s-tmp-{os.getpid()}")
-                    shutil.copyfile(src, tmp)
-                    os.replace(tmp, target)  # replaces the name, never writes through it
+                    write_atomic(out_dir / bf.derivative(desc, extension=ext), src.read_bytes())
         maps = result.get("sigma_map_estimate") or [{}]
         return {"sigma": result["noise"][0]["sigma"], "method": result["noise"][0]["method"],
                 "reason": result.get("noise_reason", ""),

@@ -28,7 +28,7 @@ def require(extra: str, what: str) -> None:
     gone = missing(extra)
     if gone:
         raise UsageError(f"{what} needs the optional '{extra}' dependencies ({', '.join(gone)} missing): "
-                         f"pip install 'c2s[{extra}]'")
+                         f"{hint(extra)}")
 
 
 def hint(extra: str) -> str:

@@ -190,8 +190,7 @@ def run_file(
             report=rep, tta=o.tta, planes=o.planes, fitted=fitted,
             on_progress=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None,
         )
-        seconds.update({k: v for k, v in rep.seconds.items() if k != "noise"})
-        seconds["noise"] = fitted.seconds
+        seconds.update(rep.seconds)
         if keep is not None:
             result = np.where(keep, result, vol.data).astype(np.float32)
         t0 = time.perf_counter()

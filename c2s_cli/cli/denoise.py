@@ -106,10 +106,10 @@ def denoise(
 
     run_jobs = [runner.Job(j.item.path, j.output, dataclasses.replace(opts, series=j.item.series), error=j.item.error)
                 for j in jobs]
-    view = _JobView(log, adapt, den.name)
+    view = _JobView(log, adapt, den.name, as_json)
     try:
         records = runner.run(den, run_jobs, inputs=everything, keep_going=keep_going, skip_existing=skip_existing,
-                             report=rep, on_start=view.start, on_record=view.record(as_json),
+                             report=rep, on_start=view.start, on_record=view.record,
                              on_progress=view.progress, on_warning=lambda job, w: log.warn(f"{job.input}: {w}"),
                              message=_message)
     finally:
@@ -125,8 +125,8 @@ class _JobView:
     """What a person sees of each job: a progress bar on a terminal, progress lines in a log otherwise, and the
     σ, timing, skip and failure lines."""
 
-    def __init__(self, log: _Log, adapt: int, model: str) -> None:
-        self.log, self.adapt, self.model = log, adapt, model
+    def __init__(self, log: _Log, adapt: int, model: str, as_json: bool) -> None:
+        self.log, self.adapt, self.model, self.as_json = log, adapt, model, as_json
         self.prog: Any = None
         self.task: Any = None
         self.tick: Any = None
@@ -151,19 +151,16 @@ class _JobView:
             self.prog.stop()
             self.prog = None
 
-    def record(self, as_json: bool) -> Any:
-        def on_record(rec: Any) -> None:
-            self.stop()
-            p = rec.job.input
-            if rec.status == "skipped":
-                self.log.info(f"{p}: skipped, {rec.job.output} exists")
-            elif rec.status == "failed":
-                self.log.warn(rec.error)
-            else:
-                first = rec.result["noise"][0]
-                self.log.info(f"{p}: σ = {first['sigma']:.4g}, from {first['method']}")
-                self.log.info(f"{p} → {rec.job.output} ({rec.result['seconds']['total']:.1f} s)")
-            if as_json:
-                typer.echo(json.dumps(rec.to_dict(), default=str))
-
-        return on_record
+    def record(self, rec: Any) -> None:
+        self.stop()
+        p = rec.job.input
+        if rec.status == "skipped":
+            self.log.info(f"{p}: skipped, {rec.job.output} exists")
+        elif rec.status == "failed":
+            self.log.warn(rec.error)
+        else:
+            first = rec.result["noise"][0]
+            self.log.info(f"{p}: σ = {first['sigma']:.4g}, from {first['method']}")
+            self.log.info(f"{p} → {rec.job.output} ({rec.result['seconds']['total']:.1f} s)")
+        if self.as_json:
+            typer.echo(json.dumps(rec.to_dict(), default=str))

@@ -63,7 +63,7 @@ def serve(
 
     from c2s_cli.extras import require
     from c2s_cli.serve import Node, build, load_toml, read_status
-    from c2s_cli.serve.config import SETTINGS
+    from c2s_cli.serve.config import SETTINGS, path_setting
 
     log = _start(quiet, verbose)
     names = set(SETTINGS)  # the flags that are settings (a TOML key each)
@@ -74,9 +74,7 @@ def serve(
 
         if "spool" not in settings:
             raise UsageError("spool: --status needs --spool DIR (or a --config naming it)", param="spool")
-        if not isinstance(settings["spool"], (str, Path)):
-            raise UsageError(f"spool must be a path (text), got {type(settings['spool']).__name__}", param="spool")
-        st = read_status(Path(settings["spool"]))
+        st = read_status(path_setting("spool", settings["spool"]))
         st["alive"] = _alive(int(st.get("pid", 0))) and st.get("state") != "stopped"
         typer.echo(json.dumps(st, indent=1, sort_keys=True))
         return

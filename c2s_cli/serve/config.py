@@ -166,6 +166,14 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "…"
 
 
+def path_setting(name: str, value: Any) -> Path:
+    """A path setting (``spool``, ``output``, the TLS files) from a flag or a TOML value; anything but a text is one
+    line naming the setting."""
+    if not isinstance(value, (str, Path)):
+        raise UsageError(f"{name} must be a path (text), got {type(value).__name__} {_shown(value)}", param=name)
+    return Path(value).expanduser()
+
+
 def build(settings: Mapping[str, Any]) -> ServeConfig:
     """A validated :class:`ServeConfig` from plain values (TOML values overridden by the flags that were given)."""
     values: dict[str, Any] = {}
@@ -185,10 +193,7 @@ def build(settings: Mapping[str, Any]) -> ServeConfig:
                 items = [s.strip() for s in items[0].split(",")]
             values[name] = tuple(Destination.parse(v) if name == "send" else str(v) for v in items)
         elif name in _PATHS:
-            if not isinstance(value, (str, Path)):
-                raise UsageError(f"{name} must be a path (text), got {type(value).__name__} {_shown(value)}",
-                                 param=name)
-            values[name] = Path(value).expanduser()
+            values[name] = path_setting(name, value)
         elif name in _INTS | _FLOATS:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not ok or (name in _INTS and value != int(value)):
