@@ -301,7 +301,7 @@ class Denoiser:
         import dataclasses
 
         from c2s_cli.data import make_train_volume
-        from c2s_cli.train import train
+        from c2s_cli.loop import train
 
         if steps < 1:
             raise UsageError(f"adapt must be ≥ 1, got {steps}", param="adapt")

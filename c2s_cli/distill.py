@@ -4,7 +4,7 @@ The model averaged over three slicing planes (``--planes axial,coronal,sagittal`
 by ~0.35 dB on the unseen subject, at 3× the time. ``c2s train --init MODEL --distill-planes λ`` fine-tunes the
 one-pass network towards that average on the *noisy training volumes*: no clean image enters; the teacher is the start
 model's own 3-plane (× TTA) output of each noisy volume, in the network's units, at that volume's estimated σ_d.
-Each step of :func:`c2s_cli.train.train` then minimises
+Each step of :func:`c2s_cli.loop.train` then minimises
 
     L = L_GDSM(batch of all training volumes)  +  λ · ‖D(y, σ_d) − T(y)‖² / σ_d²   (distillation batch)
 

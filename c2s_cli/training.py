@@ -1,5 +1,5 @@
 """The training entry point's library side: read the inputs into a training set, resolve a start model, evaluate
-against a clean reference. ``c2s train`` is a thin layer over these and :func:`c2s_cli.train.train`."""
+against a clean reference. ``c2s train`` is a thin layer over these and :func:`c2s_cli.loop.train`."""
 
 from __future__ import annotations
 
@@ -235,13 +235,13 @@ def fit(
     """Train a model on ``items`` and write it to ``output`` (atomically, under an exclusive lock), with the run
     folder ``run_dir``: the library side of ``c2s train``. Under torchrun only rank 0 checks, logs and writes.
 
-    Returns the :class:`~c2s_cli.train.TrainResult` (None on other ranks).
+    Returns the :class:`~c2s_cli.loop.TrainResult` (None on other ranks).
     """
     import dataclasses
 
     from c2s_cli.infer import pick_device
     from c2s_cli.io.atomic import OutputLock, atomic_path, check_output
-    from c2s_cli.train import dist_env, train
+    from c2s_cli.loop import dist_env, train
 
     world, rank = dist_env()
     if world > 1 and resume:

@@ -19,15 +19,14 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 DEVICE=$dev ROUNDS=${ROUNDS:
 (torch.cuda.get_device_name(0), 'bf16', torch.cuda.is_bf16_supported()))"; nproc; } > "$out/machine.txt" 2>&1
 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_model.py > "$out/pytest.log" 2>&1
 tail -3 "$out/pytest.log"
-python3 benchmarks/unseen.py --data .gpu/data --device "$dev" --levels "${LEVELS:-0.05,0.10,0.15}" --methods c2s,c2s-true,c2s-tta,c2s-planes,c2s-planes-tta \
+python3 -m c2s_bench.unseen --data .gpu/data --device "$dev" --levels "${LEVELS:-0.05,0.10,0.15}" --methods c2s,c2s-true,c2s-tta,c2s-planes,c2s-planes-tta \
   --json "$out/unseen_gpu.json" > "$out/unseen_gpu.log" 2>&1
 grep -E "%  " "$out/unseen_gpu.log"
 python3 - "$out" <<'PY'
 import json, os, sys
 from pathlib import Path
-sys.path.insert(0, "benchmarks")
-from common import run_header
-from speed import end_to_end, make_volume
+from c2s_bench.harness import run_header
+from c2s_bench.speed import end_to_end, make_volume
 out = Path(sys.argv[1])
 inp = Path("/tmp/c2s_gpu_in.nii.gz")
 make_volume(Path(".gpu/data"), inp, 176)

@@ -11,11 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+from c2s_bench.phantoms import PATIENT_MARKER, head_phantom, make_series, rician  # noqa: F401 - re-exported to the tests
 
-from phantoms import head_phantom, rician  # noqa: E402
-
-PATIENT_MARKER = "ZZPATIENTMARKER^SECRET"
 TINY = {"channels": (8, 16), "emb_dim": 16}  # a tiny U-Net: fast to build, load and run
 
 
@@ -129,87 +126,6 @@ def noisy_nifti(tmp_path: Path, phantom: np.ndarray) -> Path:
     p = tmp_path / "scan.nii.gz"
     nib.save(img, str(p))
     return p
-
-
-def make_series(
-    folder: Path,
-    data: np.ndarray,
-    *,
-    signed: bool = False,
-    slope: float = 1.0,
-    intercept: float = 0.0,
-    oblique: bool = True,
-    spacing: float = 3.0,
-    series_uid: str | None = None,
-    series_number: int = 5,
-    shuffle_seed: int | None = 0,
-    positions: list[float] | None = None,
-    patient_name: str = PATIENT_MARKER,
-    study_uid: str = "1.2.826.0.1.3680043.8.498.1",
-    frame_uid: str = "1.2.826.0.1.3680043.8.498.2",
-) -> list[Path]:
-    """Write ``data`` (cols, rows, slices) in stored units as a classic MR series, files in shuffled order."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    folder.mkdir(parents=True, exist_ok=True)
-    series_uid = series_uid or generate_uid()
-    theta = np.deg2rad(20 if oblique else 0)
-    row_dir = np.array([np.cos(theta), np.sin(theta), 0.0])
-    col_dir = np.array([0.0, np.cos(theta / 2), -np.sin(theta / 2)]) if oblique else np.array([0.0, 1.0, 0.0])
-    col_dir = col_dir - row_dir * (row_dir @ col_dir)
-    col_dir /= np.linalg.norm(col_dir)
-    normal = np.cross(row_dir, col_dir)
-    origin = np.array([-50.0, -60.0, 30.0])
-    n = data.shape[2]
-    order = np.arange(n)
-    if shuffle_seed is not None:
-        np.random.default_rng(shuffle_seed).shuffle(order)
-    paths = []
-    for idx, k in enumerate(order):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        sop = generate_uid()
-        meta.MediaStorageSOPInstanceUID = sop
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        p = folder / f"f{idx:03d}.dcm"
-        ds = FileDataset(str(p), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = sop
-        ds.PatientName = patient_name
-        ds.PatientID = "ZZID12345"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.Modality = "MR"
-        ds.SeriesNumber = series_number
-        ds.SeriesDescription = "T2 TSE test"
-        ds.InstanceNumber = int(n - k)  # deliberately not the spatial order
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
-        pos = origin + normal * (positions[k] if positions is not None else k * spacing)
-        ds.ImagePositionPatient = [float(v) for v in pos]
-        ds.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]
-        ds.PixelSpacing = [0.8, 0.7]  # row spacing, column spacing
-        ds.SliceThickness = spacing
-        ds.Rows, ds.Columns = data.shape[1], data.shape[0]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12 if not signed else 16
-        ds.HighBit = ds.BitsStored - 1
-        ds.PixelRepresentation = 1 if signed else 0
-        ds.RescaleSlope = slope
-        ds.RescaleIntercept = intercept
-        ds.WindowCenter = 500
-        ds.WindowWidth = 1000
-        ds.RepetitionTime = 4000
-        ds.EchoTime = 90
-        ds.add_new(0x00191010, "LO", "private-keep-me")
-        stored = data[:, :, k].T
-        ds.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
-        ds.save_as(p, enforce_file_format=True)
-        paths.append(p)
-    return paths
 
 
 @pytest.fixture

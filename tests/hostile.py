@@ -1,4 +1,4 @@
-"""A small corpus of hostile inputs, generated on the fly (used by test_hostile.py and scripts/fuzz.py).
+"""A small corpus of hostile inputs, generated on the fly (used by test_hostile.py and c2s_bench/fuzz.py).
 
 Each builder writes its case under ``root`` and returns the path to give to ``c2s denoise`` plus the exit code and a
 fragment the one-line error must contain (exit 0: accepted, fragment expected among the warnings).
@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from conftest import make_series
-from phantoms import head_phantom, rician
+from c2s_bench.phantoms import head_phantom, rician
 
 
 def _phantom() -> np.ndarray:

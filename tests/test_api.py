@@ -125,7 +125,7 @@ def test_precision(tiny_model: Path, phantom: np.ndarray) -> None:
 
     from c2s_cli.infer import native_bf16
     from conftest import psnr
-    from phantoms import rician
+    from c2s_bench.phantoms import rician
 
     auto = Denoiser(str(tiny_model), "cpu")
     assert auto.precision == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import c2s, snapshot
-from phantoms import head_phantom, rician
+from c2s_bench.phantoms import head_phantom, rician
 from c2s_cli.bids import ENTITIES, parse_name
 
 

@@ -48,7 +48,7 @@ def test_preview_mask_and_noise_map(noisy_nifti: Path, tiny_model: Path, tmp_pat
 
 
 def test_python_api_and_adaptation(tiny_model: Path) -> None:
-    from phantoms import head_phantom, rician
+    from c2s_bench.phantoms import head_phantom, rician
 
     from c2s_cli import Denoiser
 
@@ -83,8 +83,8 @@ def test_adapt_flag(noisy_nifti: Path, tiny_model: Path, tmp_path: Path) -> None
 def test_adaptation_runs_in_the_inference_domain(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The --adapt bug: adaptation used the model's VST / coil settings while inference applied the user's. Now the
     training volume is built in the domain inference uses, and the adapted model records it."""
-    import c2s_cli.train
-    from phantoms import head_phantom, rician
+    import c2s_cli.loop
+    from c2s_bench.phantoms import head_phantom, rician
 
     from c2s_cli import Denoiser
     from c2s_cli.noise.domain import NoiseDomain
@@ -93,13 +93,13 @@ def test_adaptation_runs_in_the_inference_domain(tiny_model: Path, monkeypatch: 
     den = Denoiser(str(tiny_model), "cpu")
     assert den.config.noise.vst is True  # the model's own setting is VST on
     seen = {}
-    real = c2s_cli.train.train
+    real = c2s_cli.loop.train
 
     def spy(cfg, volumes, *a, **k):  # type: ignore[no-untyped-def]
         seen["cfg"], seen["sigma_d"] = cfg, volumes[0].sigma_d
         return real(cfg, volumes, *a, **k)
 
-    monkeypatch.setattr(c2s_cli.train, "train", spy)
+    monkeypatch.setattr(c2s_cli.loop, "train", spy)
     adapted = den.adapted(noisy, 2, sigma=40.0, use_vst=False, coils=1)
     plain = NoiseDomain.fit(noisy, 40.0, use_vst=False)
     vst = NoiseDomain.fit(noisy, 40.0, use_vst=True)

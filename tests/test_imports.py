@@ -115,9 +115,31 @@ def test_noise_choices_live_in_the_noise_package() -> None:
 
 def test_one_backward_pass_in_the_code() -> None:
     """Issue 30: one training loop takes objectives; the only ``.backward(`` outside the tests is its update step
-    (c2s_cli.train.optimizer_step), which benchmarks and scripts call too."""
+    (c2s_cli.loop.optimizer_step), which the research code calls too."""
     repo = ROOT.parent
-    hits = [f"{p.relative_to(repo)}:{i}" for folder in ("c2s_cli", "benchmarks", "scripts")
+    hits = [f"{p.relative_to(repo)}:{i}" for folder in ("c2s_cli", "c2s_bench", "scripts")
             for p in (repo / folder).rglob("*.py") for i, line in enumerate(p.read_text().splitlines(), 1)
             if ".backward(" in line]
-    assert hits == ["c2s_cli/train.py:" + hits[0].split(":")[1]] and len(hits) == 1
+    assert hits == ["c2s_cli/loop.py:" + hits[0].split(":")[1]] and len(hits) == 1
+
+
+def test_research_code_is_apart() -> None:
+    """Issue 30: research code lives in c2s_bench, which imports the product; the product never imports it (at any
+    depth, functions included), and no Python file of the repository edits ``sys.path`` to reach another folder."""
+    repo = ROOT.parent
+    offenders = []
+    for p in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{p.relative_to(repo)}: {n}" for n in names if n.split(".")[0] == "c2s_bench"]
+    assert offenders == []
+    edits = []
+    for folder in ("c2s_cli", "c2s_bench", "scripts", "tests"):
+        for p in (repo / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(p.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr in ("insert", "append", "extend") and \
+                        ast.unparse(node.value) == "sys.path":
+                    edits.append(f"{p.relative_to(repo)}:{node.lineno}")
+    assert edits == []
+    assert (repo / "c2s_bench" / "harness.py").is_file() and (repo / "c2s_bench" / "models").is_dir()

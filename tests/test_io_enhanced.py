@@ -15,7 +15,7 @@ import pydicom
 import pytest
 
 from conftest import c2s, make_enhanced
-from phantoms import head_phantom
+from c2s_bench.phantoms import head_phantom
 from c2s_cli.io import read_volume
 from c2s_cli.io.dicom_write import write_dicom_series
 

@@ -9,14 +9,14 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from phantoms import head_phantom, rician
+from c2s_bench.phantoms import head_phantom, rician
 from conftest import c2s
 from c2s_cli.checkpoint import load_model
 from c2s_cli.config import ModelConfig, RunConfig, TrainConfig
 from c2s_cli.data import make_train_volume
 from c2s_cli.infer import denoise_frame
 from c2s_cli.noise.domain import NoiseDomain
-from c2s_cli.train import train
+from c2s_cli.loop import train
 
 
 def _two_contrasts() -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from phantoms import head_phantom, rician, zero_filled_rician
+from c2s_bench.phantoms import head_phantom, rician, zero_filled_rician
 from c2s_cli.noise import vst
 from c2s_cli.noise.estimate import estimate_noise
 
@@ -149,7 +149,7 @@ def test_degenerate_sigma_is_refused_not_turned_into_nan() -> None:
 def test_a_partly_zeroed_background_is_used_and_its_artefacts_do_not_pass_for_coils() -> None:
     """Issue 29: a background half zeroed by the scanner still gives an estimate (before: "masked", and the scan was
     refused or guessed); where what is left reads above the object it is called artefact, not non-central χ."""
-    from phantoms import smooth_phantom
+    from c2s_bench.phantoms import smooth_phantom
 
     from c2s_cli.noise.synth import rician
 

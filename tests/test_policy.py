@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import c2s
-from phantoms import inplane_centre_high, smooth_phantom
+from c2s_bench.phantoms import inplane_centre_high, smooth_phantom
 from c2s_cli.errors import InputError, UsageError
 from c2s_cli.noise.estimate import estimate_noise
 from c2s_cli.noise.policy import MAP_OVER_BACKGROUND, NoiseSpec, choose, fit

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import c2s, make_series, no_temporaries, one_error_line, snapshot
-from phantoms import head_phantom, rician
+from c2s_bench.phantoms import head_phantom, rician
 
 
 def test_force_never_deletes_the_input_or_unrelated_files(small_series: Path, tiny_model: Path, tmp_path: Path) -> None:

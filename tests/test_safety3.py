@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import c2s, make_series, one_error_line, snapshot
+from conftest import c2s, one_error_line, snapshot
 
 
 def test_report_is_never_appended_to_a_file_c2s_did_not_write(small_nifti: Path, tiny_model: Path,
@@ -286,7 +286,7 @@ def test_preview_is_oriented_by_the_affine(tmp_path: Path) -> None:
     from PIL import Image
 
     from c2s_cli.io.preview import write_preview
-    from phantoms import head_phantom
+    from c2s_bench.phantoms import head_phantom
 
     data = head_phantom((40, 48, 36), seed=3) * 1000
     data[5:12, 30:40, 20:28] += 800  # an asymmetric marker: anterior, subject's left, upper half

@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import make_series
-from phantoms import rician
+from c2s_bench.phantoms import rician
 from serve_helpers import Destination, associate, free_port, send, wait_for
 
 from c2s_cli.errors import UsageError

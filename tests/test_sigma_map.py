@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import c2s
-from phantoms import head_phantom, inplane_centre_high, smooth_phantom
+from c2s_bench.phantoms import head_phantom, inplane_centre_high, smooth_phantom
 from c2s_cli.noise import vst
 from c2s_cli.noise.domain import NoiseDomain, map_summary
 from c2s_cli.noise.synth import rician
@@ -216,7 +216,7 @@ def test_correlated_noise_is_refused_not_underestimated() -> None:
     """Zero-filled (interpolated) noise is low-rank in a patch: MP-PCA would read σ = 50 as ~1 (nothing denoised).
     The whole-scan estimator, which corrects for correlation, catches it and the map is refused in plain words."""
     from c2s_cli.noise.sigma_map import SigmaMapError, estimate_sigma_map
-    from phantoms import zero_filled_rician
+    from c2s_bench.phantoms import zero_filled_rician
 
     with pytest.raises(SigmaMapError, match="spatially correlated"):
         estimate_sigma_map(zero_filled_rician(smooth_phantom(), 50.0, seed=3))

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from phantoms import head_phantom, rician
+from c2s_bench.phantoms import head_phantom, rician
 from c2s_cli.checkpoint import load_model
 from c2s_cli.config import GDSMConfig, ModelConfig, RunConfig, TrainConfig
 from c2s_cli.data import make_train_volume
 from c2s_cli.infer import denoise_array
 from c2s_cli.noise.domain import NoiseDomain
 from c2s_cli.noise.estimate import estimate_noise
-from c2s_cli.train import train
+from c2s_cli.loop import train
 
 
 def _volume(y: np.ndarray, sigma: float, planes: tuple[str, ...]):  # type: ignore[no-untyped-def]

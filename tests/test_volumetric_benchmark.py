@@ -1,4 +1,4 @@
-"""benchmarks/volumetric.py: the 3-D candidate inflated from the 2.5-D network (issue 20).
+"""c2s_bench.volumetric (the experiment) and c2s_bench.models.volumetric (its network): the 3-D candidate inflated from the 2.5-D network (issue 20).
 
 Properties: before training, the inflated network equals the 2.5-D one slice by slice (whichever levels get
 through-plane taps, for a random untrained network and random through-plane edges); the GDSM loss on 3-D blocks is
@@ -9,7 +9,6 @@ file through c2s train's pre-flight.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -30,11 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def vol():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("volumetric", ROOT / "benchmarks" / "volumetric.py")
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+    import c2s_bench.volumetric
+
+    return c2s_bench.volumetric
 
 
 def _net(context: int = 2) -> Precond:

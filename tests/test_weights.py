@@ -24,7 +24,7 @@ def test_registry_lists_default_and_every_file() -> None:
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_shipped_model(name: str) -> None:
-    from phantoms import head_phantom, rician
+    from c2s_bench.phantoms import head_phantom, rician
 
     from c2s_cli import Denoiser
 

@@ -73,7 +73,7 @@ def train(
     """Train a C2S denoiser on your own noisy scans (self-supervised: no clean images needed)."""
     from c2s_cli import training
     from c2s_cli.batch import expand
-    from c2s_cli.train import dist_env
+    from c2s_cli.loop import dist_env
 
     log = _start(quiet, verbose)
     training.check_model_path(output)

@@ -29,7 +29,7 @@ resolution, EPI ghosting and physiology) from noise; the background (air) has no
      within ``OBJECT_HIGHER`` (1.1×) they agree; MP-PCA lower by up to ``MASKED_DISAGREE`` (0.75×): one σ, the lower
      one, said in one line; lower still: texture or correlated noise is posing as noise and no estimate in the scan
      can be trusted: the scan is refused with one line asking for ``sigma``. Measured on a real fMRI pair with a masked background
-     (``benchmarks/do_no_harm.py``): wavelet 17.1 against MP-PCA 10.0 on one time point and 14.1 on the other, and
+     (``c2s_bench/do_no_harm.py``): wavelet 17.1 against MP-PCA 10.0 on one time point and 14.1 on the other, and
      every one of those σ made the volume worse than the input (−0.8 to −2.2 dB against the other time point).
    * with a background, MP-PCA blocks below ``DISAGREE`` (0.6) × the whole-scan σ mean correlated noise (an
      interpolated or zero-filled reconstruction), which the patch estimator cannot measure: the whole-scan σ.

@@ -18,7 +18,7 @@ Method (arrays in, arrays out):
    (default 1.25), the noise is called stationary and the map is the constant median of the block estimates, so
    white-noise scans keep one σ.
 
-Measured on the unseen pycortex T1 (benchmarks/sigma_map.py): median error inside the head and flatness are in
+Measured on the unseen pycortex T1 (c2s_bench/sigma_map.py): median error inside the head and flatness are in
 benchmarks/README.md.
 """
 

@@ -20,22 +20,19 @@ sweep: what the network can do on the scan at all); c2s, BM3D slice-wise and BM4
 (std(B − A)/√2 in the object, an upper bound on the noise: it includes physiological change); BM4D (pair σ) is the
 anchor row.
 
-Usage:  python benchmarks/do_no_harm.py [--data ../shared/data] [--threads 2] [--methods ...]
+Usage:  python -m c2s_bench.do_no_harm [--data ../shared/data] [--threads 2] [--methods ...]
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parser, run_header  # noqa: E402
+from c2s_bench.harness import parser, run_header
 
 
 def example4d_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@
 Each figure is the median of `--repeats` timed runs after a warm-up, all in one run. Records the CPU capability and
 whether the CPU has native bf16.
 
-Usage:  python benchmarks/ceiling.py [--model default] [--threads 2] [--repeats 5]
+Usage:  python -m c2s_bench.ceiling [--model default] [--threads 2] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -16,18 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from c2s_bench.harness import RESULTS, run_header
 from c2s_cli.api import Denoiser
 from c2s_cli.infer import native_bf16
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import run_header  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -46,7 +42,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "ceiling.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "ceiling.json")
     args = ap.parse_args()
     from torch.utils.flop_counter import FlopCounterMode
 

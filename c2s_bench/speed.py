@@ -3,7 +3,7 @@
 Everything is measured in one run on the same machine; results go to benchmarks/results/speed.json and a Markdown
 table on stdout (copied into benchmarks/README.md).
 
-Usage:  python benchmarks/speed.py --data ../shared/data [--threads 2] [--bm3d-slices 8] [--train-steps 400]
+Usage:  python -m c2s_bench.speed --data ../shared/data [--threads 2] [--bm3d-slices 8] [--train-steps 400]
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+
+from c2s_bench.harness import RESULTS
 
 
 def bench(fn, reps: int = 5, warmup: int = 2) -> float:  # type: ignore[no-untyped-def]
@@ -94,6 +96,7 @@ def make_volume(data: Path, path: Path, nz: int) -> float:
 # runs `c2s ARGS…` in this interpreter and writes its peak resident size (kB, VmHWM) to argv[1] at exit
 _PEAK_AT_EXIT = """
 import atexit, runpy, sys
+from c2s_bench.harness import RESULTS
 def _peak(path=sys.argv[1]):
     try:
         with open("/proc/self/status") as f:
@@ -163,7 +166,7 @@ def training_speed(threads: int) -> dict[str, float]:
     loss_fn = GDSMLoss(cfg.gdsm)
     g = torch.Generator().manual_seed(0)
 
-    from c2s_cli.train import optimizer_step
+    from c2s_cli.loop import optimizer_step
 
     params = list(model.parameters())
 
@@ -180,14 +183,13 @@ def train_to_pass_bm3d(data: Path, steps: int) -> dict[str, object]:
     """Self-supervised `c2s train` from scratch on one noisy volume (the quality table's MNI 5 % case): training wall
     time until the EMA model's PSNR first exceeds BM3D's (true σ) on the same volume. PSNR is evaluated every 20
     steps; evaluation time is not counted."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from quality import bench_cfg, bm3d_slices, head_mask, load_cases, metrics, rician
-
+    from c2s_bench.harness import bm3d_slices, head_mask, metrics, rician
+    from c2s_bench.quality import bench_cfg, load_cases
     from c2s_cli.data import make_train_volume
-    from c2s_cli.noise.domain import NoiseDomain
     from c2s_cli.infer import denoise_array
+    from c2s_cli.noise.domain import NoiseDomain
     from c2s_cli.noise.estimate import estimate_noise
-    from c2s_cli.train import train
+    from c2s_cli.loop import train
 
     clean = load_cases(data)["mni"]
     noisy = rician(clean, 0.05, seed=100)
@@ -233,7 +235,7 @@ def main() -> None:
     ap.add_argument("--bm3d-slices", type=int, default=8)
     ap.add_argument("--train-steps", type=int, default=400, help="schedule length of the train-to-pass-BM3D run")
     ap.add_argument("--e2e-repeats", type=int, default=5, help="end-to-end runs of the 176-slice volume (median kept)")
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "speed.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "speed.json")
     ap.add_argument("--e2e-only", action="store_true", help="only the 176-slice end-to-end runs (e.g. another model)")
     ap.add_argument("--denoise-args", default="", help='extra `c2s denoise` flags, e.g. "--planes axial,coronal,sagittal"')
     args = ap.parse_args()

@@ -1,7 +1,7 @@
 """How much of the margin over BM3D on the b0 cases is the noise draw? The b0 cases of quality.py re-drawn with other
 noise seeds; BM3D (true σ) and c2s zero-shot configurations (σ estimated) on each draw; PSNR / SSIM as quality.py.
 
-Usage: python benchmarks/margin_seeds.py --data ../shared/data [--seeds 102,200,201,202,203] [--levels 0.05,0.10]
+Usage: python -m c2s_bench.margin_seeds --data ../shared/data [--seeds 102,200,201,202,203] [--levels 0.05,0.10]
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from quality import bm3d_slices, head_mask, load_cases, metrics, rician  # noqa: E402
-
-from c2s_cli.api import Denoiser  # noqa: E402
-from c2s_cli.config import PLANES  # noqa: E402
+from c2s_bench.harness import RESULTS, bm3d_slices, head_mask, metrics, rician
+from c2s_bench.quality import load_cases
+from c2s_cli.api import Denoiser
+from c2s_cli.config import PLANES
 
 CONFIGS = (("default", 1, 1), ("default", 1, 3), ("wide", 1, 1), ("wide", 1, 3), ("wide", 8, 3))  # model, tta, planes
 
@@ -30,7 +28,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--seeds", default="102,200,201,202,203")
     ap.add_argument("--levels", default="0.05,0.10")
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "margin_seeds.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "margin_seeds.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
     clean = load_cases(args.data)["b0"]

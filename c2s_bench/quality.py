@@ -9,8 +9,8 @@ Metrics, inside a head mask, on intensities divided by the clean 99.5th percenti
   PSNR = 10·log10(1 / MSE);  SSIM = mean over the mask of skimage's SSIM map (7×7 window, per slice).
 
 Usage:
-  python benchmarks/quality.py --data ../shared/data --steps 300
-  python benchmarks/fetch_data.py --out /tmp/c2s_data && python benchmarks/quality.py --data /tmp/c2s_data
+  python -m c2s_bench.quality --data ../shared/data --steps 300
+  python -m c2s_bench.fetch_data --out /tmp/c2s_data && python -m c2s_bench.quality --data /tmp/c2s_data
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from c2s_cli.config import PLANES, GDSMConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from c2s_bench.harness import RESULTS, bm3d_slices, head_mask, metrics, rician
+from c2s_cli.config import PLANES, GDSMConfig, ModelConfig, RunConfig, TrainConfig
 from c2s_cli.data import make_train_volume
-from c2s_cli.noise.domain import NoiseDomain  # noqa: E402
-from c2s_cli.infer import denoise_array, denoise_network_units  # noqa: E402
-from c2s_cli.noise import vst  # noqa: E402
-from c2s_cli.noise.estimate import estimate_noise  # noqa: E402
+from c2s_cli.infer import denoise_array, denoise_network_units
+from c2s_cli.noise import vst
+from c2s_cli.noise.domain import NoiseDomain
+from c2s_cli.noise.estimate import estimate_noise
 
 
 def load_cases(data: Path) -> dict[str, np.ndarray]:
@@ -48,34 +47,6 @@ def load_cases(data: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def head_mask(clean: np.ndarray) -> np.ndarray:
-    m = ndimage.gaussian_filter(clean, (2, 2, 0)) > 0.08
-    return np.stack([ndimage.binary_fill_holes(m[:, :, k]) for k in range(m.shape[2])], axis=2)
-
-
-def metrics(x: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    from skimage.metrics import structural_similarity
-
-    mse = float(np.mean((x[mask] - clean[mask]) ** 2))
-    ssims = []
-    for k in range(clean.shape[2]):
-        _, smap = structural_similarity(clean[:, :, k], x[:, :, k], data_range=1.0, full=True)
-        ssims.append(smap[mask[:, :, k]])
-    return 10 * np.log10(1.0 / mse), float(np.mean(np.concatenate(ssims)))
-
-
-def bm3d_slices(noisy: np.ndarray, sigma: float) -> np.ndarray:
-    """BM3D (the ``bm3d`` package, given σ) on each axial slice of an (X, Y, Z) volume; float32."""
-    import bm3d
-
-    return np.stack([bm3d.bm3d(noisy[:, :, k], sigma_psd=sigma) for k in range(noisy.shape[2])], axis=2).astype(np.float32)
-
-
-def rician(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.sqrt((clean + sigma * rng.standard_normal(clean.shape)) ** 2 + (sigma * rng.standard_normal(clean.shape)) ** 2).astype(np.float32)
-
-
 def bench_cfg(steps: int, target_fraction: float = 0.0) -> RunConfig:
     return RunConfig(
         model=ModelConfig(),
@@ -86,10 +57,9 @@ def bench_cfg(steps: int, target_fraction: float = 0.0) -> RunConfig:
 
 
 def run_case(name: str, clean: np.ndarray, sigma: float, seed: int, args: argparse.Namespace) -> list[dict]:
-    from peers import r2r_predict, train_peer
-
+    from c2s_bench.models.peers import r2r_predict, train_peer
     from c2s_cli.api import Denoiser
-    from c2s_cli.train import train
+    from c2s_cli.loop import train
 
     noisy = rician(clean, sigma, seed)
     mask = head_mask(clean)
@@ -199,7 +169,7 @@ def run_case(name: str, clean: np.ndarray, sigma: float, seed: int, args: argpar
 
 def real_case(data: Path, model: str) -> dict:
     """Real noise without reference: residual statistics of c2s zero-shot on the GE PD series."""
-    from c2s_cli.api import DenoiseReport, Denoiser  # noqa: F401
+    from c2s_cli.api import Denoiser, DenoiseReport  # noqa: F401
     from c2s_cli.io import read_volume
 
     vol, _ = read_volume(data / "dicom" / "ge_pd_brain_series")
@@ -217,7 +187,7 @@ def real_case(data: Path, model: str) -> dict:
     corr_img = float(np.corrcoef(r, out[obj])[0, 1])
     a, b = resid[:-1][obj[:-1] & obj[1:]], resid[1:][obj[:-1] & obj[1:]]
     acf = float(np.corrcoef(a, b)[0, 1])
-    _save_residual_png(vol.data, out, resid, sigma, Path(__file__).parent / "results" / "ge_pd_residual.png")
+    _save_residual_png(vol.data, out, resid, sigma, RESULTS / "ge_pd_residual.png")
     return {"sigma_estimate": round(sigma, 3), "sigma_method": rep.noise[0]["method"],
             "residual_std_in_object": round(float(r.std()), 3), "ratio_std_to_sigma": round(float(r.std() / sigma), 3),
             "corr_abs_residual_vs_gradient": round(corr_grad, 3), "corr_residual_vs_image": round(corr_img, 3),
@@ -246,7 +216,7 @@ def main() -> None:
     ap.add_argument("--methods", default="bm3d,bm4d,nlm,dipy,zeroshot,tta,planes,tta-planes,adapt,noise2self,neighbor2neighbor,r2r,noise2true,c2s-self,c2s-dr")
     ap.add_argument("--adapt-steps", type=int, default=100)
     ap.add_argument("--workdir", default="/tmp/c2s_quality")
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "quality.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "quality.json")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

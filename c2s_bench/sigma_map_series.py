@@ -18,30 +18,23 @@ series map and with the true map; PSNR / SSIM in the head mask against the clean
 BM4D (true RMS σ) on the varying case's frames; on the stationary case frame 0 is `unseen.py`'s 5 % case (another
 draw of the same noise), whose BM4D row is 29.65 / 0.924.
 
-Usage:  python benchmarks/sigma_map_series.py --data ../shared/data [--methods bm4d] [--threads 2]
+Usage:  python -m c2s_bench.sigma_map_series --data ../shared/data [--methods bm4d] [--threads 2]
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import parser, run_header  # noqa: E402
-
-from quality import head_mask, metrics  # noqa: E402
-from sigma_map import centre_high, rician_map  # noqa: E402
-from unseen import load  # noqa: E402
-
-from c2s_cli.api import Denoiser  # noqa: E402
-from c2s_cli.noise.sigma_map import estimate_sigma_map, estimate_sigma_map_series  # noqa: E402
+from c2s_bench.harness import head_mask, metrics, parser, run_header
+from c2s_bench.sigma_map import centre_high, rician_map
+from c2s_bench.unseen import load
+from c2s_cli.api import Denoiser
+from c2s_cli.noise.sigma_map import estimate_sigma_map, estimate_sigma_map_series
 
 VOLUMES = 16
 FRAMES = (0, 5)

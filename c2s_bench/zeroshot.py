@@ -3,7 +3,7 @@
 Used to compare candidate shipped weights (e.g. trained with T = 1 and T = 2) on the cases they never saw.
 Same cases, seeds, masks and metrics as quality.py.
 
-Usage: python benchmarks/zeroshot.py --data ../shared/data [--tta 1,8] [--planes 1,3] MODEL [MODEL ...]
+Usage: python -m c2s_bench.zeroshot --data ../shared/data [--tta 1,8] [--planes 1,3] MODEL [MODEL ...]
 (--planes 3: the mean over the axial, coronal and sagittal slicings, as `c2s denoise --planes axial,coronal,sagittal`)
 """
 
@@ -17,12 +17,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from quality import head_mask, load_cases, metrics, rician  # noqa: E402
-
-from c2s_cli.api import Denoiser  # noqa: E402
-from c2s_cli.config import PLANES  # noqa: E402
+from c2s_bench.harness import RESULTS, head_mask, metrics, rician
+from c2s_bench.quality import load_cases
+from c2s_cli.api import Denoiser
+from c2s_cli.config import PLANES
 
 CASES = (("mni", 0.05, 100), ("mni", 0.10, 101), ("b0", 0.05, 102), ("b0", 0.10, 103))  # as quality.py numbers them
 
@@ -33,7 +31,7 @@ def main() -> None:
     ap.add_argument("models", nargs="+")
     ap.add_argument("--tta", default="1", help="comma list of --tta settings to score, e.g. 1,8")
     ap.add_argument("--planes", default="1", help="comma list of plane counts to score: 1 (axial) and/or 3 (all)")
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "zeroshot.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "zeroshot.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
     clean = load_cases(args.data)

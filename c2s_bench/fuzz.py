@@ -11,7 +11,7 @@ distinct exit code); any other exception is a crash. Two more oracles: a damaged
 Engines: ``random`` (a seeded NumPy mutator) or ``hypothesis`` (Hypothesis draws the seed file, the byte edits and
 the truncation point; derandomised, no example database).
 
-Usage: python scripts/fuzz.py --trials 2000 --seed 0 [--engine hypothesis]
+Usage: python -m c2s_bench.fuzz --trials 2000 --seed 0 [--engine hypothesis]
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import collections
 import shutil
-import sys
 import tempfile
 import time
 import traceback
@@ -27,10 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from conftest import make_series  # noqa: E402
-from phantoms import head_phantom, rician  # noqa: E402
+from c2s_bench.phantoms import head_phantom, make_series, rician
 
 
 def damage_gzip(raw: bytes, rng: np.random.Generator) -> bytes:
@@ -88,7 +84,6 @@ def main() -> None:
     ap.add_argument("--engine", choices=("random", "hypothesis"), default="random")
     args = ap.parse_args()
     import nibabel as nib
-    import torch
 
     from c2s_cli.api import Denoiser
     from c2s_cli.checkpoint import save_model

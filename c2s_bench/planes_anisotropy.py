@@ -2,7 +2,7 @@
 held-out band, kept at 1 mm or thinned to every 2nd / 3rd / 5th slice (slice spacing 2–5 mm with 1 mm pixels, as a
 thick-slice or gapped acquisition), Rician σ = 5 % / 10 %; c2s zero-shot (σ estimated) along one plane vs three.
 
-Usage: python benchmarks/planes_anisotropy.py --data ../shared/data [--model default]
+Usage: python -m c2s_bench.planes_anisotropy --data ../shared/data [--model default]
 """
 
 from __future__ import annotations
@@ -17,19 +17,16 @@ import nibabel as nib
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from quality import head_mask, metrics, rician  # noqa: E402
-
-from c2s_cli.api import Denoiser  # noqa: E402
-from c2s_cli.config import PLANES  # noqa: E402
+from c2s_bench.harness import RESULTS, head_mask, metrics, rician
+from c2s_cli.api import Denoiser
+from c2s_cli.config import PLANES
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "planes_anisotropy.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "planes_anisotropy.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
     mni = np.asarray(nib.load(str(args.data / "nifti" / "mni152_2009a_t1_1mm.nii.gz")).dataobj, dtype=np.float64)

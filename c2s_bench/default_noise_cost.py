@@ -7,24 +7,20 @@ estimated). `c2s denoise` runs with no noise flag (the default) and with `--sigm
 alternating in each round, so that load swings hit both; wall time and c2s's own breakdown per run. On this volume
 the map is flat and both runs use the same σ: the outputs are compared to show it.
 
-Usage:  python benchmarks/default_noise_cost.py --data ../shared/data [--rounds 3] [--threads 2]
+Usage:  python -m c2s_bench.default_noise_cost --data ../shared/data [--rounds 3] [--threads 2]
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import parser, run_header  # noqa: E402
-from compare_e2e import ROOT, run  # noqa: E402
-from quality import rician  # noqa: E402
+from c2s_bench.compare_e2e import ROOT, run
+from c2s_bench.harness import parser, rician, run_header
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ The ablation runs at U-Net widths 24-48-96-128 (the default when it was run) unl
 variants 13–16 compare widths and the pixel-unshuffle option at T = 1 (the default widths became 16-32-64-128 after
 them, for speed).
 
-Usage: python benchmarks/ablation.py --data ../shared/data --steps 300
+Usage: python -m c2s_bench.ablation --data ../shared/data --steps 300
 """
 
 from __future__ import annotations
@@ -24,16 +24,14 @@ import nibabel as nib
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from quality import bench_cfg, head_mask, metrics, rician  # noqa: E402
-
-from c2s_cli.checkpoint import load_model  # noqa: E402
+from c2s_bench.harness import RESULTS, head_mask, metrics, rician
+from c2s_bench.quality import bench_cfg
+from c2s_cli.checkpoint import load_model
 from c2s_cli.data import make_train_volume
-from c2s_cli.noise.domain import NoiseDomain  # noqa: E402
-from c2s_cli.infer import denoise_array  # noqa: E402
-from c2s_cli.noise.estimate import estimate_noise  # noqa: E402
-from c2s_cli.train import train  # noqa: E402
+from c2s_cli.infer import denoise_array
+from c2s_cli.noise.domain import NoiseDomain
+from c2s_cli.noise.estimate import estimate_noise
+from c2s_cli.loop import train
 
 VARIANTS = {
     "default (T=2, α=−1, β=1, ρ=0, context 1)": {},
@@ -63,7 +61,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--only", default="", help="comma-separated variant indices to run")
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "ablation.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "ablation.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
     mni = np.asarray(nib.load(str(args.data / "nifti" / "mni152_2009a_t1_1mm.nii.gz")).dataobj, dtype=np.float64)

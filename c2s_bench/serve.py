@@ -6,7 +6,7 @@ time in and out is small beside the denoising). Also the throughput (series per 
 derived series acknowledged) and the peak RSS of the node (VmHWM). The series come from a real 1 mm T1 head
 (pycortex S1, `../shared/data`) with Rician noise at 5 % of the 99.5th percentile, or from a synthetic phantom.
 
-Usage:  python benchmarks/serve.py [--data ../shared/data] [--series 10] [--slices 100] [--threads 2]
+Usage:  python -m c2s_bench.serve [--data ../shared/data] [--series 10] [--slices 100] [--threads 2]
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from c2s_bench.harness import RESULTS, run_header
+
 ROOT = Path(__file__).resolve().parents[1]
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import run_header  # noqa: E402
 
 
 def dcmtk(tool: str) -> str:
@@ -103,7 +101,7 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=100)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "serve.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "serve.json")
     args = ap.parse_args()
     res: dict[str, object] = {
         **run_header(args.threads),

@@ -6,7 +6,7 @@ percentile of 1. Noise: Rician, σ = 10 % on the target, 3 % on the guide (fixed
 Methods at equal budget (self-supervised on the noisy target alone; the guide is never re-corrupted):
 single-contrast c2s, guided c2s; BM3D with the true σ as the floor. Metric: PSNR / SSIM in the phantom mask.
 
-Usage: python benchmarks/multicontrast.py --steps 300
+Usage: python -m c2s_bench.multicontrast --steps 300
 """
 
 from __future__ import annotations
@@ -21,16 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from quality import bench_cfg, bm3d_slices, metrics, rician  # noqa: E402
-
-from c2s_cli.checkpoint import load_model  # noqa: E402
+from c2s_bench.harness import RESULTS, bm3d_slices, metrics, rician
+from c2s_bench.quality import bench_cfg
+from c2s_cli.checkpoint import load_model
 from c2s_cli.data import make_train_volume
-from c2s_cli.noise.domain import NoiseDomain  # noqa: E402
-from c2s_cli.infer import denoise_frame  # noqa: E402
-from c2s_cli.noise.estimate import estimate_noise  # noqa: E402
-from c2s_cli.train import train  # noqa: E402
+from c2s_cli.infer import denoise_frame
+from c2s_cli.noise.domain import NoiseDomain
+from c2s_cli.noise.estimate import estimate_noise
+from c2s_cli.loop import train
 
 
 def contrasts() -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +47,7 @@ def contrasts() -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "multicontrast.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "multicontrast.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
     target_clean, guide_clean = contrasts()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from c2s_cli.config import ModelConfig, RunConfig
 from c2s_cli.data import PatchSampler, TrainVolume, slice_stack
 from c2s_cli.model import Precond
-from c2s_cli.train import ema_update, lr_at, optimizer_step
+from c2s_cli.loop import ema_update, lr_at, optimizer_step
 
 
 def _n2s_loss(net: Precond, y: torch.Tensor, sd: torch.Tensor, mask: torch.Tensor, g: torch.Generator) -> torch.Tensor:

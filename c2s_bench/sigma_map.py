@@ -16,31 +16,24 @@ given no noise flag (`noise.policy.choose`: the map settles a whole-scan estimat
 a clean reference (no own noise), used to decide the default's rules. It is NOT an unseen subject (the template's
 other slices are training data), so its rows are validation, not zero-shot quality.
 
-Usage:  python benchmarks/sigma_map.py --data ../shared/data [--methods bm4d,bm3d] [--threads 2]
+Usage:  python -m c2s_bench.sigma_map --data ../shared/data [--methods bm4d,bm3d] [--threads 2]
         [--subject unseen|mni-heldout]
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import load_mni_heldout, parser, run_header  # noqa: E402
-
-from quality import bm3d_slices, head_mask, metrics  # noqa: E402
-from unseen import load  # noqa: E402
-
-from c2s_cli.api import Denoiser  # noqa: E402
-from c2s_cli.noise.estimate import estimate_noise  # noqa: E402
-from c2s_cli.noise.sigma_map import estimate_sigma_map  # noqa: E402
+from c2s_bench.harness import bm3d_slices, head_mask, load_mni_heldout, metrics, parser, run_header
+from c2s_bench.unseen import load
+from c2s_cli.api import Denoiser
+from c2s_cli.noise.estimate import estimate_noise
+from c2s_cli.noise.sigma_map import estimate_sigma_map
 
 
 def rician_map(clean: np.ndarray, sigma: np.ndarray, seed: int) -> np.ndarray:

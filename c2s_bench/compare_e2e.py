@@ -4,7 +4,7 @@ The 256×256×176 Rician-noisy volume of `speed.py` is denoised by both code ver
 machine, same moment, so load swings hit both), with the same shipped model; slice-wise BM3D (true σ, a few slices,
 extrapolated) is timed in the same run for the ratio. Results: a JSON file and a Markdown summary on stdout.
 
-Usage:  python benchmarks/compare_e2e.py --data ../shared/data --against d3dbafb [--rounds 4] [--threads 2]
+Usage:  python -m c2s_bench.compare_e2e --data ../shared/data --against d3dbafb [--rounds 4] [--threads 2]
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
+from c2s_bench.harness import RESULTS
 
+ROOT = Path(__file__).resolve().parents[1]
 
 def run(code_root: Path, inp: Path, out: Path, threads: int, extra: list[str]) -> dict[str, object]:
     """One `c2s denoise` process of the code in ``code_root``: wall time and c2s's own breakdown."""
@@ -44,10 +44,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--bm3d-slices", type=int, default=4)
     ap.add_argument("--denoise-args", default="")
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "compare_e2e.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "compare_e2e.json")
     args = ap.parse_args()
     import torch
-    from speed import make_volume
+
+    from c2s_bench.speed import make_volume
 
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()

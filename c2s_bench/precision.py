@@ -5,28 +5,21 @@ Each precision denoises the same noisy slab `--repeats` times in alternation (so
 keeps the median time. Also the largest output difference between batch sizes 1 and 16 under each precision (the
 output must not depend on the batch size). Records the CPU capability and whether the CPU has native bf16.
 
-Usage:  python benchmarks/precision.py --data ../shared/data [--repeats 3] [--model default] [--threads 2]
+Usage:  python -m c2s_bench.precision --data ../shared/data [--repeats 3] [--model default] [--threads 2]
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import parser, run_header  # noqa: E402
-
-from quality import head_mask, metrics, rician  # noqa: E402
-from unseen import load  # noqa: E402
-
-from c2s_cli.api import Denoiser  # noqa: E402
-from c2s_cli.infer import native_bf16  # noqa: E402
+from c2s_bench.harness import head_mask, metrics, parser, rician, run_header
+from c2s_bench.unseen import load
+from c2s_cli.api import Denoiser
+from c2s_cli.infer import native_bf16
 
 
 def main() -> None:

@@ -26,14 +26,13 @@ independent noise samples per voxel: the reference's own noise drops by √8, to
 noise is added to it as above; the rows then measure the distance to a nearly clean image. The subject stays unseen:
 no training stage used it at any resolution.
 
-Usage:  python benchmarks/unseen.py --data ../shared/data [--levels 0.05,0.10,0.15] [--methods ...]
+Usage:  python -m c2s_bench.unseen --data ../shared/data [--levels 0.05,0.10,0.15] [--methods ...]
         [--subject unseen|unseen-2mm|mni-heldout]
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -41,15 +40,10 @@ import nibabel as nib
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import load_mni_heldout, parser, run_header  # noqa: E402
-
-from quality import bm3d_slices, head_mask, metrics, rician  # noqa: E402
-
-from c2s_cli.api import Denoiser  # noqa: E402
-from c2s_cli.config import PLANES  # noqa: E402
-from c2s_cli.noise.estimate import estimate_noise  # noqa: E402
+from c2s_bench.harness import bm3d_slices, head_mask, load_mni_heldout, metrics, parser, rician, run_header
+from c2s_cli.api import Denoiser
+from c2s_cli.config import PLANES
+from c2s_cli.noise.estimate import estimate_noise
 
 SLAB = slice(104, 152)
 

@@ -1,7 +1,7 @@
 """Is torch.compile worth it for `c2s denoise` on this CPU? Compile time of the default model against the
 per-slice gain (cold inductor cache; 256² slices, batch 1, fp32 channels-last, the CPU default). Writes results/compile.json.
 
-Usage: python benchmarks/compile.py [--threads 2]
+Usage: python -m c2s_bench.compile [--threads 2]
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 
+from c2s_bench.harness import RESULTS
 from c2s_cli.api import Denoiser
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "compile.json")
+    ap.add_argument("--json", type=Path, default=RESULTS / "compile.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = Denoiser("default", "cpu").model.eval().to(memory_format=torch.channels_last)

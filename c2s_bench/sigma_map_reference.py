@@ -8,28 +8,21 @@ estimated map, the true added map, and the noise really present (the added map c
 noise: flat 1.9 %, or its estimated map). If the "present" rows score like the estimated map and below the true
 added map, the gap between them is the reference's, not the estimator's.
 
-Usage:  python benchmarks/sigma_map_reference.py --data ../shared/data [--threads 2]
+Usage:  python -m c2s_bench.sigma_map_reference --data ../shared/data [--threads 2]
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import parser, run_header  # noqa: E402
-
-from quality import head_mask, metrics  # noqa: E402
-from sigma_map import centre_high, rician_map  # noqa: E402
-from unseen import load  # noqa: E402
-
-from c2s_cli.api import Denoiser  # noqa: E402
-from c2s_cli.noise.sigma_map import estimate_sigma_map  # noqa: E402
+from c2s_bench.harness import head_mask, metrics, parser, run_header
+from c2s_bench.sigma_map import centre_high, rician_map
+from c2s_bench.unseen import load
+from c2s_cli.api import Denoiser
+from c2s_cli.noise.sigma_map import estimate_sigma_map
 
 
 def main() -> None:

@@ -1,0 +1,81 @@
+"""The research harness: what every benchmark result records about its run: the date, the machine (CPU capability), threads, the command;
+the options the benchmarks on ``../shared/data`` share;
+the noise, mask and metrics every quality table uses."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+REPO = Path(__file__).resolve().parents[1]  # the repository (editable install)
+RESULTS = REPO / "benchmarks" / "results"  # every result file, with its command, date and machine
+SHARED_DATA = REPO.parent / "shared" / "data"  # the real MRI beside the repository (fetch_data fetches the same)
+
+
+def run_header(threads: int) -> dict[str, object]:
+    """date, machine (architecture, CPUs, torch version and ``get_cpu_capability()``), threads and command line."""
+    import torch
+
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+                   f"cpu capability {torch.backends.cpu.get_cpu_capability()}",
+        "threads": threads,
+        "command": shlex.join(["python", *sys.argv]),
+    }
+
+
+def parser(doc: str | None, name: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark on ``../shared/data`` takes: ``--data``, ``--model``,
+    ``--threads`` and ``--json`` (default ``results/NAME.json``); the script adds its own."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=SHARED_DATA)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--json", type=Path, default=RESULTS / f"{name}.json")
+    return ap
+
+
+def load_mni_heldout(data: Path) -> np.ndarray:
+    """The MNI152 template's held-out axial slab (z 70–113, 197×233×44) divided by its 99.5th percentile: a clean
+    reference for validation. Not an unseen subject: the template's other slices are training data."""
+    import nibabel as nib
+
+    v = np.asarray(nib.load(str(data / "nifti" / "mni152_2009a_t1_1mm.nii.gz")).dataobj, np.float32)[:, :, 70:114]
+    return (v / float(np.percentile(v[v > 0], 99.5))).astype(np.float32)
+
+
+def head_mask(clean: np.ndarray) -> np.ndarray:
+    m = ndimage.gaussian_filter(clean, (2, 2, 0)) > 0.08
+    return np.stack([ndimage.binary_fill_holes(m[:, :, k]) for k in range(m.shape[2])], axis=2)
+
+
+def metrics(x: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    from skimage.metrics import structural_similarity
+
+    mse = float(np.mean((x[mask] - clean[mask]) ** 2))
+    ssims = []
+    for k in range(clean.shape[2]):
+        _, smap = structural_similarity(clean[:, :, k], x[:, :, k], data_range=1.0, full=True)
+        ssims.append(smap[mask[:, :, k]])
+    return 10 * np.log10(1.0 / mse), float(np.mean(np.concatenate(ssims)))
+
+
+def bm3d_slices(noisy: np.ndarray, sigma: float) -> np.ndarray:
+    """BM3D (the ``bm3d`` package, given σ) on each axial slice of an (X, Y, Z) volume; float32."""
+    import bm3d
+
+    return np.stack([bm3d.bm3d(noisy[:, :, k], sigma_psd=sigma) for k in range(noisy.shape[2])], axis=2).astype(np.float32)
+
+
+def rician(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sqrt((clean + sigma * rng.standard_normal(clean.shape)) ** 2 + (sigma * rng.standard_normal(clean.shape)) ** 2).astype(np.float32)
