@@ -20,6 +20,15 @@ RESULTS = REPO / "benchmarks" / "results"  # every result file, with its command
 SHARED_DATA = REPO.parent / "shared" / "data"  # the real MRI beside the repository (fetch_data fetches the same)
 
 
+def command() -> str:
+    """The command line as typed: ``python -m c2s_bench.NAME …`` for a module of this package."""
+    argv = list(sys.argv)
+    here = Path(__file__).resolve().parent
+    if argv and argv[0].endswith(".py") and Path(argv[0]).resolve().parent == here:
+        argv = ["-m", f"c2s_bench.{Path(argv[0]).stem}", *argv[1:]]
+    return shlex.join(["python", *argv])
+
+
 def run_header(threads: int) -> dict[str, object]:
     """date, machine (architecture, CPUs, torch version and ``get_cpu_capability()``), threads and command line."""
     import torch
@@ -29,7 +38,7 @@ def run_header(threads: int) -> dict[str, object]:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                    f"cpu capability {torch.backends.cpu.get_cpu_capability()}",
         "threads": threads,
-        "command": shlex.join(["python", *sys.argv]),
+        "command": command(),
     }
 
 

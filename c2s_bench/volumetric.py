@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -56,7 +55,6 @@ from c2s_bench.models.volumetric import (  # noqa: F401
     load_candidate,
 )
 from c2s_cli.config import PLANES
-from c2s_cli.data import PatchSampler
 
 
 def train_main(args: argparse.Namespace) -> None:
@@ -66,8 +64,7 @@ def train_main(args: argparse.Namespace) -> None:
     from c2s_cli.checkpoint import resolve_model, save_model
     from c2s_cli.errors import C2SError
     from c2s_cli.io.atomic import atomic_path, check_output
-    from c2s_cli.losses import GDSMLoss
-    from c2s_cli.loop import ema_update, lr_at, optimizer_step
+    from c2s_cli.loop import train
     from c2s_cli.training import init_config, load_training_set, resolve_init
 
     try:  # c2s train's pre-flight: not an input, not a file c2s did not write, nothing existing without --force
@@ -82,37 +79,22 @@ def train_main(args: argparse.Namespace) -> None:
     volumes, summary = load_training_set(items, cfg)
     base, info = resolve_init(args.init)
     z_levels = tuple(int(v) for v in args.z_levels.split(",")) if args.z_levels else ()
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed + 11)
     if args.control:  # the 2.5-D network, same loss family, steps and learning rate
-        model: nn.Module = copy.deepcopy(base).train()
-        sampler2d = PatchSampler(volumes, patch=cfg.train.patch_size, context=cfg.model.context, augment=True,
-                                 invert=cfg.train.invert)
+        model: nn.Module = copy.deepcopy(base)
+        batch = cfg.train.batch_size * args.control_batches
+        sampler = None  # the loop's own 2.5-D patches
     else:
-        model = Precond3D(base, z_levels).train()
+        model = Precond3D(base, z_levels)
+        batch = args.batch
         sampler = BlockSampler(volumes, args.depth, args.patch, cfg.train.invert)
-    loss_fn = GDSMLoss(cfg.gdsm)  # on 3-D blocks every voxel is re-corrupted together and is a target: still exact
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    params = list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=cfg.train.weight_decay)
-    decay = 0.5 ** (1.0 / cfg.train.ema_halflife)
-    t0, run = time.perf_counter(), float("nan")
-    for step in range(args.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
-        if args.control:
-            y, sd, mask = sampler2d.sample(cfg.train.batch_size * args.control_batches, gen)
-            lm = loss_fn(model, y, sd, mask, generator=gen)
-        else:
-            y, sd, mask = sampler.sample(args.batch, gen)
-            lm = loss_fn(model, y, sd, mask, generator=gen)
-        loss = lm.sum() / mask.sum().clamp_min(1.0)
-        optimizer_step(opt, params, loss, cfg.train.grad_clip, step)
-        ema_update(ema, model, step, decay)
-        run = loss.item() if math.isnan(run) else 0.98 * run + 0.02 * loss.item()
-        if (step + 1) % 100 == 0:
-            print(json.dumps({"step": step + 1, "loss": round(run, 5), "lr": round(lr_at(cfg, step), 6),
-                              "seconds": round(time.perf_counter() - t0, 1)}), file=sys.stderr, flush=True)
+    # the one training loop, with the 3-D block sampler: on 3-D blocks every voxel is re-corrupted together and is a
+    # target, so the GDSM loss stays exact
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=batch, val_fraction=0.0,
+                                                             log_every=100, checkpoint_every=10**9))
+    t0 = time.perf_counter()
+    ema = train(cfg, volumes, None, None, data_summary=summary, init=model, sampler=sampler,
+                on_log=lambda r: print(json.dumps({k: r[k] for k in ("step", "loss", "lr", "seconds")}),
+                                       file=sys.stderr, flush=True)).model
     meta = {"init": info, "steps": args.steps, "lr": args.lr, "seed": args.seed,
             "wall_seconds": round(time.perf_counter() - t0, 1), "data": summary.get("description", "")}
     extra = ({"training": {**summary, "control_of_volumetric": meta}} if args.control else

@@ -260,6 +260,76 @@ class Denoiser:
                 out[..., t] = res
         return out
 
+    def denoise_series(
+        self,
+        x: Volume | NDArray[np.floating],
+        *,
+        bvals: NDArray[np.floating] | None = None,
+        bvecs: NDArray[np.floating] | None = None,
+        steps: int = 400,
+        neighbours: int = 2,
+        lr: float = 5e-4,
+        seed: int = 0,
+        share: float = 0.0,
+        sigma: float | None = None,
+        noise: str = "default",
+        use_vst: bool | None = None,
+        slice_axis: int | None = None,
+        fitted: NoiseFit | None = None,
+        report: DenoiseReport | None = None,
+        on_log: Callable[[dict[str, Any]], None] | None = None,
+        on_volume: Callable[[int, int], None] | None = None,
+    ) -> NDArray[np.float32]:
+        """Denoise a 4-D series (X, Y, Z, T) with the other volumes as context (:mod:`c2s_cli.series`): the noise is
+        fitted once for the series (by the noise policy, as :meth:`denoise`), this model is widened by the context
+        channels and trained ``steps`` GDSM steps on the series itself, then each volume is denoised with its context.
+
+        Args:
+            bvals / bvecs: the gradient table ((T,) s/mm², (T, 3)): neighbours in q-space and shells; None: in time.
+            neighbours: nearest volumes given as context (plus the prediction from the others and the pooled mean).
+            steps, lr, seed: the training on the series (0 steps: the widened network untrained, i.e. this model).
+            fitted: the series' noise fit already made (:meth:`fit_noise`); then ``sigma`` and ``noise`` are not used.
+        Returns:
+            (X, Y, Z, T) float32 in image units.
+        """
+        from c2s_cli import series
+
+        data = x.data if isinstance(x, Volume) else np.asarray(x, dtype=np.float32)
+        if data.ndim != 4 or data.shape[3] < 2:
+            raise UsageError(f"a series needs a 4-D input with at least 2 volumes, got shape {data.shape}",
+                             param="series_mode")
+        n = data.shape[3]
+        for name, arr, shape in (("bvals", bvals, (n,)), ("bvecs", bvecs, (n, 3))):
+            if arr is not None and np.shape(arr) != shape:
+                raise UsageError(f"{name}: {np.shape(arr)} for {n} volumes (want {shape})", param=name)
+        cfg = series.SeriesConfig(neighbours=neighbours, steps=steps, lr=lr, seed=seed, share=share)
+        try:
+            cfg.validate()
+        except ValueError as exc:
+            raise UsageError(str(exc), param=str(exc).split(" ", 1)[0]) from None
+        axis = slice_axis if slice_axis is not None else (x.slice_axis if isinstance(x, Volume) else 2)
+        report = report if report is not None else DenoiseReport()
+        fitted = fitted if fitted is not None else self.fit_noise(x, sigma, noise=noise, use_vst=use_vst,
+                                                                  slice_axis=axis)
+        if len(fitted.domains) != n:
+            raise UsageError(f"fitted: a noise fit of {len(fitted.domains)} frame(s) for {n}", param="fitted")
+        report.fit = fitted
+        report.domains.extend(fitted.domains)
+        report.seconds["noise"] = report.seconds.get("noise", 0.0) + fitted.seconds
+        frames = [data[..., t] for t in range(n)]
+        t0 = time.perf_counter()
+        ctx = series.SeriesContext(frames, fitted.domains, series.neighbours(n, neighbours, bvals, bvecs),
+                                   series.pools(n, bvals))
+        model, _ = series.train_on_series(self.model, self.config, ctx, cfg, slice_axis=axis, on_log=on_log)
+        report.seconds["training"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = series.denoise_series(model.to(self.device), ctx, slice_axis=axis, batch_size=self.batch_size,
+                                    device=self.device, bf16=self.bf16, on_volume=on_volume)
+        if not all_finite(out):
+            raise C2SError("the network produced NaN or infinite values")
+        report.seconds["inference"] = time.perf_counter() - t0
+        return out
+
     def check_guides(self, n: int) -> None:
         """Refuse a guide count the model does not take (a UsageError naming ``guides``)."""
         k = self.config.model.guides

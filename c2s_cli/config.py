@@ -16,7 +16,10 @@ T = TypeVar("T")
 
 TTA_CHOICES = (1, 2, 4, 8)  # test-time augmentation: in-plane flips / transposes averaged at inference
 PLANES = ("axial", "coronal", "sagittal")  # axial = the acquisition's slice axis; coronal, sagittal = the other two
-PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 autocast where the hardware runs it natively, else fp32
+PRECISIONS = ("auto", "fp32", "bf16")
+# a 4-D series: each volume alone ("volumes"), or with the other volumes as context after training on the series
+# itself ("context", c2s_cli.series)
+SERIES_MODES = ("volumes", "context")  # auto: bf16 autocast where the hardware runs it natively, else fp32
 
 
 def check_tta(tta: int) -> None:
@@ -41,11 +44,14 @@ def check_planes(planes: tuple[str, ...]) -> None:
 class ModelConfig:
     """Noise-conditioned 2D U-Net (backbone) and its preconditioning.
 
-    ``context`` neighbouring slices on each side enter as extra channels (2.5D); ``guides`` co-registered other
-    contrasts add one channel each (multi-contrast C2S). The output is the centre slice of the target contrast.
+    ``context`` neighbouring slices on each side enter as extra channels (2.5D); ``volumes`` other volumes of the same
+    4-D series (in the target's noise domain, their noise independent of the target's) add one channel each, after
+    them (:mod:`c2s_cli.series`); ``guides`` co-registered other contrasts add one channel each, last (multi-contrast
+    C2S). The output is the centre slice of the target.
     """
 
     context: int = 1
+    volumes: int = 0
     guides: int = 0
     guide_names: tuple[str, ...] = ()
     channels: tuple[int, ...] = (16, 32, 64, 128)
@@ -57,13 +63,14 @@ class ModelConfig:
 
     @property
     def in_channels(self) -> int:
-        return 2 * self.context + 1 + self.guides
+        return 2 * self.context + 1 + self.volumes + self.guides
 
     def validate(self) -> None:
         """Refuse values no c2s model can have, before a network is built (a damaged or hostile model file must
         not allocate gigabytes or yield an all-zero output). Raises ValueError naming the field."""
         checks = {
             "context": 0 <= self.context <= 8,
+            "volumes": isinstance(self.volumes, int) and 0 <= self.volumes <= 16,
             "guides": 0 <= self.guides <= 8 and len(self.guide_names) in (0, self.guides),
             "channels": 1 <= len(self.channels) <= 6 and all(1 <= int(c) <= 1024 for c in self.channels),
             "unshuffle": 1 <= self.unshuffle <= 8,
@@ -164,6 +171,10 @@ class DenoiseOptions:
     guides: tuple[Path, ...] = ()
     adapt: int = 0  # GDSM fine-tuning steps on the scan itself before denoising
     adapt_lr: float = 2e-4
+    # a 4-D series: "volumes" (each alone) or "context" (the other volumes as input channels, GDSM training on the
+    # series itself for series_steps steps; the gradient table from the NIfTI's .bval / .bvec beside it, else time)
+    series_mode: str = "volumes"
+    series_steps: int = 400
     sigma_map: Path | None = None  # σ per voxel (NIfTI on the input's grid): spatially varying noise
     estimate_sigma_map: bool = False  # estimate the σ map from the scan itself (noise.sigma_map)
     # given neither sigma nor a map: a 4-D series of ≥ 8 volumes gets one map over its volumes (MP-PCA, as
@@ -197,6 +208,16 @@ class DenoiseOptions:
             raise ValueError(f"dtype must be float32 or input, got {self.dtype!r}")
         if self.adapt < 0:
             raise ValueError(f"adapt must be ≥ 0, got {self.adapt}")
+        if self.series_mode not in SERIES_MODES:
+            raise ValueError(f"series_mode must be {' or '.join(SERIES_MODES)}, got {self.series_mode!r}")
+        if self.series_steps < 0:
+            raise ValueError(f"series_steps must be ≥ 0, got {self.series_steps}")
+        if self.series_mode == "context":
+            for name, value, plain in (("planes", self.planes, ("axial",)), ("tta", self.tta, 1),
+                                       ("adapt", self.adapt, 0), ("guides", self.guides, ())):
+                if value != plain:
+                    raise ValueError(f"{name} is not available with series_mode context (it trains on the series "
+                                     f"itself); give series_mode volumes")
 
 
 @dataclass(frozen=True)

@@ -96,13 +96,16 @@ class PatchSampler:
         guide_dropout: float = 0.0,
         invert: float = 0.0,
         targets: list[list[NDArray[np.float32]]] | None = None,
+        n_volumes: int = 0,
     ) -> None:
-        """``targets``: per volume and plane layout, a (Z, H, W) array cropped and augmented like the input's centre
+        """``n_volumes``: the first guides of each volume are that many context volumes of a series, in the target's
+        units (gain and inversion apply to them as to the target, guide dropout does not). ``targets``: per volume and plane layout, a (Z, H, W) array cropped and augmented like the input's centre
         slice (gain and inversion included), for :meth:`sample_pairs`; drawing them takes no extra random numbers."""
         self.volumes = volumes
         self.targets = targets
         self.guide_dropout = guide_dropout
         self.invert = invert
+        self.n_volumes = n_volumes
         self.patch = patch
         self.context = context
         self.augment = augment
@@ -143,6 +146,7 @@ class PatchSampler:
     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
         p, c = self.patch, self.context
         n_g = len(self.volumes[0].guides[0]) if self.volumes[0].guides else 0
+        n_s = 2 * c + 1 + self.n_volumes  # channels in the target's units
         ys = np.zeros((batch, 2 * c + 1 + n_g, p, p), np.float32)
         ts = np.zeros((batch if with_targets else 0, 1, p, p), np.float32)
         ms = np.zeros((batch, 1, p, p), np.float32)
@@ -177,18 +181,18 @@ class PatchSampler:
                 if c > 0 and torch.rand((1,), generator=generator).item() < 0.5:
                     ys[b, : 2 * c + 1] = ys[b, : 2 * c + 1][::-1].copy()  # reverse the slice order
                 # guide dropout: the model stays useful when a guide is weak or missing
-                for g in range(n_g):
+                for g in range(self.n_volumes, n_g):
                     if torch.rand((1,), generator=generator).item() < self.guide_dropout:
                         ys[b, 2 * c + 1 + g] = 0.0
                 # contrast inversion y → 1 − y of the target slices (noise std unchanged); no draw when off, so runs
                 # without it repeat earlier ones exactly
                 if self.invert > 0 and torch.rand((1,), generator=generator).item() < self.invert:
-                    ys[b, : 2 * c + 1] = 1.0 - ys[b, : 2 * c + 1]
+                    ys[b, :n_s] = 1.0 - ys[b, :n_s]
                     if with_targets:
                         ts[b] = 1.0 - ts[b]
                 # intensity scaling: the noise scales with the data
                 gain = float(0.75 + 0.5 * torch.rand((1,), generator=generator).item())
-                ys[b, : 2 * c + 1] *= gain
+                ys[b, :n_s] *= gain
                 if with_targets:
                     ts[b] *= gain
                 sd[b] *= gain

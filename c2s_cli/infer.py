@@ -113,7 +113,8 @@ def denoise_frame(
     Args:
         data: the frame (image units), fitted by ``domain`` (fit once; every plane and TTA pass share it).
         axes: slice along each of these array axes and average (view aggregation).
-        guides: (volume, its own domain) of co-registered other contrasts, for multi-contrast models.
+        guides: (volume, its own domain) of co-registered other contrasts, for multi-contrast models; for a
+            series model (``volumes`` > 0) first its context volumes, each with the target's domain.
         strength: multiplies σ_d for the conditioning (FFDNet-style trade-off; 1 = the estimate).
         batch_size: slices per forward pass (None: about one 256² slice; the output does not depend on it).
         tta: the mean over 1, 2, 4 or 8 in-plane flips / transposes of each slice (that many passes).
@@ -126,8 +127,11 @@ def denoise_frame(
     device = device or torch.device("cpu")
     check_tta(tta)
     data = np.asarray(data, dtype=np.float32)
-    if len(guides or []) != model.cfg.guides:
-        raise ValueError(f"model expects {model.cfg.guides} guide contrast(s), got {len(guides or [])}")
+    want = model.cfg.volumes + model.cfg.guides
+    if len(guides or []) != want:
+        raise ValueError(f"model expects {model.cfg.volumes} context volume(s) and {model.cfg.guides} guide "
+                         f"contrast(s), got {len(guides or [])} in all" if model.cfg.volumes else
+                         f"model expects {model.cfg.guides} guide contrast(s), got {len(guides or [])}")
     acc = np.empty_like(data, dtype=np.float32)  # same memory order as the input (NIfTI is F-ordered)
     model = model.to(device).to(memory_format=torch.channels_last)
     sigma_d = float(domain.sigma_d * strength)

@@ -117,6 +117,7 @@ def train(
     extra_meta: dict[str, Any] | None = None,
     evaluate: Callable[[Precond], float] | None = None,
     objectives: Sequence[Callable[[Any, torch.Generator, int], torch.Tensor]] = (),
+    sampler: Any | None = None,
 ) -> TrainResult:
     """Train a C2S denoiser and write its EMA weights to ``out_model``.
 
@@ -141,7 +142,9 @@ def train(
     gen = torch.Generator().manual_seed(t.seed + 1000 * rank)  # each rank draws its own patches and noise
     model = Precond(cfg.model) if init is None else copy.deepcopy(init)
     model.to(device).train()
-    model.to(memory_format=torch.channels_last)
+    planar = all(p.ndim != 5 for p in model.parameters())  # channels-last is a 2-D layout
+    if planar:
+        model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     params = list(model.parameters())
     net: Any = model
@@ -152,11 +155,12 @@ def train(
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     loss_fn = GDSMLoss(cfg.gdsm)
     train_slices, val_slices = _split_slices(volumes, t.val_fraction, t.seed)
-    sampler = PatchSampler(volumes, patch=t.patch_size, context=cfg.model.context, augment=t.augment, slices=train_slices,
-                           guide_dropout=t.guide_dropout, invert=t.invert)
+    sampler = sampler or PatchSampler(volumes, patch=t.patch_size, context=cfg.model.context, augment=t.augment, slices=train_slices,
+                           guide_dropout=t.guide_dropout, invert=t.invert, n_volumes=cfg.model.volumes)
     val_batches = None
     if val_slices is not None:
-        vs = PatchSampler(volumes, patch=t.patch_size, context=cfg.model.context, augment=False, slices=val_slices)
+        vs = PatchSampler(volumes, patch=t.patch_size, context=cfg.model.context, augment=False, slices=val_slices,
+                          n_volumes=cfg.model.volumes)
         vg = torch.Generator().manual_seed(t.seed + 1)
         val_batches = [(*vs.sample(t.batch_size, vg), torch.Generator().manual_seed(t.seed + 2 + i)) for i in range(4)]
 
@@ -194,7 +198,7 @@ def train(
     try:
         for step in range(start, t.steps):
             y, sd, mask = sampler.sample(t.batch_size, gen)
-            y = y.to(device).contiguous(memory_format=torch.channels_last)
+            y = y.to(device).contiguous(memory_format=torch.channels_last) if planar else y.to(device)
             sd, mask = sd.to(device), mask.to(device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step)

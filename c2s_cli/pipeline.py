@@ -68,6 +68,23 @@ def read_sigma_map(path: Path, vol: Volume) -> NDArray[np.float32]:
     return m.data
 
 
+def gradient_table(vol: Volume, src: Path) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+    """The diffusion gradient table of a 4-D NIfTI series from its ``.bval`` / ``.bvec`` beside it (both or none;
+    one without the other is an error), or None."""
+    from c2s_cli.io.gradients import read_gradient_table, sidecars
+
+    if vol.kind != "nifti":
+        return None
+    bval, bvec = sidecars(src)
+    if bval.is_file() != bvec.is_file():
+        missing = bvec if bval.is_file() else bval
+        raise InputError(f"{missing}: missing (the series has {'a .bval' if bval.is_file() else 'a .bvec'} file; "
+                         f"give both or neither)", param="bvals")
+    if not bval.is_file():
+        return None
+    return read_gradient_table(bval, bvec, vol.data.shape[3])
+
+
 def noise_mode(o: DenoiseOptions) -> str:
     """The noise policy's mode for these options: "auto" (``--sigma-map auto``), "none" (``--sigma-map none``) or
     "default" (:mod:`c2s_cli.noise.policy`)."""
@@ -156,6 +173,8 @@ def run_file(
 
     t_start = time.perf_counter()
     vol, warnings, keep, guides, smap, seed = preflight(den, src, dst, o, inputs)
+    context = o.series_mode == "context" and vol.data.ndim == 4
+    table = gradient_table(vol, src) if context else None  # before any compute
     t_read = time.perf_counter() - t_start
 
     def warn(msg: str) -> None:
@@ -185,11 +204,20 @@ def run_file(
                                  guides=guides or None, lr=o.adapt_lr, on_log=cb, domain=fitted.domains[0])
             seconds["adapt"] = time.perf_counter() - t0
         rep = DenoiseReport()
-        result = worker.denoise(
-            vol, strength=o.strength, use_vst=o.vst, coils=o.coils, slice_axis=axis, guides=guides or None,
-            report=rep, tta=o.tta, planes=o.planes, fitted=fitted,
-            on_progress=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None,
-        )
+        if o.series_mode == "context" and not context:
+            warn(f"{src}: one volume: series_mode context needs a 4-D series; denoised as a volume")
+        if context:
+            result = worker.denoise_series(
+                vol, bvals=table[0] if table else None, bvecs=table[1] if table else None, steps=o.series_steps,
+                slice_axis=axis, fitted=fitted, report=rep,
+                on_log=(lambda r: on_progress("train", r["step"], o.series_steps)) if on_progress else None,
+                on_volume=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None)
+        else:
+            result = worker.denoise(
+                vol, strength=o.strength, use_vst=o.vst, coils=o.coils, slice_axis=axis, guides=guides or None,
+                report=rep, tta=o.tta, planes=o.planes, fitted=fitted,
+                on_progress=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None,
+            )
         seconds.update(rep.seconds)
         if keep is not None:
             result = np.where(keep, result, vol.data).astype(np.float32)
@@ -232,6 +260,9 @@ def run_file(
         "warnings": warnings,
         "clipped_voxels": clipped,
         "adapt_steps": o.adapt,
+        "series_mode": o.series_mode if vol.data.ndim == 4 else None,
+        **({"series_context": {"neighbours_in": "q-space (.bval / .bvec)" if table else "time",
+                               "training_steps": o.series_steps}} if context else {}),
         "tta": o.tta,
         "planes": list(o.planes),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},

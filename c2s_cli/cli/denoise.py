@@ -44,6 +44,8 @@ def denoise(
     mask: Annotated[Optional[Path], typer.Option(help="NIfTI mask on the input's grid: voxels outside are returned unchanged.")] = None,
     guide: Annotated[Optional[list[Path]], typer.Option(help="Co-registered other contrast(s) for a multi-contrast model.")] = None,
     adapt: Annotated[int, typer.Option(min=0, help="Fine-tune the model on each input for this many steps first.")] = 0,
+    series_mode: Annotated[str, typer.Option("--series-mode", help="A 4-D series: 'volumes' denoises each volume alone; 'context' gives each volume the other volumes as input (nearest in q-space from the .bval/.bvec beside a NIfTI, else in time; the prediction from all of them; the shell mean) after self-supervised training on the series itself.")] = "volumes",
+    series_steps: Annotated[int, typer.Option("--series-steps", min=0, help="Training steps on the series with --series-mode context.")] = 400,
     force: Annotated[bool, typer.Option("--force", help="Replace existing outputs that c2s wrote (never anything else).")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose output exists.")] = False,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Continue after a failed input (exit 3).")] = False,
@@ -74,7 +76,7 @@ def denoise(
                           default_sigma_map=not no_map, save_sigma_map=save_sigma_map, coils=coils, vst=False if no_vst else None, strength=strength, tta=tta,
                           planes=_planes(planes), slice_axis=slice_axis, series=series, dtype=dtype, mask=mask,
                           guides=tuple(guide or ()), adapt=adapt, residual=residual, preview=preview, force=force,
-                          threads=threads)
+                          threads=threads, series_mode=series_mode, series_steps=series_steps)
     check_options(opts)  # before any input is read
     items = batch.shard(batch.expand(inputs, series, keep_going=keep_going), num_parts, part_id)
     single = len(items) == 1 and len(inputs) == 1 and inputs[0] != "-" and not inputs[0].startswith("@")

@@ -3,8 +3,9 @@
     D(x, σ) = c_skip(σ)·x_c + c_out(σ)·F(c_in(σ)·x, c_noise(σ))          (Karras et al. 2022, Eq. 7)
 
 with c_skip = σ_data²/(σ² + σ_data²), c_out = σ·σ_data/√(σ² + σ_data²), c_in = 1/√(σ² + σ_data²),
-c_noise = ln(σ)/4, x_c the centre slice. σ → 0 gives D → identity. Only the noisy target channels are scaled by
-c_in; guide contrasts (never re-corrupted) pass unscaled. Everything outside the backbone runs in float32.
+c_noise = ln(σ)/4, x_c the centre slice. σ → 0 gives D → identity. The target slices and the series' context
+volumes (in the target's units) are scaled by c_in; guide contrasts (in their own units) pass unscaled. Only the
+target slices are re-corrupted in training (``n_target``). Everything outside the backbone runs in float32.
 """
 
 from __future__ import annotations
@@ -29,19 +30,21 @@ def coefficients(sigma: Tensor, sigma_data: float, ndim: int) -> tuple[Tensor, T
 
 
 class Precond(nn.Module):
-    """D(x, σ): x (B, C, H, W) with C = 2·context + 1 target slices then guides; σ (B,) > 0 → (B, 1, H, W)."""
+    """D(x, σ): x (B, C, H, W) with C = 2·context + 1 target slices, then ``volumes`` context volumes, then guides;
+    σ (B,) > 0 → (B, 1, H, W)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.net = UNet(cfg)
         self.n_target = 2 * cfg.context + 1
+        self.n_scaled = self.n_target + cfg.volumes  # channels in the target's units
 
     def forward(self, x: Tensor, sigma: Tensor, *, autocast_bf16: bool = False) -> Tensor:
         x = x.float()
         c_skip, c_out, c_in, c_noise = coefficients(sigma, self.cfg.sigma_data, x.ndim)
         target = x[:, : self.n_target]
-        inp = torch.cat([c_in * target, x[:, self.n_target :]], dim=1)
+        inp = torch.cat([c_in * x[:, : self.n_scaled], x[:, self.n_scaled :]], dim=1)
         if autocast_bf16:
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
                 f = self.net(inp, c_noise)

@@ -1,0 +1,237 @@
+"""c2s_cli.series: 4-D series with the other volumes as context (issue 31).
+
+Properties: neighbours are the nearest in q-space (antipodal directions coincide, b = 0 volumes are each other's
+nearest) or in time; pools are the rest of the shell; the widened network computes exactly the shipped one until
+trained; in training only the target's slices are re-corrupted (the context keeps its own, independent noise, which
+keeps GDSM exact); the context's fast path equals the target domain's own map; the prediction from the other volumes
+does not carry the target's noise; with no training the series mode is the volume-by-volume result, bit for bit; a
+short training is deterministic and one-line errors come before any compute.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from c2s_bench.phantoms import head_phantom, rician
+from c2s_cli import series
+from c2s_cli.config import GDSMConfig, ModelConfig
+from c2s_cli.errors import UsageError
+from c2s_cli.losses import GDSMLoss
+from c2s_cli.model import Precond
+from c2s_cli.noise.domain import NoiseDomain
+
+
+def _table() -> tuple[np.ndarray, np.ndarray]:
+    bvals = np.array([0, 1000, 1000, 1000, 0, 2000, 2000, 5, 1020], np.float64)
+    bvecs = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [-0.99, 0.141, 0], [0, 0, 0], [1, 0, 0], [0, 0, 1],
+                      [0, 0, 0], [0, 0.995, 0.0998]], np.float64)
+    return bvals, bvecs
+
+
+def test_shells_and_pools() -> None:
+    bvals, _ = _table()
+    sh = series.shells(bvals)
+    assert sh[0] == sh[4] == sh[7] == 0  # b ≤ 50: b = 0
+    assert sh[1] == sh[2] == sh[3] == sh[8] != sh[5] == sh[6] != 0  # 1020 joins the 1000 shell
+    pools = series.pools(len(bvals), bvals)
+    assert sorted(pools[0].tolist()) == [4, 7] and sorted(pools[1].tolist()) == [2, 3, 8]
+    assert all(t not in p for t, p in enumerate(pools))
+    assert sorted(series.pools(4)[2].tolist()) == [0, 1, 3]  # no table: the whole series but itself
+
+
+def test_neighbours_in_q_space_and_in_time() -> None:
+    bvals, bvecs = _table()
+    nb = series.neighbours(len(bvals), 2, bvals, bvecs)
+    assert nb.shape == (9, 2)
+    assert set(nb[0].tolist()) == {4, 7}  # the b = 0 volumes are each other's nearest
+    assert nb[1, 0] == 3  # −x is x (antipodal symmetry), nearer than y
+    assert nb[2, 0] == 8  # y at b 1000 nearest to y at b 1020
+    assert nb[5, 0] == 1  # x at b 2000: x at b 1000 is nearer than z at b 2000
+    assert all(t not in row for t, row in enumerate(nb))
+    assert series.neighbours(6, 4)[2].tolist() == [1, 3, 0, 4]  # time: t − 1, t + 1, t − 2, t + 2
+    assert series.neighbours(3, 5)[0].tolist() == [1, 2, 1, 2, 1]  # fewer volumes than k: repeated
+    with pytest.raises(ValueError, match="at least 2"):
+        series.neighbours(1, 2)
+
+
+def test_widened_network_is_the_shipped_one_until_trained() -> None:
+    torch.manual_seed(0)
+    base = Precond(ModelConfig(context=1, channels=(8, 16), emb_dim=16)).eval()
+    for p in base.parameters():  # FiLM starts at zero: make every path count
+        p.data.add_(0.05 * torch.randn_like(p))
+    wide = series.widen(base, 3).eval()
+    assert wide.cfg.volumes == 3 and wide.cfg.in_channels == base.cfg.in_channels + 3
+    x = torch.rand(2, 3, 24, 24)
+    sigma = torch.tensor([0.1, 0.2])
+    with torch.no_grad():
+        ref = base(x, sigma)
+        a = wide(torch.cat([x, torch.rand(2, 3, 24, 24)], 1), sigma)
+        b = wide(torch.cat([x, 10 * torch.rand(2, 3, 24, 24)], 1), sigma)
+    assert torch.equal(a, b) and torch.allclose(a, ref, atol=1e-6)
+    with pytest.raises(ValueError, match="already"):
+        series.widen(wide, 1)
+    shared = series.widen(base, 3, share=0.5).eval()
+    with torch.no_grad():  # half the centre slice's weights read the prediction channel: same output when it equals it
+        same = shared(torch.cat([x, x[:, 1:2], torch.rand(2, 2, 24, 24)], 1), sigma)
+    assert torch.allclose(same, ref, atol=1e-5)
+
+
+def test_only_the_target_slices_are_recorrupted() -> None:
+    """GDSM with context: x_t = y + τ·n on the 2·context + 1 target slices; the context channels reach the network
+    as observed (their noise is independent of the target's), scaled by c_in like the target."""
+    torch.manual_seed(0)
+    net = series.widen(Precond(ModelConfig(context=1, channels=(8, 16), emb_dim=16)), 2)
+    seen = {}
+
+    def spy(module, args):  # type: ignore[no-untyped-def]
+        seen["inp"] = args[0].detach().clone()
+
+    net.net.register_forward_pre_hook(spy)
+    y = torch.rand(4, 3 + 2, 16, 16)
+    sd = torch.full((4,), 0.1)
+    GDSMLoss(GDSMConfig())(net, y, sd, torch.ones(4, 1, 16, 16), generator=torch.Generator().manual_seed(1))
+    inp = seen["inp"]
+    c_in = inp[:, 3:] / y[:, 3:]  # the same factor on both context channels of a sample
+    assert torch.allclose(c_in, c_in[:, :1, :1, :1].expand_as(c_in), rtol=1e-5)
+    target_scaled = inp[:, :3] / c_in[:, :1, :1, :1].unsqueeze(1)[:, 0]
+    assert (target_scaled - y[:, :3]).abs().mean() > 0.01  # the target slices were re-corrupted
+    lo, hi = 1 / np.sqrt(2 * 0.1**2 + 0.5**2), 1 / np.sqrt(0.1**2 + 0.5**2)  # c_in at σ_t in [σ_d, √2·σ_d] (T = 1)
+    assert all(lo - 1e-5 <= float(v) <= hi + 1e-5 for v in c_in[:, 0, 0, 0])
+
+
+def _series(t: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    clean = head_phantom((40, 40, 8), seed=seed) * 1000
+    rng = np.random.default_rng(seed)
+    weights = 0.5 + 0.5 * rng.random(t)  # a low-rank series: the same anatomy at T intensities
+    stack = np.stack([clean * w for w in weights], 3)
+    noisy = np.stack([rician(stack[..., k], 30.0, seed=100 + k) for k in range(t)], 3)
+    return stack.astype(np.float32), noisy.astype(np.float32)
+
+
+def test_context_fast_path_and_prediction() -> None:
+    _, noisy = _series()
+    frames = [noisy[..., k] for k in range(noisy.shape[3])]
+    doms = [NoiseDomain.fit(f, 30.0) for f in frames]  # one σ: the shared (fast) path
+    ctx = series.SeriesContext(frames, doms, series.neighbours(10, 2), series.pools(10))
+    assert ctx.shared
+    fast = ctx(3)
+    slow = series.SeriesContext(frames, [NoiseDomain.fit(f, 30.0 + 1e-9 * k) for k, f in enumerate(frames)],
+                                series.neighbours(10, 2), series.pools(10))
+    assert not slow.shared
+    for a, b in zip(fast, slow(3)):
+        assert np.allclose(a, b, atol=1e-4)
+    assert np.allclose(fast[2], doms[3].forward(frames[2]), atol=1e-5)  # neighbour t − 1 in t's units
+    # the prediction from the others: much closer to the clean target than the noisy target is, and it does not
+    # follow the target's own noise (another noise draw of the target moves it by a fifth of σ at most, the target
+    # itself by about σ: only the block weights, p numbers over N voxels, see it)
+    clean, _ = _series()
+    obj = clean[..., 3] > 200
+    pred = doms[3].inverse(fast[0])
+    assert np.sqrt(np.mean((pred - clean[..., 3])[obj] ** 2)) < 0.6 * np.sqrt(np.mean((noisy[..., 3] - clean[..., 3])[obj] ** 2))
+    other = list(frames)
+    other[3] = rician(clean[..., 3], 30.0, seed=999).astype(np.float32)
+    moved = series.SeriesContext(other, doms, series.neighbours(10, 2), series.pools(10))(3)[0]
+    assert np.abs(doms[3].inverse(moved) - pred)[obj].mean() < 0.2 * 30.0
+    assert np.abs(other[3] - frames[3])[obj].mean() > 0.7 * 30.0
+
+
+def test_denoise_series_without_training_is_volume_by_volume(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    from c2s_cli.api import Denoiser
+
+    _, noisy = _series(t=4)
+    den = Denoiser(str(tiny_model), "cpu")
+    ref = den.denoise(noisy)
+    out = den.denoise_series(noisy, steps=0)
+    assert out.shape == noisy.shape and np.array_equal(out, ref)
+
+
+def test_denoise_series_trains_deterministically(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    from c2s_cli.api import Denoiser
+    from c2s_cli.records import DenoiseReport
+
+    _, noisy = _series(t=4)
+    bvals = np.array([0, 1000, 1000, 1000.0])
+    bvecs = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1.0]])
+    den = Denoiser(str(tiny_model), "cpu")
+    rep = DenoiseReport()
+    a = den.denoise_series(noisy, bvals=bvals, bvecs=bvecs, steps=3, report=rep)
+    b = den.denoise_series(noisy, bvals=bvals, bvecs=bvecs, steps=3)
+    assert np.array_equal(a, b) and np.isfinite(a).all()
+    assert not np.array_equal(a, den.denoise_series(noisy, bvals=bvals, bvecs=bvecs, steps=0))
+    assert len(rep.domains) == 4 and rep.seconds["training"] > 0
+    with pytest.raises(UsageError, match="4-D") as e:
+        den.denoise_series(noisy[..., 0], steps=0)
+    assert e.value.param == "series_mode"
+    with pytest.raises(UsageError, match="bvals") as e:
+        den.denoise_series(noisy, bvals=bvals[:3], steps=0)
+    assert e.value.param == "bvals"
+    with pytest.raises(UsageError, match="series_neighbours"):
+        den.denoise_series(noisy, neighbours=20, steps=0)
+
+
+def _write_series(tmp_path, with_table: str = "both"):  # type: ignore[no-untyped-def]
+    import nibabel as nib
+
+    _, noisy = _series(t=4)
+    src = tmp_path / "dwi.nii.gz"
+    nib.save(nib.Nifti1Image(noisy, np.diag([2.0, 2.0, 2.0, 1.0])), str(src))
+    if with_table in ("both", "bval"):
+        (tmp_path / "dwi.bval").write_text("0 1000 1000 1000\n")
+    if with_table in ("both", "bvec"):
+        (tmp_path / "dwi.bvec").write_text("0 1 0 0\n0 0 1 0\n0 0 0 1\n")
+    return src
+
+
+def test_cli_context_mode_reads_the_gradient_table(tmp_path, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from conftest import c2s, one_error_line
+
+    src = _write_series(tmp_path)
+    before = src.read_bytes()
+    out = tmp_path / "out.nii.gz"
+    r = c2s("denoise", str(src), "-o", str(out), "--model", str(tiny_model), "--series-mode", "context",
+            "--series-steps", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["series_mode"] == "context"
+    assert rec["series_context"] == {"neighbours_in": "q-space (.bval / .bvec)", "training_steps": 2}
+    import nibabel as nib
+
+    assert nib.load(str(out)).shape == (40, 40, 8, 4) and src.read_bytes() == before
+    (tmp_path / "dwi.bvec").unlink()
+    r = c2s("denoise", str(src), "-o", str(tmp_path / "o2.nii.gz"), "--model", str(tiny_model), "--series-mode",
+            "context")
+    one_error_line(r, 4, "dwi.bvec: missing")
+    assert not (tmp_path / "o2.nii.gz").exists()
+
+
+def test_cli_context_mode_refuses_what_it_cannot_do(tmp_path, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    from conftest import c2s, one_error_line
+
+    src = _write_series(tmp_path, "none")
+    for extra, needle in ((["--planes", "axial,coronal"], "planes is not available"), (["--tta", "2"], "tta is not"),
+                          (["--series-mode", "both"], "--series-mode must be")):
+        args = ["--series-mode", "context", *extra] if extra[0] != "--series-mode" else extra
+        r = c2s("denoise", str(src), "-o", str(tmp_path / "o.nii.gz"), "--model", str(tiny_model), *args)
+        one_error_line(r, 2, needle)
+
+
+def test_local_predictions_are_unbiased() -> None:
+    """Noiseless low-rank frames are predicted exactly from the others; with noise, the errors-in-variables weights
+    keep the contrast (slope of the prediction against the clean frame ≈ 1), where ordinary least squares shrinks it."""
+    rng = np.random.default_rng(0)
+    basis = rng.random((3, 16, 16, 16)).astype(np.float32) * 10
+    mix = rng.random((12, 3)).astype(np.float32)
+    clean = np.einsum("tk,kxyz->txyz", mix, basis)
+    valid = np.ones(clean.shape[1:], bool)
+    pred = series.local_predictions(clean, valid, np.zeros(12), block=8)
+    assert np.abs(pred - clean).max() < 2e-3 * np.abs(clean).max()
+    noisy = clean + rng.standard_normal(clean.shape).astype(np.float32)
+    pred = series.local_predictions(noisy, valid, np.ones(12), block=8)
+    c = clean[5] - clean[5].mean()
+    slope = float((c * (pred[5] - pred[5].mean())).sum() / (c * c).sum())
+    assert abs(slope - 1) < 0.05
+    assert np.mean((pred[5] - clean[5]) ** 2) < 0.5 * np.mean((noisy[5] - clean[5]) ** 2)
