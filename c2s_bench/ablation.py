@@ -29,9 +29,9 @@ from c2s_bench.quality import bench_cfg
 from c2s_cli.checkpoint import load_model
 from c2s_cli.data import make_train_volume
 from c2s_cli.infer import denoise_array
+from c2s_cli.loop import train
 from c2s_cli.noise.domain import NoiseDomain
 from c2s_cli.noise.estimate import estimate_noise
-from c2s_cli.loop import train
 
 VARIANTS = {
     "default (T=2, α=−1, β=1, ρ=0, context 1)": {},

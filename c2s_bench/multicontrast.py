@@ -26,9 +26,9 @@ from c2s_bench.quality import bench_cfg
 from c2s_cli.checkpoint import load_model
 from c2s_cli.data import make_train_volume
 from c2s_cli.infer import denoise_frame
+from c2s_cli.loop import train
 from c2s_cli.noise.domain import NoiseDomain
 from c2s_cli.noise.estimate import estimate_noise
-from c2s_cli.loop import train
 
 
 def contrasts() -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from c2s_bench.harness import bm3d_slices, head_mask, load_mni_heldout, metrics, parser, run_header
+from c2s_bench.harness import anchor_rows, head_mask, load_mni_heldout, metrics, parser, run_header
 from c2s_bench.unseen import load
 from c2s_cli.api import Denoiser
 from c2s_cli.noise.estimate import estimate_noise
@@ -93,14 +93,7 @@ def main() -> None:
 
         record("noisy", noisy, 0.0)
         if name.startswith("varying"):
-            if "bm4d" in want:
-                import bm4d
-
-                t0 = time.perf_counter()
-                record("BM4D (true RMS σ)", bm4d.bm4d(noisy, sigma_psd=rms), time.perf_counter() - t0)
-            if "bm3d" in want:
-                t0 = time.perf_counter()
-                record("BM3D slice-wise (true RMS σ)", bm3d_slices(noisy, rms), time.perf_counter() - t0)
+            anchor_rows(record, noisy, rms, want, "true RMS σ")
         t0 = time.perf_counter()
         record("c2s --sigma-map none (one σ, whole-scan estimate)", den.denoise(noisy, noise="none"),
                time.perf_counter() - t0)

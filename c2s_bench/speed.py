@@ -187,9 +187,9 @@ def train_to_pass_bm3d(data: Path, steps: int) -> dict[str, object]:
     from c2s_bench.quality import bench_cfg, load_cases
     from c2s_cli.data import make_train_volume
     from c2s_cli.infer import denoise_array
+    from c2s_cli.loop import train
     from c2s_cli.noise.domain import NoiseDomain
     from c2s_cli.noise.estimate import estimate_noise
-    from c2s_cli.loop import train
 
     clean = load_cases(data)["mni"]
     noisy = rician(clean, 0.05, seed=100)

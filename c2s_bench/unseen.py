@@ -40,7 +40,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from c2s_bench.harness import bm3d_slices, head_mask, load_mni_heldout, metrics, parser, rician, run_header
+from c2s_bench.harness import anchor_rows, head_mask, load_mni_heldout, metrics, parser, rician, run_header
 from c2s_cli.api import Denoiser
 from c2s_cli.config import PLANES
 from c2s_cli.noise.estimate import estimate_noise
@@ -121,14 +121,7 @@ def main() -> None:
             save()
 
         record("noisy", noisy, 0.0)
-        if "bm4d" in want:
-            import bm4d
-
-            t0 = time.perf_counter()
-            record("BM4D (true σ)", bm4d.bm4d(noisy, sigma_psd=level), time.perf_counter() - t0)
-        if "bm3d" in want:
-            t0 = time.perf_counter()
-            record("BM3D slice-wise (true σ)", bm3d_slices(noisy, level), time.perf_counter() - t0)
+        anchor_rows(record, noisy, level, want)
         if "c2s" in want:
             t0 = time.perf_counter()
             out = den.denoise(noisy)

@@ -118,6 +118,7 @@ def train(
     evaluate: Callable[[Precond], float] | None = None,
     objectives: Sequence[Callable[[Any, torch.Generator, int], torch.Tensor]] = (),
     sampler: Any | None = None,
+    gdsm: bool = True,
 ) -> TrainResult:
     """Train a C2S denoiser and write its EMA weights to ``out_model``.
 
@@ -197,13 +198,17 @@ def train(
     step = start
     try:
         for step in range(start, t.steps):
-            y, sd, mask = sampler.sample(t.batch_size, gen)
-            y = y.to(device).contiguous(memory_format=torch.channels_last) if planar else y.to(device)
-            sd, mask = sd.to(device), mask.to(device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step)
-            loss_map = loss_fn(net, y, sd, mask, generator=gen, autocast_bf16=t.bf16)
-            loss = loss_map.sum() / mask.sum().clamp_min(1.0)
+            loss = torch.zeros((), device=device)
+            if gdsm:
+                y, sd, mask = sampler.sample(t.batch_size, gen)
+                y = y.to(device).contiguous(memory_format=torch.channels_last) if planar else y.to(device)
+                sd, mask = sd.to(device), mask.to(device)
+                loss_map = loss_fn(net, y, sd, mask, generator=gen, autocast_bf16=t.bf16)
+                loss = loss_map.sum() / mask.sum().clamp_min(1.0)
+            elif not objectives:
+                raise ValueError("gdsm=False needs objectives")
             for objective in objectives:
                 loss = loss + objective(net, gen, t.batch_size)
             optimizer_step(opt, params, loss, t.grad_clip, step)

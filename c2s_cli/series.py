@@ -127,7 +127,7 @@ class SeriesContext:
                                                              for f, d in zip(self.frames, self.domains)]
             valid = np.ones(np.shape(stab[0]), bool)
             for f in self.frames:
-                valid &= np.asarray(f) > 0
+                valid &= np.asarray(f) != 0  # as valid_mask: signed (complex-demodulated) data too
             noise_var = np.array([(d.sigma_d * d.scale) ** 2 for d in self.domains])
             self.predictions = local_predictions(np.stack(stab, 0), valid, noise_var, self.block)
         return self.predictions[t]

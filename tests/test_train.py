@@ -15,6 +15,7 @@ from c2s_cli.infer import denoise_array
 from c2s_cli.noise.domain import NoiseDomain
 from c2s_cli.noise.estimate import estimate_noise
 from c2s_cli.loop import train
+from c2s_cli.model import Precond
 
 
 def _volume(y: np.ndarray, sigma: float, planes: tuple[str, ...]):  # type: ignore[no-untyped-def]
@@ -133,3 +134,30 @@ def test_paired_targets_are_cropped_and_augmented_with_the_input(invert: float) 
     assert torch.equal(y, y2) and torch.equal(sd, sd2) and torch.equal(m, m2)
     with pytest.raises(ValueError, match="targets"):
         PatchSampler([v], patch=16, context=2, augment=True).sample_pairs(2, torch.Generator())
+
+
+def test_one_loop_takes_objectives_without_gdsm() -> None:
+    """Issue 30: the research peers train through the one loop with their own objective (gdsm=False): each step
+    calls the objective once, draws nothing for GDSM, and the EMA weights move; without objectives it refuses."""
+    clean = head_phantom((32, 32, 8), seed=1)
+    vol = _volume(rician(clean, 0.1, seed=2), 0.1, ("axial",))
+    cfg = RunConfig(model=ModelConfig(channels=(8, 16), emb_dim=16),
+                    train=TrainConfig(steps=4, batch_size=2, patch_size=16, val_fraction=0.0, log_every=2))
+    calls = []
+    x = torch.rand(2, 3, 16, 16)
+
+    def objective(net, gen, batch):  # type: ignore[no-untyped-def]
+        calls.append(batch)
+        return ((net(x, torch.full((2,), 0.1)) - 0.5) ** 2).mean()
+
+    class NoDraw:
+        def sample(self, *a):  # type: ignore[no-untyped-def]
+            raise AssertionError("GDSM batch drawn with gdsm=False")
+
+    torch.manual_seed(0)
+    start = [p.detach().clone() for p in Precond(cfg.model).parameters()]  # what train() builds after the same seed
+    res = train(cfg, [vol], None, None, data_summary={}, objectives=[objective], sampler=NoDraw(), gdsm=False)
+    assert calls == [2, 2, 2, 2]
+    assert any(not torch.equal(a, b) for a, b in zip(start, res.model.parameters()))
+    with pytest.raises(ValueError, match="needs objectives"):
+        train(cfg, [vol], None, None, data_summary={}, gdsm=False)

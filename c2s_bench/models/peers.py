@@ -13,7 +13,6 @@ the same patches, optimiser, schedule, EMA and number of steps as c2s; only the 
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 
@@ -24,7 +23,6 @@ import torch.nn.functional as F
 from c2s_cli.config import ModelConfig, RunConfig
 from c2s_cli.data import PatchSampler, TrainVolume, slice_stack
 from c2s_cli.model import Precond
-from c2s_cli.loop import ema_update, lr_at, optimizer_step
 
 
 def _n2s_loss(net: Precond, y: torch.Tensor, sd: torch.Tensor, mask: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -85,6 +83,24 @@ def _r2r_loss(net: Precond, y: torch.Tensor, sd: torch.Tensor, mask: torch.Tenso
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {"noise2self": _n2s_loss, "neighbor2neighbor": _nb2nb_loss, "r2r": _r2r_loss}
 
 
+class PeerObjective:
+    """One peer's loss as an objective of the one training loop (``c2s_cli.loop.train(..., gdsm=False)``): it draws
+    its own batch (noisy patches, or noisy and clean pairs for Noise2True) and returns the scalar loss."""
+
+    def __init__(self, method: str, sampler: PatchSampler, pairs: _PairSampler | None) -> None:
+        if method == "noise2true" and pairs is None:
+            raise ValueError("noise2true needs the clean volumes")
+        self.method, self.sampler, self.pairs = method, sampler, pairs
+
+    def __call__(self, net: Precond, gen: torch.Generator, batch: int) -> torch.Tensor:
+        if self.method == "noise2true":
+            assert self.pairs is not None
+            y, x, sd, mask = self.pairs.sample(batch, gen)
+            return (((net(y, sd) - x) ** 2) * mask).sum() / mask.sum().clamp_min(1)
+        y, sd, mask = self.sampler.sample(batch, gen)
+        return LOSSES[self.method](net, y, sd, mask, gen)
+
+
 def train_peer(
     method: str,
     noisy: list[TrainVolume],
@@ -92,32 +108,15 @@ def train_peer(
     *,
     clean: list[TrainVolume] | None = None,
 ) -> Precond:
-    """Train ``method`` ('noise2self', 'neighbor2neighbor', 'r2r' or 'noise2true') with c2s's training recipe."""
+    """Train ``method`` ('noise2self', 'neighbor2neighbor', 'r2r' or 'noise2true') with c2s's training recipe and its
+    one training loop (the same schedule, clipping and EMA); returns the EMA model."""
+    from c2s_cli.loop import train
+
     t = cfg.train
-    torch.manual_seed(t.seed)
-    gen = torch.Generator().manual_seed(t.seed)
-    model = Precond(cfg.model).train()
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sampler = PatchSampler(noisy, patch=t.patch_size, context=cfg.model.context, augment=False)
-    pair_sampler = None
-    if method == "noise2true":
-        assert clean is not None
-        pair_sampler = _PairSampler(noisy, clean, t.patch_size, cfg.model.context)
-    decay = 0.5 ** (1.0 / max(1, t.ema_halflife))
-    for step in range(t.steps):
-        for grp in opt.param_groups:
-            grp["lr"] = lr_at(cfg, step)
-        if method == "noise2true":
-            assert pair_sampler is not None
-            y, x, sd, mask = pair_sampler.sample(t.batch_size, gen)
-            loss = (((model(y, sd) - x) ** 2) * mask).sum() / mask.sum().clamp_min(1)
-        else:
-            y, sd, mask = sampler.sample(t.batch_size, gen)
-            loss = LOSSES[method](model, y, sd, mask, gen)
-        optimizer_step(opt, list(model.parameters()), loss, t.grad_clip, step)
-        ema_update(ema, model, step, decay)
-    return ema
+    pairs = _PairSampler(noisy, clean, t.patch_size, cfg.model.context) if clean is not None else None
+    return train(cfg, noisy, None, None, data_summary={}, objectives=[PeerObjective(method, sampler, pairs)],
+                 gdsm=False).model
 
 
 class _PairSampler:
