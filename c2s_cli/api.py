@@ -271,6 +271,7 @@ class Denoiser:
         lr: float = 5e-4,
         seed: int = 0,
         share: float = 0.0,
+        strength: float = 1.0,
         sigma: float | None = None,
         noise: str = "default",
         use_vst: bool | None = None,
@@ -289,6 +290,7 @@ class Denoiser:
             neighbours: nearest volumes given as context (plus the prediction from the others and the pooled mean).
             steps, lr, seed: the training on the series (0 steps: the widened network untrained, i.e. this model).
             fitted: the series' noise fit already made (:meth:`fit_noise`); then ``sigma`` and ``noise`` are not used.
+            strength: multiplies σ_d for the network's conditioning at inference (as in :meth:`denoise`).
         Returns:
             (X, Y, Z, T) float32 in image units.
         """
@@ -302,6 +304,8 @@ class Denoiser:
         for name, arr, shape in (("bvals", bvals, (n,)), ("bvecs", bvecs, (n, 3))):
             if arr is not None and np.shape(arr) != shape:
                 raise UsageError(f"{name}: {np.shape(arr)} for {n} volumes (want {shape})", param=name)
+        if not strength > 0:
+            raise UsageError(f"strength must be > 0, got {strength}", param="strength")
         cfg = series.SeriesConfig(neighbours=neighbours, steps=steps, lr=lr, seed=seed, share=share)
         try:
             cfg.validate()
@@ -324,7 +328,7 @@ class Denoiser:
         report.seconds["training"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = series.denoise_series(model.to(self.device), ctx, slice_axis=axis, batch_size=self.batch_size,
-                                    device=self.device, bf16=self.bf16, on_volume=on_volume)
+                                    device=self.device, bf16=self.bf16, on_volume=on_volume, strength=strength)
         if not all_finite(out):
             raise C2SError("the network produced NaN or infinite values")
         report.seconds["inference"] = time.perf_counter() - t0

@@ -378,7 +378,9 @@ def run_participant(
         write_json_atomic(side_path, {**source_sidecar(bf, bids_dir),
                                       "Sources": [f"bids:raw:{bf.path.relative_to(bids_dir).as_posix()}"],
                                       "C2S": {k: result[k] for k in ("model", "sha256", "noise", "warnings", "tta",
-                                                                     "planes", "seconds", "clipped_voxels")}})
+                                                                     "planes", "seconds", "clipped_voxels",
+                                                                     "series_mode", "series_context")
+                                             if result.get(k) is not None}})
         if bf.suffix == "dwi":
             for ext in (".bval", ".bvec"):
                 src = bf.path.with_name(bf.path.name.removesuffix(bf.extension) + ext)

@@ -209,7 +209,7 @@ def run_file(
         if context:
             result = worker.denoise_series(
                 vol, bvals=table[0] if table else None, bvecs=table[1] if table else None, steps=o.series_steps,
-                slice_axis=axis, fitted=fitted, report=rep,
+                strength=o.strength, slice_axis=axis, fitted=fitted, report=rep,
                 on_log=(lambda r: on_progress("train", r["step"], o.series_steps)) if on_progress else None,
                 on_volume=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None)
         else:

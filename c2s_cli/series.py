@@ -285,8 +285,9 @@ def train_on_series(
 def denoise_series(
     model: Precond, context: SeriesContext, *, slice_axis: int = 2, batch_size: int | None = None,
     device: torch.device | None = None, bf16: bool = False, on_volume: Callable[[int, int], None] | None = None,
+    strength: float = 1.0,
 ) -> NDArray[np.float32]:
-    """x̂_t = D(y_t, context_t, σ_d) for every volume of the series (image units, (X, Y, Z, T))."""
+    """x̂_t = D(y_t, context_t, strength·σ_d) for every volume of the series (image units, (X, Y, Z, T))."""
     from c2s_cli.infer import denoise_frame
 
     frames = context.frames
@@ -295,7 +296,7 @@ def denoise_series(
     for t, (frame, dom) in enumerate(zip(frames, context.domains)):
         guides = [(c, unit) for c in context(t)]
         out[..., t] = denoise_frame(model, frame, dom, axes=(slice_axis,), guides=guides, batch_size=batch_size,
-                                    device=device, bf16=bf16)
+                                    device=device, bf16=bf16, strength=strength)
         if on_volume:
             on_volume(t + 1, len(frames))
     return out

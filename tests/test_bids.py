@@ -318,3 +318,16 @@ def test_the_qc_report_is_one_a_lab_can_sign_off(raw: Path, tiny_model: Path) ->
     assert sorted(dom.articles) == ["failed", "ok", "ok", "ok", "ok"]
     assert len(dom.text["noise"]) >= 4 and all("σ = " in t for t in dom.text["noise"] if t.startswith("σ"))
     assert len(dom.imgs) == 4 and all((out / src).is_file() for src in dom.imgs)
+
+
+def test_dwi_series_mode_context(raw: Path, tiny_model: Path) -> None:
+    """Issue 31: c2s bids takes --series-mode; a dwi series is denoised with its other volumes as context, its
+    neighbours in q-space from the dataset's bval / bvec, and the sidecar says so; anatomy stays 3-D."""
+    out = raw / "derivatives" / "c2s"
+    r = c2s("bids", str(raw), str(out), "participant", "--model", str(tiny_model), "--participant-label", "01",
+            "--series-mode", "context", "--series-steps", "2")
+    assert r.returncode == 0, r.stderr
+    c2s_block = json.loads((out / "sub-01/dwi/sub-01_desc-c2s_dwi.json").read_text())["C2S"]
+    assert c2s_block["series_mode"] == "context"
+    assert c2s_block["series_context"]["neighbours_in"].startswith("q-space")
+    assert "series_mode" not in json.loads((out / "sub-01/anat/sub-01_desc-c2s_T1w.json").read_text())["C2S"]

@@ -235,3 +235,14 @@ def test_local_predictions_are_unbiased() -> None:
     slope = float((c * (pred[5] - pred[5].mean())).sum() / (c * c).sum())
     assert abs(slope - 1) < 0.05
     assert np.mean((pred[5] - clean[5]) ** 2) < 0.5 * np.mean((noisy[5] - clean[5]) ** 2)
+
+
+def test_series_strength_is_passed_and_checked(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    from c2s_cli.api import Denoiser
+
+    _, noisy = _series(t=4)
+    den = Denoiser(str(tiny_model), "cpu")
+    assert np.array_equal(den.denoise_series(noisy, steps=0, strength=0.7), den.denoise(noisy, strength=0.7))
+    with pytest.raises(UsageError, match="strength") as e:
+        den.denoise_series(noisy, steps=0, strength=0)
+    assert e.value.param == "strength"

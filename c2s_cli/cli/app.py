@@ -168,6 +168,8 @@ PrecisionOpt = Annotated[str, typer.Option(
     help="auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32 or bf16.", envvar="C2S_PRECISION")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Slices per forward pass (the output does not depend on it).")]
 SeriesOpt = Annotated[Optional[str], typer.Option(help="DICOM series to use (UID or SeriesNumber).")]
+SeriesModeOpt = Annotated[str, typer.Option("--series-mode", help="A 4-D series: 'volumes' denoises each volume alone; 'context' gives each volume the other volumes as input (nearest in q-space from the .bval/.bvec beside a NIfTI, else in time; the prediction from all of them; the shell mean) after self-supervised training on the series itself.")]
+SeriesStepsOpt = Annotated[int, typer.Option("--series-steps", min=0, help="Training steps on the series with --series-mode context.")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="More detail; tracebacks on errors.")]
 
 

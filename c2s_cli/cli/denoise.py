@@ -11,7 +11,7 @@ import typer
 import dataclasses
 
 from c2s_cli._version import __version__
-from c2s_cli.cli.app import BatchSizeOpt, DeviceOpt, PrecisionOpt, QuietOpt, SeriesOpt, ThreadsOpt, VerboseOpt, _guarded, _Log, _message, _planes, _start, app
+from c2s_cli.cli.app import BatchSizeOpt, DeviceOpt, PrecisionOpt, QuietOpt, SeriesModeOpt, SeriesOpt, SeriesStepsOpt, ThreadsOpt, VerboseOpt, _guarded, _Log, _message, _planes, _start, app
 from c2s_cli.errors import EXIT_PARTIAL, UsageError
 
 
@@ -44,8 +44,8 @@ def denoise(
     mask: Annotated[Optional[Path], typer.Option(help="NIfTI mask on the input's grid: voxels outside are returned unchanged.")] = None,
     guide: Annotated[Optional[list[Path]], typer.Option(help="Co-registered other contrast(s) for a multi-contrast model.")] = None,
     adapt: Annotated[int, typer.Option(min=0, help="Fine-tune the model on each input for this many steps first.")] = 0,
-    series_mode: Annotated[str, typer.Option("--series-mode", help="A 4-D series: 'volumes' denoises each volume alone; 'context' gives each volume the other volumes as input (nearest in q-space from the .bval/.bvec beside a NIfTI, else in time; the prediction from all of them; the shell mean) after self-supervised training on the series itself.")] = "volumes",
-    series_steps: Annotated[int, typer.Option("--series-steps", min=0, help="Training steps on the series with --series-mode context.")] = 400,
+    series_mode: SeriesModeOpt = "volumes",
+    series_steps: SeriesStepsOpt = 400,
     force: Annotated[bool, typer.Option("--force", help="Replace existing outputs that c2s wrote (never anything else).")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose output exists.")] = False,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Continue after a failed input (exit 3).")] = False,
