@@ -201,6 +201,13 @@ def test_cli_context_mode_reads_the_gradient_table(tmp_path, tiny_model) -> None
     import nibabel as nib
 
     assert nib.load(str(out)).shape == (40, 40, 8, 4) and src.read_bytes() == before
+    # the noise map, as dwidenoise -noise gives it: the σ used per voxel and volume
+    smap = tmp_path / "sigma.nii.gz"
+    r = c2s("denoise", str(src), "-o", str(tmp_path / "o3.nii.gz"), "--model", str(tiny_model), "--series-mode",
+            "context", "--series-steps", "0", "--save-sigma-map", str(smap))
+    assert r.returncode == 0, r.stderr
+    sig = np.asarray(nib.load(str(smap)).dataobj)
+    assert sig.shape == (40, 40, 8, 4) and np.all(sig > 0) and 15 < float(np.median(sig)) < 60  # true σ 30
     (tmp_path / "dwi.bvec").unlink()
     r = c2s("denoise", str(src), "-o", str(tmp_path / "o2.nii.gz"), "--model", str(tiny_model), "--series-mode",
             "context")
