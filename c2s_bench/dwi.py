@@ -33,18 +33,16 @@ Usage: python -m c2s_bench.dwi [--data ../shared/data] [--threads 2] [--methods 
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from c2s_bench.harness import parser, run_header
+from c2s_bench.harness import parser, run_header, run_rows
 
 WM_TENSOR = (1.7e-3, 0.28e-3, 0.28e-3)
 D_GM, D_CSF, D_OUT = 0.85e-3, 3.0e-3, 1.0e-3
@@ -273,16 +271,8 @@ def main() -> None:
                            "wm_voxels": int((ph["brain"] & (truth[0] > 0.3)).sum()), "rows": []}
     print(f"phantom {ph['noisy'].shape}, σ {ph['sigma']:.2f}, brain {res['brain_voxels']} voxels, "
           f"WM (FA > 0.3) {res['wm_voxels']}", flush=True)
-    for name in args.methods.split(","):
-        t0 = time.perf_counter()
-        out, note = run_method(name, ph, args)
-        seconds = time.perf_counter() - t0
-        row = {"method": name, **scores(out, ph, truth), "fa_bias_wm": fa_bias(out, ph, truth),
-               "seconds": round(seconds, 1), "note": note}
-        res["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1))
+    run_rows(res, args.methods, lambda name: run_method(name, ph, args),
+             lambda out: {**scores(out, ph, truth), "fa_bias_wm": fa_bias(out, ph, truth)}, args.json)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,12 @@ Usage: python -m c2s_bench.fmri [--threads 2] [--methods noisy,dwidenoise,c2s-vo
 
 from __future__ import annotations
 
-import json
-import time
 from typing import Any
 
 import numpy as np
 
 from c2s_bench.dwi import dwidenoise, series_from_t1, t1_2mm
-from c2s_bench.harness import parser, run_header
+from c2s_bench.harness import parser, run_header, run_rows
 
 
 def phantom(data: Any, volumes: int = 60, noise: float = 0.03, effect: float = 0.02, seed: int = 7) -> dict[str, Any]:
@@ -112,14 +110,7 @@ def main() -> None:
     res: dict[str, Any] = {**run_header(args.threads), "shape": list(ph["noisy"].shape), "sigma": ph["sigma"],
                            "effect": args.effect, "active_voxels": int(ph["active"].sum()), "rows": []}
     print(f"phantom {ph['noisy'].shape}, σ {ph['sigma']:.2f}, {res['active_voxels']} active voxels", flush=True)
-    for name in args.methods.split(","):
-        t0 = time.perf_counter()
-        out, note = run_method(name, ph, args)
-        row = {"method": name, **scores(out, ph), "seconds": round(time.perf_counter() - t0, 1), "note": note}
-        res["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1))
+    run_rows(res, args.methods, lambda name: run_method(name, ph, args), lambda out: scores(out, ph), args.json)
 
 
 if __name__ == "__main__":

@@ -104,3 +104,22 @@ def anchor_rows(record: Any, noisy: np.ndarray, sigma: float, want: Any, what: s
     if "bm3d" in want:
         t0 = time.perf_counter()
         record(f"BM3D slice-wise ({what})", bm3d_slices(noisy, sigma), time.perf_counter() - t0)
+
+
+def run_rows(res: dict[str, Any], methods: str, run: Any, score: Any, path: Path) -> None:
+    """Run each comma-separated method side by side in this process: ``run(name) -> (output, note)``, timed, scored
+    by ``score(output) -> dict``, appended to ``res["rows"]``, printed as one JSON line and saved to ``path`` after
+    every row (an interrupted run keeps what it measured)."""
+    import json
+    import time
+
+    res.setdefault("rows", [])
+    for name in methods.split(","):
+        t0 = time.perf_counter()
+        out, note = run(name)
+        seconds = time.perf_counter() - t0
+        row = {"method": name, **score(out), "seconds": round(seconds, 1), "note": note}
+        res["rows"].append(row)
+        print(json.dumps(row), flush=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res, indent=1))
