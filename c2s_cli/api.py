@@ -59,6 +59,12 @@ def check_tta(tta: int) -> None:
         raise UsageError(str(exc), param="tta") from None
 
 
+def check_strength(strength: float) -> None:
+    """Refuse a conditioning strength that is not a positive number (a :class:`UsageError` naming ``strength``)."""
+    if not strength > 0:
+        raise UsageError(f"strength must be > 0, got {strength}", param="strength")
+
+
 def check_planes(planes: tuple[str, ...]) -> None:
     """:func:`c2s_cli.config.check_planes` as a :class:`UsageError` naming ``planes``."""
     try:
@@ -225,8 +231,7 @@ class Denoiser:
         if fitted is not None:  # else fit_noise checks it
             check_volume(data, name, vst_on=self.noise_model(use_vst, coils)[0])
         self.check_guides(len(guides or []))
-        if not strength > 0:
-            raise UsageError(f"strength must be > 0, got {strength}", param="strength")
+        check_strength(strength)
         check_tta(tta)
         check_planes(planes)
         report = report if report is not None else DenoiseReport()
@@ -270,7 +275,6 @@ class Denoiser:
         neighbours: int = 2,
         lr: float = 5e-4,
         seed: int = 0,
-        share: float = 0.0,
         strength: float = 1.0,
         sigma: float | None = None,
         noise: str = "default",
@@ -304,9 +308,8 @@ class Denoiser:
         for name, arr, shape in (("bvals", bvals, (n,)), ("bvecs", bvecs, (n, 3))):
             if arr is not None and np.shape(arr) != shape:
                 raise UsageError(f"{name}: {np.shape(arr)} for {n} volumes (want {shape})", param=name)
-        if not strength > 0:
-            raise UsageError(f"strength must be > 0, got {strength}", param="strength")
-        cfg = series.SeriesConfig(neighbours=neighbours, steps=steps, lr=lr, seed=seed, share=share)
+        check_strength(strength)
+        cfg = series.SeriesConfig(neighbours=neighbours, steps=steps, lr=lr, seed=seed)
         try:
             cfg.validate()
         except ValueError as exc:

@@ -11,10 +11,11 @@ mode denoises each volume ``t`` with, as extra input channels beside its 2·cont
 * its ``k`` nearest other volumes — in q-space for diffusion (q = √(b / b_max)·g, antipodally symmetric, so the b = 0
   volumes are each other's nearest), in time otherwise,
 
-all mapped to the target's network units by the target's noise domain. None of them holds the target's noise (the prediction's weights are fitted with the target, p ≈ T
-numbers per block of N = 512 voxels: a dependence of order √(p / N) of σ in the prediction, measured ≤ 0.2 σ in the
-tests, neglected), so the GDSM loss stays exact when only the target's slices are re-corrupted and the loss is on the target (Tu et al. 2025,
-Eq. 3; the minimiser is E[x₀ | x_t, context], which at τ → 0 is the posterior mean given the whole series).
+all mapped to the target's network units by the target's noise domain. None of them holds the target's noise (the
+prediction's weights are fitted with the target, p ≈ T numbers per block of N = 512 voxels: a dependence of order
+√(p / N) of σ in the prediction, measured ≤ 0.2 σ in the tests, neglected), so the GDSM loss stays exact when only the
+target's slices are re-corrupted and the loss is on the target (Tu et al. 2025, Eq. 3; the minimiser is
+E[x₀ | x_t, context], which at τ → 0 is the posterior mean given the whole series).
 
 The network is the shipped one, widened at its first convolution by zero weights for the new channels (so before
 training it is exactly the shipped network), then trained self-supervised on the series itself with the one training
@@ -104,9 +105,9 @@ class SeriesContext:
 
     Each frame is stabilised once (``domain.forward(frame) · domain.scale``: the VST with the frame's σ or σ map,
     before the per-volume scale). Where the frames share their σ (the series map, or one σ), that is the same map for
-    every frame, so volume j seen in volume t's units is that array divided by t's scale, and a shell's pooled mean is
-    its running sum less the target. Frames with different σ are mapped by the target's own domain instead (exact,
-    slower).
+    every frame, so volume j seen in volume t's units is that array divided by t's scale, and t's pooled mean is the
+    mean of its pool's stabilised arrays divided by t's scale. Frames with different σ are mapped by the target's own
+    domain instead (exact, slower). The predictions from the other volumes are made once, for the whole series.
     """
 
     def __init__(self, frames: Sequence[NDArray[np.floating]], domains: Sequence[NoiseDomain], nbrs: NDArray[np.int64],
@@ -163,7 +164,8 @@ def local_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise
     spread of pure noise): an errors-in-variables regression, local because the signal's dependence on direction
     differs from voxel to voxel (with blocks of 8: FA bias −0.03; Patch2Self regresses globally, MP-PCA is local but
     uses the target itself). The prediction of t never reads t's own values; its weights are fitted with them
-    (p numbers over N voxels: a dependence of order p / N). Cost: T batched p × p eigendecompositions per block.
+    (p numbers over N voxels: a dependence of order √(p / N) of σ). Cost: T batched p × p eigendecompositions per
+    block.
     """
     t_n = stab.shape[0]
     shp = stab.shape[1:]
@@ -209,12 +211,10 @@ def _same_noise(a: NoiseDomain, b: NoiseDomain) -> bool:
     return a.sigma == b.sigma
 
 
-def widen(model: Precond, volumes: int, share: float = 0.0) -> Precond:
-    """The shipped (or any context-free) network with ``volumes`` more input channels after its target slices.
-
-    ``share`` = 0: their first-layer weights are zero, so it computes exactly what ``model`` computes until trained.
-    ``share`` > 0: that fraction of the centre slice's first-layer weights moves to the first new channel (the
-    prediction from the other volumes): the network starts by reading a blend of the target and its prediction."""
+def widen(model: Precond, volumes: int) -> Precond:
+    """The shipped (or any context-free) network with ``volumes`` more input channels after its target slices, their
+    first-layer weights zero: it computes exactly what ``model`` computes until trained. (Starting the prediction
+    channel from half the centre slice's weights instead was measured and did not help: the note of 2026-12-03.)"""
     if model.cfg.volumes:
         raise ValueError(f"the model already takes {model.cfg.volumes} context volumes")
     cfg = dataclasses.replace(model.cfg, volumes=volumes)
@@ -225,11 +225,6 @@ def widen(model: Precond, volumes: int, share: float = 0.0) -> Precond:
     f2 = model.cfg.unshuffle**2
     at = model.n_target * f2
     new = torch.zeros(w.shape[0], volumes * f2, *w.shape[2:], dtype=w.dtype)
-    if share > 0:
-        centre = slice(model.cfg.context * f2, (model.cfg.context + 1) * f2)
-        new[:, :f2] = share * w[:, centre]
-        w = w.clone()
-        w[:, centre] *= 1 - share
     state[key] = torch.cat([w[:, :at], new, w[:, at:]], 1)
     out.load_state_dict(state)
     return out
@@ -237,14 +232,14 @@ def widen(model: Precond, volumes: int, share: float = 0.0) -> Precond:
 
 @dataclasses.dataclass(frozen=True)
 class SeriesConfig:
-    """The series mode's settings: ``neighbours`` nearest volumes (plus one pooled mean and one prediction) as context; ``steps`` of
-    self-supervised training on the series (batch 8, 64² patches, axial), learning rate ``lr``; ``seed``."""
+    """The series mode's settings: ``neighbours`` nearest volumes (plus one pooled mean and one prediction) as
+    context; ``steps`` of self-supervised training on the series (batch 8, 64² patches, axial), learning rate ``lr``;
+    ``seed``."""
 
     neighbours: int = 2
     steps: int = 400
     lr: float = 5e-4
     seed: int = 0
-    share: float = 0.0  # the centre slice's first-layer weights moved to the prediction channel at the start (widen)
 
     def validate(self) -> None:
         if not 0 <= self.neighbours <= 14:
@@ -265,7 +260,7 @@ def train_on_series(
     from c2s_cli.loop import train
 
     cfg.validate()
-    net = widen(model, cfg.neighbours + 2, cfg.share)
+    net = widen(model, cfg.neighbours + 2)
     rc = dataclasses.replace(
         run_config, model=net.cfg,
         train=dataclasses.replace(run_config.train, steps=cfg.steps, lr=cfg.lr, warmup=min(50, max(1, cfg.steps // 8)),
