@@ -276,6 +276,7 @@ class Denoiser:
         lr: float = 5e-4,
         seed: int = 0,
         strength: float = 1.0,
+        match_variance: bool = True,
         sigma: float | None = None,
         noise: str = "default",
         use_vst: bool | None = None,
@@ -295,6 +296,8 @@ class Denoiser:
             steps, lr, seed: the training on the series (0 steps: the widened network untrained, i.e. this model).
             fitted: the series' noise fit already made (:meth:`fit_noise`); then ``sigma`` and ``noise`` are not used.
             strength: multiplies σ_d for the network's conditioning at inference (as in :meth:`denoise`).
+            match_variance: with a gradient table, give each shell (of enough volumes for MP-PCA) the directional spread the data
+                show (:func:`c2s_cli.series.match_variance`: undoes the posterior mean's shrinkage of FA).
         Returns:
             (X, Y, Z, T) float32 in image units.
         """
@@ -309,7 +312,7 @@ class Denoiser:
             if arr is not None and np.shape(arr) != shape:
                 raise UsageError(f"{name}: {np.shape(arr)} for {n} volumes (want {shape})", param=name)
         check_strength(strength)
-        cfg = series.SeriesConfig(neighbours=neighbours, steps=steps, lr=lr, seed=seed)
+        cfg = series.SeriesConfig(neighbours=neighbours, steps=steps, lr=lr, seed=seed, match_variance=match_variance)
         try:
             cfg.validate()
         except ValueError as exc:
@@ -332,6 +335,8 @@ class Denoiser:
         t0 = time.perf_counter()
         out = series.denoise_series(model.to(self.device), ctx, slice_axis=axis, batch_size=self.batch_size,
                                     device=self.device, bf16=self.bf16, on_volume=on_volume, strength=strength)
+        if cfg.match_variance and bvals is not None:
+            series.match_variance(out, ctx, series.shell_groups(bvals))
         if not all_finite(out):
             raise C2SError("the network produced NaN or infinite values")
         report.seconds["inference"] = time.perf_counter() - t0

@@ -68,11 +68,13 @@ def read_sigma_map(path: Path, vol: Volume) -> NDArray[np.float32]:
     return m.data
 
 
-def gradient_table(vol: Volume, src: Path) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
-    """The diffusion gradient table of a 4-D NIfTI series from its ``.bval`` / ``.bvec`` beside it (both or none;
-    one without the other is an error), or None."""
-    from c2s_cli.io.gradients import read_gradient_table, sidecars
+def gradient_table(vol: Volume, src: Path) -> tuple[NDArray[np.float64], NDArray[np.float64], str] | None:
+    """The diffusion gradient table of a 4-D series and where it came from: a NIfTI's ``.bval`` / ``.bvec`` beside it
+    (both or none; one without the other is an error), a DICOM series' own diffusion attributes, or None."""
+    from c2s_cli.io.gradients import dicom_gradient_table, read_gradient_table, sidecars
 
+    if vol.kind == "dicom":
+        return dicom_gradient_table(vol.source, vol.data.shape[3])
     if vol.kind != "nifti":
         return None
     bval, bvec = sidecars(src)
@@ -82,7 +84,7 @@ def gradient_table(vol: Volume, src: Path) -> tuple[NDArray[np.float64], NDArray
                          f"give both or neither)", param="bvals")
     if not bval.is_file():
         return None
-    return read_gradient_table(bval, bvec, vol.data.shape[3])
+    return (*read_gradient_table(bval, bvec, vol.data.shape[3]), ".bval / .bvec")
 
 
 def noise_mode(o: DenoiseOptions) -> str:
@@ -261,7 +263,7 @@ def run_file(
         "clipped_voxels": clipped,
         "adapt_steps": o.adapt,
         "series_mode": o.series_mode if vol.data.ndim == 4 else None,
-        **({"series_context": {"neighbours_in": "q-space (.bval / .bvec)" if table else "time",
+        **({"series_context": {"neighbours_in": f"q-space ({table[2]})" if table else "time",
                                "training_steps": o.series_steps}} if context else {}),
         "tta": o.tta,
         "planes": list(o.planes),

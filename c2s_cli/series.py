@@ -89,6 +89,12 @@ def neighbours(n: int, k: int, bvals: NDArray[np.floating] | None = None,
     return np.tile(order, (1, reps))[:, :k].astype(np.int64)
 
 
+def shell_groups(bvals: NDArray[np.floating]) -> list[NDArray[np.int64]]:
+    """The volumes of each diffusion shell (b > 0), one index array per shell."""
+    sh = shells(bvals)
+    return [np.nonzero(sh == k)[0] for k in range(1, int(sh.max()) + 1)] if len(sh) else []
+
+
 def pools(n: int, bvals: NDArray[np.floating] | None = None) -> list[NDArray[np.int64]]:
     """For each volume, the other volumes whose mean is its pooled context: the rest of its shell (the whole series
     without a gradient table, or when the shell has no other member)."""
@@ -201,6 +207,66 @@ def local_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise
     return np.ascontiguousarray(out[:, : shp[0], : shp[1], : shp[2]])
 
 
+def match_variance(out: NDArray[np.float32], context: SeriesContext, groups: Sequence[NDArray[np.int64]], *,
+                   smooth: float = 1.0, max_gain: float = 2.0, margin_sd: float = 2.0) -> NDArray[np.float32]:
+    """Give each group's denoised volumes (a diffusion shell) the spread about their mean that the data show.
+
+    A posterior mean shrinks what varies from volume to volume — in a shell, the signal's dependence on direction —
+    towards the shell's mean, and a tensor fit then reads a lower FA (measured on the DWI phantom: −0.06 in white
+    matter). Constrained Bayes (Louis 1984; Ghosh 1992) restores the ensemble's spread instead. In stabilised units
+    (z_k = forward(y_k)·scale_k, where the noise is Gaussian with about one variance everywhere), per voxel over the
+    group's n volumes,
+
+        V_y = Σ_k (z_k − z̄)² / n − (n − 1)/n · s²      (the data's spread less the noise's)
+        V_x = Σ_k (ẑ_k − m)² / n                         (ẑ_k = expected(x̂_k)·scale_k, m their mean)
+        ẑ_k ← m + α·(ẑ_k − m),  α = clip(√((G * V_y − δ) / G * V_x), 1, max_gain),  x̂_k = inverse(ẑ_k / scale_k)
+
+    with G a Gaussian of ``smooth`` voxels over the valid voxels (one voxel's V_y from ~30 volumes is too noisy) and
+    δ ``margin_sd`` standard errors of G * V_y where there is only noise (so that a shell without directional signal
+    keeps α = 1 instead of getting its noise back). The
+    noise variance s² is measured on the group's own stabilised volumes by MP-PCA over the volumes
+    (:func:`c2s_cli.noise.sigma_map.estimate_sigma_map_series`), not taken from the fitted σ: the σ the series map
+    reads in magnitudes is low where the Rician floor narrows the noise (high b), and an s² too small inflates α
+    (measured: 1.1 dB lost). α ≥ 1: it only undoes shrinkage, and the group's mean is unchanged. On the DWI phantom
+    (note of 2026-12-03): FA RMSE in white matter 0.079 → 0.05, its bias −0.058 → −0.02, DW PSNR about the same.
+
+    ``out`` (X, Y, Z, T) image units, changed in place and returned; ``groups``: volume indices (groups with fewer
+    volumes than MP-PCA needs are left as they are). Memory: the group's stabilised volumes.
+    """
+    from scipy import ndimage
+
+    from c2s_cli.noise.sigma_map import SigmaMapError, estimate_sigma_map_series
+
+    valid = np.ones(np.shape(context.frames[0]), bool)
+    for f in context.frames:
+        valid &= np.asarray(f) != 0
+    w = valid.astype(np.float32)
+    den = np.maximum(ndimage.gaussian_filter(w, smooth), 1e-6)
+    for idx in groups:
+        n = len(idx)
+        doms = [context.domains[t] for t in idx]
+        z = np.stack([d.forward(context.frames[t]) * np.float32(d.scale) for t, d in zip(idx, doms)], -1)
+        try:
+            s2 = np.square(estimate_sigma_map_series(z).sigma, dtype=np.float64)
+        except SigmaMapError:
+            continue  # too few volumes or blocks to measure the noise: left as it is
+        zh = np.stack([d.expected(out[..., t]) * np.float32(d.scale) for t, d in zip(idx, doms)], -1)
+        m = zh.mean(-1, dtype=np.float64)
+        v_y = z.var(-1, dtype=np.float64) - (n - 1) / n * s2
+        v_x = zh.var(-1, dtype=np.float64)
+        g_y = ndimage.gaussian_filter((v_y * w).astype(np.float32), smooth) / den
+        g_x = ndimage.gaussian_filter((v_x * w).astype(np.float32), smooth) / den
+        # V_y's own error: its noise part has std s²·√(2/(n − 1)) per voxel, averaged over the Gaussian's
+        # (2√π·smooth)³ voxels; only a spread clearly above it counts (else α = 1: noise is not put back)
+        margin = margin_sd * s2 * np.sqrt(2.0 / (n - 1)) / (2 * np.sqrt(np.pi) * smooth) ** 1.5
+        g_y = np.maximum(g_y - margin, 0)
+        alpha = np.where(valid, np.clip(np.sqrt(g_y / np.maximum(g_x, 1e-12)), 1.0, max_gain), 1.0)
+        for j, (t, d) in enumerate(zip(idx, doms)):
+            res = d.inverse(((m + alpha * (zh[..., j] - m)) / d.scale).astype(np.float32))
+            out[..., t] = np.where(valid, res, out[..., t])
+    return out
+
+
 def _same_noise(a: NoiseDomain, b: NoiseDomain) -> bool:
     """The two domains stabilise with the same σ (the same map, or the same scalar) and the same noise model."""
     if a.use_vst != b.use_vst or a.coils != b.coils:
@@ -234,12 +300,14 @@ def widen(model: Precond, volumes: int) -> Precond:
 class SeriesConfig:
     """The series mode's settings: ``neighbours`` nearest volumes (plus one pooled mean and one prediction) as
     context; ``steps`` of self-supervised training on the series (batch 8, 64² patches, axial), learning rate ``lr``;
-    ``seed``."""
+    ``seed``; ``match_variance``: give each diffusion shell the directional spread the data show
+    (:func:`match_variance`)."""
 
     neighbours: int = 2
     steps: int = 400
     lr: float = 5e-4
     seed: int = 0
+    match_variance: bool = True  # restore each diffusion shell's directional spread (match_variance)
 
     def validate(self) -> None:
         if not 0 <= self.neighbours <= 14:

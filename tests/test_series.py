@@ -211,6 +211,39 @@ def test_cli_context_mode_reads_the_gradient_table(tmp_path, tiny_model) -> None
     assert not (tmp_path / "o2.nii.gz").exists()
 
 
+def test_cli_context_mode_on_a_dicom_dwi_series(tmp_path, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """A classic DICOM DWI series: the gradient table comes from its diffusion attributes (recorded), and the derived
+    series has every input instance's counterpart with the same diffusion attributes."""
+    import json
+
+    import pydicom
+    from conftest import c2s
+    from pydicom.uid import generate_uid
+
+    from c2s_bench.phantoms import make_series
+
+    _, noisy = _series(t=4)
+    uid, src = generate_uid(), tmp_path / "dwi"
+    bvals, bvecs = [0.0, 1000.0, 1000.0, 1000.0], [[0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]
+    for t in range(4):
+        make_series(src / f"v{t}", np.rint(noisy[..., t]), series_uid=uid, shuffle_seed=t)
+        for p in (src / f"v{t}").iterdir():
+            ds = pydicom.dcmread(p)
+            ds.InstanceNumber = int(ds.InstanceNumber) + 100 * t
+            ds.add_new(0x00189087, "FD", bvals[t])
+            ds.add_new(0x00189089, "FD", bvecs[t])
+            ds.save_as(p)
+    out = tmp_path / "out"
+    r = c2s("denoise", str(src), "-o", str(out), "--model", str(tiny_model), "--series-mode", "context",
+            "--series-steps", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rec["series_context"]["neighbours_in"] == "q-space (DICOM DiffusionBValue / DiffusionGradientOrientation)"
+    got = sorted((float(d[0x00189087].value), tuple(d[0x00189089].value))
+                 for d in (pydicom.dcmread(p, stop_before_pixels=True) for p in out.rglob("*") if p.is_file()))
+    assert got == sorted((b, tuple(g)) for b, g in zip(bvals, bvecs) for _ in range(8))
+
+
 def test_cli_context_mode_refuses_what_it_cannot_do(tmp_path, tiny_model) -> None:  # type: ignore[no-untyped-def]
     from conftest import c2s, one_error_line
 
@@ -249,3 +282,35 @@ def test_series_strength_is_passed_and_checked(tiny_model) -> None:  # type: ign
     with pytest.raises(UsageError, match="strength") as e:
         den.denoise_series(noisy, steps=0, strength=0)
     assert e.value.param == "strength"
+
+
+def test_match_variance_undoes_shrinkage_only() -> None:
+    """A shell whose estimate was shrunk towards its mean (×0.6) gets the data's directional spread back (ratio to
+    the true spread ≈ 1) with its mean unchanged; a shell without directional signal is left nearly as it is (α
+    clipped at 1: it never shrinks and puts no noise back); a group too small for MP-PCA is left bit for bit."""
+    rng = np.random.default_rng(3)
+    n, shape, sigma = 24, (32, 32, 12), 20.0
+    base = 400.0 + 200.0 * head_phantom(shape, seed=1)
+    theta = np.linspace(0, np.pi, n, endpoint=False)
+    phi = rng.random(shape) * np.pi
+    clean = np.stack([base * (1 + 0.25 * np.cos(2 * theta[k] + phi)) for k in range(n)], 3).astype(np.float32)
+    flat = np.repeat(base[..., None], n, 3).astype(np.float32)
+    for truth, expect_gain in ((clean, True), (flat, False)):
+        noisy = np.stack([rician(truth[..., k], sigma, seed=10 + k) for k in range(n)], 3).astype(np.float32)
+        frames = [noisy[..., k] for k in range(n)]
+        doms = [NoiseDomain.fit(f, sigma) for f in frames]
+        ctx = series.SeriesContext(frames, doms, series.neighbours(n, 2), series.pools(n))
+        mean = truth.mean(3, keepdims=True)
+        residual = 0.15 * sigma * rng.standard_normal(truth.shape)  # what a denoiser leaves of the noise
+        shrunk = (mean + 0.6 * (truth - mean) + residual).astype(np.float32)
+        out = series.match_variance(shrunk.copy(), ctx, [np.arange(n)])
+        inner = (slice(4, -4), slice(4, -4), slice(2, -2))
+        np.testing.assert_allclose(out.mean(3)[inner], shrunk.mean(3)[inner], rtol=0.01)
+        spread = float(np.sqrt(np.mean(out[inner].var(3))))
+        if expect_gain:
+            ratio = spread / float(np.sqrt(np.mean(truth[inner].var(3))))
+            assert 0.9 < ratio < 1.1, ratio  # 0.6 before
+        else:
+            assert spread < 1.02 * float(np.sqrt(np.mean(shrunk[inner].var(3))))  # α = 1: no noise put back
+    small = series.match_variance(shrunk.copy(), ctx, [np.arange(4)])
+    np.testing.assert_array_equal(small, shrunk)

@@ -73,7 +73,8 @@ def split_volumes(
         for i, k in enumerate(keys):
             groups[k].append(i)
         if len(groups) == n_vols and all(sorted(pos[i] for i in g) == sorted(set(pos)) for g in groups.values()):
-            order = sorted(groups, key=lambda k: (str(type(k)), k))
+            first = {k: _first_instance(members, g) if name.startswith("Diffusion") else 0 for k, g in groups.items()}
+            order = sorted(groups, key=lambda k: (first[k], str(type(k)), k))
             return [[members[i] for i in groups[k]] for k in order], name, dropped
     inst = [int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None for _, ds in members]
     if None not in inst and len(set(inst)) == len(inst):  # last resort: the t-th instance at each position
@@ -90,6 +91,16 @@ def split_volumes(
                      "the volumes apart: it would need TemporalPositionIdentifier, AcquisitionNumber, EchoNumbers, "
                      "the diffusion b-value or InstanceNumber to differ")
 
+
+
+def _first_instance(members: list[tuple[Path, Any]], group: list[int]) -> int:
+    """The smallest InstanceNumber of a volume's images: a DWI's volumes told apart by b-value and direction go in the
+    order they were acquired (as dcm2niix writes them), not sorted by b-value and direction; 0 when some image has
+    none (then the b-value and direction order)."""
+    try:
+        return min(int(members[i][1].InstanceNumber) for i in group)
+    except (AttributeError, TypeError, ValueError):
+        return 0
 
 
 def mosaic_layout(members: list[tuple[Path, Any]]) -> Any:

@@ -190,6 +190,14 @@ class NoiseDomain:
             e = e * (np.asarray(s, np.float32) / np.float32(self.sigma))
         return e
 
+    def expected(self, signal: NDArray[np.floating]) -> NDArray[np.float32]:
+        """Noise-free signal ν (image units) → E[forward(y) | ν] (network units): what :meth:`inverse` inverts, so
+        ``inverse(expected(ν)) = ν``; without the VST the same map as :meth:`forward`."""
+        if not self.use_vst:
+            return self.forward(signal)
+        s = self._sigma(signal, None)
+        return (vst.expected(signal, s, self.coils) / np.float32(self.scale)).astype(np.float32)
+
     def passthrough(self, data: NDArray[np.floating]) -> NDArray[np.bool_]:
         """Voxels returned unchanged: exact zeros, non-finite and saturated voxels (part of this frame allowed)."""
         return ~valid_mask(data, self.saturation)

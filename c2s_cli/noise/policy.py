@@ -51,7 +51,8 @@ from c2s_cli.errors import InputError, UsageError
 from c2s_cli.noise.domain import NoiseDomain, NoiseEstimateError
 from c2s_cli.noise.estimate import OBJECT_HIGHER, NoiseEstimate, estimate_noise
 from c2s_cli.noise.sigma_map import (
-    SigmaMapError, SigmaMapEstimate, describe, estimate_sigma_map, estimate_sigma_map_series, is_series, plain_words)
+    SigmaMapError, SigmaMapEstimate, describe, estimate_sigma_map, estimate_sigma_map_series, is_series, plain_words,
+    stabilised_series_map)
 
 MODES = ("default", "auto", "none")
 MAP_OVER_BACKGROUND = 2.0  # a map may exceed the background σ at its quietest (5th percentile) by at most this
@@ -294,6 +295,8 @@ def fit(
     if spec.sigma is None and spec.sigma_map is None and spec.mode != "none" and is_series(data):
         try:
             est = estimate_sigma_map_series(data)
+            if spec.use_vst:  # magnitude data: the map the VST needs, not the floor-narrowed one
+                est = stabilised_series_map(data, est, spec.coils)
         except SigmaMapError as exc:
             if spec.mode == "auto":
                 raise _refuse(name, exc) from None

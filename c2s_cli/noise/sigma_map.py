@@ -24,8 +24,9 @@ benchmarks/README.md.
 
 from __future__ import annotations
 
+
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -54,6 +55,7 @@ class SigmaMapEstimate:
     patch: tuple[int, ...] = (7, 7, 3)
     volumes: int = 1  # > 1: MP-PCA over this many volumes of a 4-D series (:func:`estimate_sigma_map_series`)
     low: float = 0.0  # the map at its quietest: 5th percentile of the fitted map over the object (image units)
+    stabilised: bool = False  # corrected in the VST's units (:func:`stabilised_series_map`)
 
 
 def is_series(data: NDArray[np.floating]) -> bool:
@@ -259,12 +261,42 @@ def estimate_sigma_map_series(
                        volumes=t)
 
 
+def stabilised_series_map(series: NDArray[np.floating], est: SigmaMapEstimate, coils: int = 1,
+                          iterations: int = 1) -> SigmaMapEstimate:
+    """The series map made consistent with the variance-stabilising transform it will be used with.
+
+    MP-PCA on magnitudes reads σ low where the Rician (non-central χ) floor narrows the noise — at high b-values
+    (measured on the DWI phantom: the map's median in the brain 39.8 for a true 44.1; ``dwidenoise -noise`` 41.5).
+    In stabilised units z_t = f(y_t / σ) the noise has unit variance at every signal level when σ is right, so
+    MP-PCA over the volumes of z reads s = 1 there; where it reads s ≠ 1, σ is off by about that factor at every
+    SNR. Each iteration runs :func:`estimate_sigma_map_series` on z and multiplies the map by its s (clipped to
+    [0.8, 1.25]); the result keeps ``est``'s decision. One iteration (the default) on the DWI phantom: median 44.96
+    for the true 44.13 (2 and 3 iterations: 47.1 and 44.6 — the estimate's own noise, so one step is kept).
+    Memory: one float32 copy of the series.
+    """
+    from c2s_cli.noise import vst
+
+    x = np.asarray(series, np.float32)
+    sigma = est.sigma
+    for _ in range(iterations):
+        floor = np.float32(1e-6) * max(float(np.max(sigma)), 1e-12)
+        safe = np.maximum(sigma, floor)
+        z = np.stack([vst.forward(x[..., t], safe, coils) for t in range(x.shape[3])], 3)
+        try:
+            s = estimate_sigma_map_series(z).sigma
+        except SigmaMapError:
+            break
+        sigma = (sigma * np.clip(s, 0.8, 1.25)).astype(np.float32)
+    return replace(est, sigma=sigma, stabilised=True)
+
+
 def describe(est: SigmaMapEstimate) -> dict[str, object]:
     """What reports show of an estimated map: the decision, the ratio it rests on, the map's summary."""
     from c2s_cli.noise.domain import map_summary
 
     return {"varying": est.varying, "p95_p5_ratio": round(est.ratio, 3), "blocks": est.blocks,
             "method": (f"MP-PCA over {est.volumes} volumes per {'×'.join(map(str, est.block))} block, robust quadratic fit"
+                       + (", corrected in the VST's units" if est.stabilised else "")
                        if est.volumes > 1 else
                        f"MP-PCA of {'×'.join(map(str, est.patch))} patches per {'×'.join(map(str, est.block))} block, "
                        "robust quadratic fit"),
