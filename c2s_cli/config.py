@@ -19,7 +19,7 @@ PLANES = ("axial", "coronal", "sagittal")  # axial = the acquisition's slice axi
 PRECISIONS = ("auto", "fp32", "bf16")
 # a 4-D series: each volume alone ("volumes"), or with the other volumes as context after training on the series
 # itself ("context", c2s_cli.series)
-SERIES_MODES = ("volumes", "context")  # auto: bf16 autocast where the hardware runs it natively, else fp32
+SERIES_MODES = ("auto", "volumes", "context")  # how a 4-D series is denoised (DenoiseOptions.series_mode)
 
 
 def check_tta(tta: int) -> None:
@@ -171,9 +171,12 @@ class DenoiseOptions:
     guides: tuple[Path, ...] = ()
     adapt: int = 0  # GDSM fine-tuning steps on the scan itself before denoising
     adapt_lr: float = 2e-4
-    # a 4-D series: "volumes" (each alone) or "context" (the other volumes as input channels, GDSM training on the
-    # series itself for series_steps steps; the gradient table from the NIfTI's .bval / .bvec beside it, else time)
-    series_mode: str = "volumes"
+    # a 4-D series: "volumes" (each alone), "context" (the other volumes as input channels, GDSM training on the
+    # series itself for series_steps steps; the gradient table from the NIfTI's .bval / .bvec beside it or the DICOM
+    # diffusion attributes, else neighbours in time) or "auto": context for a diffusion series (one with a gradient
+    # table) when no option it cannot take is given, volumes otherwise (fMRI: the context mode measured an attenuated
+    # and spread activation; benchmarks/README.md)
+    series_mode: str = "auto"
     series_steps: int = 400
     sigma_map: Path | None = None  # σ per voxel (NIfTI on the input's grid): spatially varying noise
     estimate_sigma_map: bool = False  # estimate the σ map from the scan itself (noise.sigma_map)
@@ -209,15 +212,27 @@ class DenoiseOptions:
         if self.adapt < 0:
             raise ValueError(f"adapt must be ≥ 0, got {self.adapt}")
         if self.series_mode not in SERIES_MODES:
-            raise ValueError(f"series_mode must be {' or '.join(SERIES_MODES)}, got {self.series_mode!r}")
+            raise ValueError(f"series_mode must be {', '.join(SERIES_MODES)}, got {self.series_mode!r}")
         if self.series_steps < 0:
             raise ValueError(f"series_steps must be ≥ 0, got {self.series_steps}")
-        if self.series_mode == "context":
-            for name, value, plain in (("planes", self.planes, ("axial",)), ("tta", self.tta, 1),
-                                       ("adapt", self.adapt, 0), ("guides", self.guides, ())):
-                if value != plain:
-                    raise ValueError(f"{name} is not available with series_mode context (it trains on the series "
-                                     f"itself); give series_mode volumes")
+        if self.series_mode == "context" and self.context_conflict():
+            raise ValueError(f"{self.context_conflict()} is not available with series_mode context (it trains on the "
+                             "series itself); give series_mode volumes")
+
+    def context_conflict(self) -> str | None:
+        """The first option the series context mode cannot take (planes, tta, adapt, guides), or None."""
+        for name, value, plain in (("planes", self.planes, ("axial",)), ("tta", self.tta, 1), ("adapt", self.adapt, 0),
+                                   ("guides", self.guides, ())):
+            if value != plain:
+                return name
+        return None
+
+    def series_mode_for(self, has_table: bool) -> str:
+        """The mode a 4-D series gets: ``series_mode``, with "auto" resolved (context for a diffusion series with a
+        gradient table and no option the context mode cannot take; volumes otherwise)."""
+        if self.series_mode != "auto":
+            return self.series_mode
+        return "context" if has_table and self.context_conflict() is None else "volumes"
 
 
 @dataclass(frozen=True)

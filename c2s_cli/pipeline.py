@@ -175,8 +175,10 @@ def run_file(
 
     t_start = time.perf_counter()
     vol, warnings, keep, guides, smap, seed = preflight(den, src, dst, o, inputs)
-    context = o.series_mode == "context" and vol.data.ndim == 4
-    table = gradient_table(vol, src) if context else None  # before any compute
+    series = vol.data.ndim == 4
+    table = gradient_table(vol, src) if series and o.series_mode != "volumes" else None  # before any compute
+    mode = o.series_mode_for(table is not None) if series else None
+    context = mode == "context"
     t_read = time.perf_counter() - t_start
 
     def warn(msg: str) -> None:
@@ -262,7 +264,7 @@ def run_file(
         "warnings": warnings,
         "clipped_voxels": clipped,
         "adapt_steps": o.adapt,
-        "series_mode": o.series_mode if vol.data.ndim == 4 else None,
+        "series_mode": mode,
         **({"series_context": {"neighbours_in": f"q-space ({table[2]})" if table else "time",
                                "training_steps": o.series_steps}} if context else {}),
         "tta": o.tta,

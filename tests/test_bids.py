@@ -22,6 +22,13 @@ def _nii(path: Path, data: np.ndarray) -> None:
     nib.save(nib.Nifti1Image(np.rint(data).astype(np.int16), np.diag([1.0, 1.0, 2.0, 1.0])), str(path))
 
 
+
+@pytest.fixture(autouse=True)
+def _short_series_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dataset's dwi gets the default series mode (auto: context, it has a gradient table) with 2 training steps
+    instead of 400 (C2S_SERIES_STEPS, the --series-steps environment variable): the mode is what these tests check."""
+    monkeypatch.setenv("C2S_SERIES_STEPS", "2")
+
 @pytest.fixture
 def raw(tmp_path: Path) -> Path:
     """Two subjects, one with sessions: T1w, T2w, a 3-volume dwi with bval/bvec, sidecars (one inherited from the
@@ -68,7 +75,10 @@ def test_participant_and_group(raw: Path, tiny_model: Path, tmp_path: Path) -> N
     assert (out / "sub-01/dwi/sub-01_desc-c2s_dwi.bval").read_text() == "0 1000 1000\n"
     assert (out / "sub-01/dwi/sub-01_desc-c2s_dwi.bvec").is_file()
     assert nib.load(str(out / "sub-01/dwi/sub-01_desc-c2s_dwi.nii.gz")).shape == (32, 32, 8, 3)
-    assert len(json.loads((out / "sub-01/dwi/sub-01_desc-c2s_dwi.json").read_text())["C2S"]["noise"]) == 3
+    dwi_c2s = json.loads((out / "sub-01/dwi/sub-01_desc-c2s_dwi.json").read_text())["C2S"]
+    assert len(dwi_c2s["noise"]) == 3
+    # the default for a diffusion series with its bval / bvec: the other volumes as context (series mode auto)
+    assert dwi_c2s["series_mode"] == "context" and dwi_c2s["series_context"]["neighbours_in"] == "q-space (.bval / .bvec)"
     assert (out / "sub-01/figures/sub-01_desc-c2s_T1w.png").is_file()
     # resume: everything done is skipped, the failure is tried again
     r = c2s("bids", str(raw), str(out), "participant", "--model", str(tiny_model), "--skip-existing")

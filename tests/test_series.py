@@ -244,6 +244,30 @@ def test_cli_context_mode_on_a_dicom_dwi_series(tmp_path, tiny_model) -> None:  
     assert got == sorted((b, tuple(g)) for b, g in zip(bvals, bvecs) for _ in range(8))
 
 
+def test_cli_series_mode_auto(tmp_path, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """The default (auto): context for a diffusion series with its gradient table, volumes for a series without one
+    (fMRI) and when an option the context mode cannot take is given; --series-mode volumes is the way back."""
+    import json
+
+    from conftest import c2s
+
+    runs = iter(range(100))
+
+    def mode(src, *extra):  # type: ignore[no-untyped-def]
+        r = c2s("denoise", str(src), "-o", str(tmp_path / f"o{next(runs)}.nii.gz"), "--model",
+                str(tiny_model), "--json", *extra, env={"C2S_SERIES_STEPS": "2"})
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout.strip().splitlines()[-1])["series_mode"]
+
+    dwi = _write_series(tmp_path)
+    assert mode(dwi) == "context"
+    assert mode(dwi, "--series-mode", "volumes") == "volumes"
+    assert mode(dwi, "--planes", "axial,coronal") == "volumes"
+    (tmp_path / "dwi.bval").unlink()
+    (tmp_path / "dwi.bvec").unlink()
+    assert mode(dwi) == "volumes"
+
+
 def test_cli_context_mode_refuses_what_it_cannot_do(tmp_path, tiny_model) -> None:  # type: ignore[no-untyped-def]
     from conftest import c2s, one_error_line
 

@@ -168,8 +168,8 @@ PrecisionOpt = Annotated[str, typer.Option(
     help="auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32 or bf16.", envvar="C2S_PRECISION")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Slices per forward pass (the output does not depend on it).")]
 SeriesOpt = Annotated[Optional[str], typer.Option(help="DICOM series to use (UID or SeriesNumber).")]
-SeriesModeOpt = Annotated[str, typer.Option("--series-mode", help="A 4-D series: 'volumes' denoises each volume alone; 'context' gives each volume the other volumes as input (nearest in q-space from the .bval/.bvec beside a NIfTI, else in time; the prediction from all of them; the shell mean) after self-supervised training on the series itself.")]
-SeriesStepsOpt = Annotated[int, typer.Option("--series-steps", min=0, help="Training steps on the series with --series-mode context.")]
+SeriesModeOpt = Annotated[str, typer.Option("--series-mode", help="A 4-D series: 'context' gives each volume the other volumes as input (nearest in q-space from the .bval/.bvec beside a NIfTI or the DICOM diffusion attributes, else in time; the prediction from all of them; the shell mean) after self-supervised training on the series itself; 'volumes' denoises each volume alone; 'auto' (default): context for a diffusion series with a gradient table, volumes otherwise (fMRI).")]
+SeriesStepsOpt = Annotated[int, typer.Option("--series-steps", min=0, envvar="C2S_SERIES_STEPS", help="Training steps on the series in the context mode (fewer: faster, less gain; 0: the shipped network with the context channels unused).")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="More detail; tracebacks on errors.")]
 
 

@@ -30,7 +30,7 @@ def bids(
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in image units (default: estimated).")] = None,
     planes: Annotated[str, typer.Option(help="axial,coronal,sagittal: view aggregation.")] = "axial",
     tta: Annotated[int, typer.Option(help="1, 2, 4 or 8 in-plane flips per slice.")] = 1,
-    series_mode: SeriesModeOpt = "volumes",
+    series_mode: SeriesModeOpt = "auto",
     series_steps: SeriesStepsOpt = 400,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,

@@ -382,3 +382,13 @@ def map_for_info(volume: NDArray[np.floating], nf: NoiseFit, slice_axis: int = 2
     return {**describe(est), "says": plain_words(est), "c2s_denoise_uses": nf.uses,
             "flag": "--sigma-map auto" if est.varying else None}
 
+
+def stabilised_noise(stab: NDArray[np.floating]) -> NDArray[np.float32] | None:
+    """σ per voxel (X, Y, Z) of a stack of volumes already in stabilised units (X, Y, Z, n), measured on them by
+    MP-PCA over the volumes (:func:`c2s_cli.noise.sigma_map.estimate_sigma_map_series`), or None when there are too
+    few volumes or blocks to measure it. For callers that need the noise the data actually carry after the VST (the
+    series mode's :func:`c2s_cli.series.match_variance`), not the σ it was stabilised with."""
+    try:
+        return estimate_sigma_map_series(stab).sigma
+    except SigmaMapError:
+        return None
