@@ -98,6 +98,30 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
             out["noise"] = {**dom.summary(), "c2s_denoise_uses": nf.uses, "reason": nf.reason,
                             "warnings": nf.warnings}
             out["noise"]["sigma_map"] = map_for_info(data, nf, vol.slice_axis)
+    if data.ndim == 4:
+        out["series"] = series_info(vol, path)
     out["warnings"] = warnings
+    return out
+
+
+def series_info(vol: Any, path: Path) -> dict[str, Any]:
+    """What ``c2s denoise`` does with this 4-D series by default: its series mode, and for a diffusion series where
+    the gradient table comes from and its shells (b-value: volumes)."""
+    from c2s_cli.config import DenoiseOptions
+    from c2s_cli.io.gradients import series_gradient_table
+
+    try:
+        table = series_gradient_table(vol, path)
+    except InputError as exc:
+        return {"volumes": int(vol.data.shape[3]), "c2s_denoise_uses": "refuses", "reason": str(exc)}
+    out: dict[str, Any] = {"volumes": int(vol.data.shape[3]),
+                           "c2s_denoise_uses": DenoiseOptions().series_mode_for(table is not None)}
+    if table is not None:
+        from c2s_cli.series import shells
+
+        sh = shells(table[0])
+        out["gradient_table"] = table[2]
+        out["shells"] = {str(int(round(float(np.median(table[0][sh == k]))))): int((sh == k).sum())
+                         for k in range(int(sh.max()) + 1) if (sh == k).any()}
     return out
 

@@ -21,6 +21,7 @@ from c2s_cli._version import __version__
 from c2s_cli.errors import InputError, UsageError
 from c2s_cli.io import check_writable, is_nifti, output_kind, read_volume, write_volume
 from c2s_cli.io.atomic import OutputLock, atomic_path, check_distinct, check_output
+from c2s_cli.io.gradients import series_gradient_table
 from c2s_cli.volume import Volume
 
 if TYPE_CHECKING:
@@ -66,25 +67,6 @@ def read_sigma_map(path: Path, vol: Volume) -> NDArray[np.float32]:
     if good.size == 0:
         raise InputError(f"sigma_map {path}: no positive value", param="sigma_map")
     return m.data
-
-
-def gradient_table(vol: Volume, src: Path) -> tuple[NDArray[np.float64], NDArray[np.float64], str] | None:
-    """The diffusion gradient table of a 4-D series and where it came from: a NIfTI's ``.bval`` / ``.bvec`` beside it
-    (both or none; one without the other is an error), a DICOM series' own diffusion attributes, or None."""
-    from c2s_cli.io.gradients import dicom_gradient_table, read_gradient_table, sidecars
-
-    if vol.kind == "dicom":
-        return dicom_gradient_table(vol.source, vol.data.shape[3])
-    if vol.kind != "nifti":
-        return None
-    bval, bvec = sidecars(src)
-    if bval.is_file() != bvec.is_file():
-        missing = bvec if bval.is_file() else bval
-        raise InputError(f"{missing}: missing (the series has {'a .bval' if bval.is_file() else 'a .bvec'} file; "
-                         f"give both or neither)", param="bvals")
-    if not bval.is_file():
-        return None
-    return (*read_gradient_table(bval, bvec, vol.data.shape[3]), ".bval / .bvec")
 
 
 def noise_mode(o: DenoiseOptions) -> str:
@@ -176,7 +158,7 @@ def run_file(
     t_start = time.perf_counter()
     vol, warnings, keep, guides, smap, seed = preflight(den, src, dst, o, inputs)
     series = vol.data.ndim == 4
-    table = gradient_table(vol, src) if series and o.series_mode != "volumes" else None  # before any compute
+    table = series_gradient_table(vol, src) if series and o.series_mode != "volumes" else None  # before compute
     mode = o.series_mode_for(table is not None) if series else None
     context = mode == "context"
     t_read = time.perf_counter() - t_start

@@ -259,13 +259,22 @@ def test_cli_series_mode_auto(tmp_path, tiny_model) -> None:  # type: ignore[no-
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout.strip().splitlines()[-1])["series_mode"]
 
+    def info(src):  # type: ignore[no-untyped-def]
+        r = c2s("info", str(src), "--json", "--no-noise")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)["series"]
+
     dwi = _write_series(tmp_path)
+    assert info(dwi) == {"volumes": 4, "c2s_denoise_uses": "context", "gradient_table": ".bval / .bvec",
+                         "shells": {"0": 1, "1000": 3}}
     assert mode(dwi) == "context"
     assert mode(dwi, "--series-mode", "volumes") == "volumes"
     assert mode(dwi, "--planes", "axial,coronal") == "volumes"
     (tmp_path / "dwi.bval").unlink()
+    assert info(dwi)["c2s_denoise_uses"] == "refuses" and "dwi.bval: missing" in info(dwi)["reason"]
     (tmp_path / "dwi.bvec").unlink()
     assert mode(dwi) == "volumes"
+    assert info(dwi) == {"volumes": 4, "c2s_denoise_uses": "volumes"}
 
 
 def test_cli_context_mode_refuses_what_it_cannot_do(tmp_path, tiny_model) -> None:  # type: ignore[no-untyped-def]

@@ -139,3 +139,25 @@ def dicom_gradient_table(members: Sequence[tuple[Path, Any]], n_volumes: int
         raise InputError(f"{members[0][0].parent}: diffusion b-values must be finite and "
                          "non-negative, directions finite", param="bvals")
     return bvals, bvecs, " + ".join(sorted(used))
+
+
+def series_gradient_table(vol: Any, src: Path) -> tuple[NDArray[np.float64], NDArray[np.float64], str] | None:
+    """The diffusion gradient table of a 4-D series (a :class:`c2s_cli.volume.Volume` read from ``src``) and where it
+    came from: a NIfTI's ``.bval`` / ``.bvec`` beside it (both or none), a DICOM series' own diffusion attributes, or
+    None (not a diffusion series).
+
+    Raises:
+        InputError: one of the two sidecars without the other (naming the missing one), or a damaged table.
+    """
+    if vol.kind == "dicom":
+        return dicom_gradient_table(vol.source, vol.data.shape[3])
+    if vol.kind != "nifti":
+        return None
+    bval, bvec = sidecars(src)
+    if bval.is_file() != bvec.is_file():
+        missing = bvec if bval.is_file() else bval
+        raise InputError(f"{missing}: missing (the series has {'a .bval' if bval.is_file() else 'a .bvec'} file; "
+                         f"give both or neither)", param="bvals")
+    if not bval.is_file():
+        return None
+    return (*read_gradient_table(bval, bvec, vol.data.shape[3]), ".bval / .bvec")
