@@ -21,7 +21,8 @@ BVECS = [[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.6, 0.8], [0.0, -1.0, 0.0]]
 
 
 def _siemens_mosaics(folder: Path) -> Path:
-    """nibabel's two real Siemens DWI mosaics (b 0 and b 1000 of one series, MIT licence) decompressed into ``folder``."""
+    """nibabel's two real Siemens DWI mosaics (b 0 and b 1000 of one series, MIT licence; real headers, their pixel
+    data blanked to zeros) decompressed into ``folder``."""
     names = ("siemens_dwi_0.dcm.gz", "siemens_dwi_1000.dcm.gz")
     if not all((NIBABEL_DWI / n).is_file() for n in names):
         pytest.skip("nibabel's test data (real Siemens DWI mosaics) are not installed")
@@ -32,7 +33,7 @@ def _siemens_mosaics(folder: Path) -> Path:
 
 
 def test_real_siemens_mosaics(tmp_path: Path) -> None:
-    """A real Siemens DWI series: 2 mosaic volumes; b-values and direction from (0019,100C/E), and the same from
+    """Real Siemens DWI headers: 2 mosaic volumes; b-values and direction from (0019,100C/E), and the same from
     the CSA header when those elements are gone (older software writes them only there)."""
     folder = _siemens_mosaics(tmp_path / "s")
     vol, _ = read_volume(folder)
