@@ -330,7 +330,8 @@ class Denoiser:
         t0 = time.perf_counter()
         ctx = series.SeriesContext(frames, fitted.domains, series.neighbours(n, neighbours, bvals, bvecs),
                                    series.pools(n, bvals))
-        model, _ = series.train_on_series(self.model, self.config, ctx, cfg, slice_axis=axis, on_log=on_log)
+        model, _ = series.train_on_series(self.model, self.config, ctx, cfg, slice_axis=axis, on_log=on_log,
+                                          bf16=self.bf16)
         report.seconds["training"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = series.denoise_series(model.to(self.device), ctx, slice_axis=axis, batch_size=self.batch_size,

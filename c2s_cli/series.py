@@ -3,17 +3,17 @@
 A diffusion or functional series holds dozens of volumes of the same anatomy, each with independent noise. The series
 mode denoises each volume ``t`` with, as extra input channels beside its 2·context + 1 slices,
 
-* its prediction from all the other volumes: in each 8³ block, the linear combination of the other volumes (and a
-  constant) that best matches it, fitted by an errors-in-variables regression (:func:`local_predictions`; Patch2Self,
-  Fadnavis et al. 2020, regresses globally with ordinary least squares, which flattens the directions' contrast):
-  the series' redundancy in one channel, with the noise of the others averaged down;
+* its prediction from all the other volumes: in each 8³ block, a regression on the other volumes corrected for their
+  noise, or (many volumes) the leave-one-out prediction of the block's low-rank model (:func:`local_predictions`;
+  Patch2Self, Fadnavis et al. 2020, regresses globally with ordinary least squares, which flattens the directions'
+  contrast): the series' redundancy in one channel, with the noise of the others averaged down;
 * the mean of the other volumes of its shell (all other volumes for fMRI): a high-SNR picture of the anatomy;
 * its ``k`` nearest other volumes — in q-space for diffusion (q = √(b / b_max)·g, antipodally symmetric, so the b = 0
   volumes are each other's nearest), in time otherwise,
 
 all mapped to the target's network units by the target's noise domain. None of them holds the target's noise (the
-prediction's weights are fitted with the target, p ≈ T numbers per block of N = 512 voxels: a dependence of order
-√(p / N) of σ in the prediction, measured ≤ 0.2 σ in the tests, neglected), so the GDSM loss stays exact when only the
+prediction is fitted with the target among N = 512 voxels per block: a dependence of order √(p / N) of σ in the
+prediction, measured ≤ 0.2 σ in the tests, neglected), so the GDSM loss stays exact when only the
 target's slices are re-corrupted and the loss is on the target (Tu et al. 2025, Eq. 3; the minimiser is
 E[x₀ | x_t, context], which at τ → 0 is the posterior mean given the whole series).
 
@@ -157,7 +157,24 @@ class SeriesContext:
         return out
 
 
+EIV_MAX_VOLUMES = 32  # up to this many volumes the per-target regression; above, the closed-form leave-one-out
+
+
 def local_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating],
+                      block: int = 8, margin: float = 1.0) -> NDArray[np.float32]:
+    """Each volume (T, X, Y, Z stabilised units; noise variance ``noise_var`` (T,)) predicted from the others, block by
+    block (``block``³, voxels in ``valid``): with up to :data:`EIV_MAX_VOLUMES` volumes the errors-in-variables
+    regression of :func:`_eiv_predictions` (one (T − 1)² eigendecomposition per volume and block: the least
+    dependence on the target's own noise, cheap for few volumes), above it the closed-form leave-one-out prediction
+    of the block's low-rank model (:func:`_loo_predictions`: one eigendecomposition per block, T times cheaper).
+    Measured: with 10 volumes of a rank-1 toy, a fresh noise draw of the target moves the prediction by 0.11 σ
+    (regression) against 0.26 σ (leave-one-out); with 40, 0.089 against 0.099 σ; on the 65-volume DWI phantom the
+    two give the same context-mode scores (b0 32.6, DW 34.53 dB, FA WM 0.078) in 54 s against 7 s (1 thread)."""
+    fn = _eiv_predictions if stab.shape[0] <= EIV_MAX_VOLUMES else _loo_predictions
+    return fn(stab, valid, noise_var, block, margin)
+
+
+def _eiv_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating],
                       block: int = 8, margin: float = 1.0) -> NDArray[np.float32]:
     """Each volume predicted from the others, block by block, by a regression corrected for the others' noise.
 
@@ -202,6 +219,58 @@ def local_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise
         rhs = np.einsum("bji,bj->bi", vecs, gram[:, others, t])
         w = np.einsum("bij,bj->bi", vecs, np.where(keep, rhs / np.where(keep, vals, 1.0), 0.0))
         out[:, t] = np.einsum("bi,bin->bn", w, a[:, others])
+    out = out.reshape(nb[0], nb[1], nb[2], t_n, block, block, block).transpose(3, 0, 4, 1, 5, 2, 6)
+    out = out.reshape(t_n, nb[0] * block, nb[1] * block, nb[2] * block)
+    return np.ascontiguousarray(out[:, : shp[0], : shp[1], : shp[2]])
+
+
+def _loo_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating],
+                      block: int = 8, margin: float = 1.0) -> NDArray[np.float32]:
+    """Each volume predicted from the others, block by block: the leave-one-out prediction of a low-rank model.
+
+    ``stab`` (T, X, Y, Z): the frames in stabilised units (noise variance ``noise_var`` (T,), 1 after the VST);
+    ``valid`` (X, Y, Z): voxels that count. In each ``block``³ block with N valid voxels, every voxel's T values are
+    modelled as U·c (MP-PCA's model, Veraart et al. 2016): U the eigenvectors of the Gram matrix over the block's
+    voxels corrected for the noise, G − N·diag(v), whose eigenvalues stand clear of the noise (> margin·N·(2√(p/N) +
+    p/N), the Marchenko–Pastur spread of pure noise). Volume t is predicted from the others alone: c fitted by least
+    squares to the other T − 1 values, then U_t·c — with H = UUᵀ, in closed form
+
+        p_t = Σ_{j≠t} H_tj·y_j / (1 − H_tt)        (the leave-one-out identity of a projection)
+
+    (1 − H_tt is floored at 0.1: a volume the others cannot explain gets a damped prediction). The noise is in the
+    fitted values, not in the design, so the prediction keeps the directions' contrast (slope 1: no regression
+    dilution, which flattened FA with ordinary least squares on the other volumes, as Patch2Self regresses). Measured
+    on the DWI phantom against the errors-in-variables regression (:func:`_eiv_predictions`): the same context-mode
+    scores (b0 32.61 / DW 34.53 dB, FA WM 0.078), predictions 7 s instead of 54 s. A constant row (the valid mask,
+    no noise) is part of the model, as in the regression. The prediction of t never reads t's own values; U is
+    estimated with them (a dependence that falls with T: 0.26 σ with 10 volumes, 0.10 σ with 40). Cost: one
+    (T + 1)² eigendecomposition and one (T + 1)² × N product per block.
+    """
+    t_n = stab.shape[0]
+    shp = stab.shape[1:]
+    pad = [(0, (-n) % block) for n in shp]
+    nb = [(n + (-n) % block) // block for n in shp]
+
+    def blocks(x: NDArray[Any]) -> NDArray[Any]:  # (..., X, Y, Z) → (blocks, ..., block³)
+        lead = x.shape[:-3]
+        x = np.pad(x, [(0, 0)] * len(lead) + pad)
+        x = x.reshape(*lead, nb[0], block, nb[1], block, nb[2], block)
+        k = len(lead)
+        x = x.transpose(k, k + 2, k + 4, *range(k), k + 1, k + 3, k + 5)
+        return x.reshape(-1, *lead, block**3)
+
+    v = blocks(valid.astype(np.float32))  # (B, n)
+    a = np.concatenate([blocks(stab) * v[:, None, :], v[:, None, :]], 1).astype(np.float64)  # (B, T + 1, n)
+    n_valid = np.maximum(v.sum(1), 1.0).astype(np.float64)
+    nvar = np.append(np.asarray(noise_var, np.float64), 0.0)  # the constant row has no noise
+    gram = np.einsum("bin,bjn->bij", a, a) - n_valid[:, None, None] * np.diag(nvar)[None]
+    vals, vecs = np.linalg.eigh(gram)
+    thr = (margin * n_valid * (2 * np.sqrt(t_n / n_valid) + t_n / n_valid))[:, None]
+    u = vecs * (vals > thr)[:, None, :]
+    hat = np.einsum("bik,bjk->bij", u, u)[:, :t_n]  # rows: the frames; columns: the frames and the constant
+    diag = hat[:, np.arange(t_n), np.arange(t_n)].copy()
+    hat[:, np.arange(t_n), np.arange(t_n)] = 0.0
+    out = (np.einsum("bij,bjn->bin", hat, a) / np.maximum(1.0 - diag, 0.1)[:, :, None]).astype(np.float32)
     out = out.reshape(nb[0], nb[1], nb[2], t_n, block, block, block).transpose(3, 0, 4, 1, 5, 2, 6)
     out = out.reshape(t_n, nb[0] * block, nb[1] * block, nb[2] * block)
     return np.ascontiguousarray(out[:, : shp[0], : shp[1], : shp[2]])
@@ -320,10 +389,12 @@ class SeriesConfig:
 
 def train_on_series(
     model: Precond, run_config: RunConfig, context: SeriesContext, cfg: SeriesConfig, *, slice_axis: int = 2,
-    on_log: Callable[[dict[str, Any]], None] | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None, bf16: bool = False,
 ) -> tuple[Precond, RunConfig]:
     """Widen ``model`` to the series' context channels and train it with the GDSM loss on the series itself (every
-    volume a training volume, its context as the extra channels). Returns the EMA model and the run config used."""
+    volume a training volume, its context as the extra channels), with bf16 autocast when ``bf16`` (the Denoiser's
+    precision: where the CPU runs bf16 natively; measured on the DWI phantom: 0.03 dB below fp32, about a third
+    faster). Returns the EMA model and the run config used."""
     from c2s_cli.data import make_train_volume
     from c2s_cli.loop import train
 
@@ -334,7 +405,7 @@ def train_on_series(
         train=dataclasses.replace(run_config.train, steps=cfg.steps, lr=cfg.lr, warmup=min(50, max(1, cfg.steps // 8)),
                                   val_fraction=0.0, patch_size=64, batch_size=8, ema_halflife=max(5, cfg.steps // 8),
                                   planes=("axial",), seed=cfg.seed, log_every=max(1, cfg.steps // 20), add_noise=None,
-                                  invert=0.0, guide_dropout=0.0, distill_planes=0.0))
+                                  invert=0.0, guide_dropout=0.0, distill_planes=0.0, bf16=bf16))
     if cfg.steps == 0:
         return net.eval(), rc
     vols = []

@@ -347,3 +347,27 @@ def test_match_variance_undoes_shrinkage_only() -> None:
             assert spread < 1.02 * float(np.sqrt(np.mean(shrunk[inner].var(3))))  # α = 1: no noise put back
     small = series.match_variance(shrunk.copy(), ctx, [np.arange(4)])
     np.testing.assert_array_equal(small, shrunk)
+
+
+def test_many_volumes_take_the_leave_one_out_prediction() -> None:
+    """Above EIV_MAX_VOLUMES the closed-form leave-one-out prediction: exact on noiseless low-rank frames (with an
+    offset: the constant row), unbiased with noise, within 25 % of the per-target regression's error, and a fresh
+    noise draw of the target moves it by a fifth of σ at most (the regression's test bound; the target moves by ~1.1 σ)."""
+    rng = np.random.default_rng(1)
+    t = series.EIV_MAX_VOLUMES + 8
+    basis = rng.random((3, 16, 16, 16)).astype(np.float32) * 10
+    clean = np.einsum("tk,kxyz->txyz", rng.random((t, 3)).astype(np.float32), basis) + 5.0
+    valid = np.ones(clean.shape[1:], bool)
+    pred = series.local_predictions(clean, valid, np.zeros(t), block=8)
+    assert np.abs(pred - clean).max() < 2e-3 * np.abs(clean).max()
+    noisy = clean + rng.standard_normal(clean.shape).astype(np.float32)
+    pred = series.local_predictions(noisy, valid, np.ones(t), block=8)
+    c = clean[5] - clean[5].mean()
+    assert abs(float((c * (pred[5] - pred[5].mean())).sum() / (c * c).sum()) - 1) < 0.05
+    err = np.sqrt(np.mean((pred - clean) ** 2))
+    eiv = np.sqrt(np.mean((series._eiv_predictions(noisy, valid, np.ones(t), 8, 1.0) - clean) ** 2))
+    assert err < 1.25 * eiv and err < 0.5
+    other = noisy.copy()
+    other[5] = clean[5] + rng.standard_normal(clean[5].shape).astype(np.float32)
+    moved = series.local_predictions(other, valid, np.ones(t), block=8)[5]
+    assert np.abs(moved - pred[5]).mean() < 0.2 and np.abs(other[5] - noisy[5]).mean() > 1.0  # 0.15 σ measured
