@@ -170,82 +170,6 @@ def local_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise
     Measured: with 10 volumes of a rank-1 toy, a fresh noise draw of the target moves the prediction by 0.11 σ
     (regression) against 0.26 σ (leave-one-out); with 40, 0.089 against 0.099 σ; on the 65-volume DWI phantom the
     two give the same context-mode scores (b0 32.6, DW 34.53 dB, FA WM 0.078) in 54 s against 7 s (1 thread)."""
-    fn = _eiv_predictions if stab.shape[0] <= EIV_MAX_VOLUMES else _loo_predictions
-    return fn(stab, valid, noise_var, block, margin)
-
-
-def _eiv_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating],
-                      block: int = 8, margin: float = 1.0) -> NDArray[np.float32]:
-    """Each volume predicted from the others, block by block, by a regression corrected for the others' noise.
-
-    ``stab`` (T, X, Y, Z): the frames in stabilised units (noise variance ``noise_var`` (T,), 1 after the VST); ``valid``
-    (X, Y, Z): voxels that count. In each ``block``³ block with N valid voxels, S the frames and a constant column and
-    G = SᵀS, E[G] = G₀ + N·diag(v): ordinary least squares would shrink the weights of every low-variance signal
-    component — the directions' contrast first (measured on the DWI phantom: FA in white matter −0.18 with one global
-    regression). The weights of frame t solve (G − N·diag(v))_{−t,−t}·w = G_{−t,t} on the eigen-components of the
-    corrected matrix that stand clear of the noise (eigenvalue > margin·N·(2√(p/N) + p/N), the Marchenko–Pastur
-    spread of pure noise): an errors-in-variables regression, local because the signal's dependence on direction
-    differs from voxel to voxel (with blocks of 8: FA bias −0.03; Patch2Self regresses globally, MP-PCA is local but
-    uses the target itself). The prediction of t never reads t's own values; its weights are fitted with them
-    (p numbers over N voxels: a dependence of order √(p / N) of σ). Cost: T batched p × p eigendecompositions per
-    block.
-    """
-    t_n = stab.shape[0]
-    shp = stab.shape[1:]
-    pad = [(0, (-n) % block) for n in shp]
-    nb = [(n + (-n) % block) // block for n in shp]
-
-    def blocks(x: NDArray[Any]) -> NDArray[Any]:  # (..., X, Y, Z) → (blocks, ..., block³)
-        lead = x.shape[:-3]
-        x = np.pad(x, [(0, 0)] * len(lead) + pad)
-        x = x.reshape(*lead, nb[0], block, nb[1], block, nb[2], block)
-        k = len(lead)
-        x = x.transpose(k, k + 2, k + 4, *range(k), k + 1, k + 3, k + 5)
-        return x.reshape(-1, *lead, block**3)
-
-    v = blocks(valid.astype(np.float32))  # (B, n)
-    a = np.concatenate([blocks(stab) * v[:, None, :], v[:, None, :]], 1).astype(np.float64)  # (B, T + 1, n)
-    gram = np.einsum("bin,bjn->bij", a, a)
-    n_valid = np.maximum(v.sum(1), 1.0).astype(np.float64)
-    nvar = np.append(np.asarray(noise_var, np.float64), 0.0)
-    out = np.zeros((a.shape[0], t_n, a.shape[2]), np.float32)
-    p = t_n
-    thr = (margin * n_valid * (2 * np.sqrt(p / n_valid) + p / n_valid))[:, None]
-    for t in range(t_n):
-        others = np.array([j for j in range(t_n) if j != t] + [t_n])
-        g = gram[:, others][:, :, others] - n_valid[:, None, None] * np.diag(nvar[others])[None]
-        vals, vecs = np.linalg.eigh(g)
-        keep = vals > thr
-        rhs = np.einsum("bji,bj->bi", vecs, gram[:, others, t])
-        w = np.einsum("bij,bj->bi", vecs, np.where(keep, rhs / np.where(keep, vals, 1.0), 0.0))
-        out[:, t] = np.einsum("bi,bin->bn", w, a[:, others])
-    out = out.reshape(nb[0], nb[1], nb[2], t_n, block, block, block).transpose(3, 0, 4, 1, 5, 2, 6)
-    out = out.reshape(t_n, nb[0] * block, nb[1] * block, nb[2] * block)
-    return np.ascontiguousarray(out[:, : shp[0], : shp[1], : shp[2]])
-
-
-def _loo_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating],
-                      block: int = 8, margin: float = 1.0) -> NDArray[np.float32]:
-    """Each volume predicted from the others, block by block: the leave-one-out prediction of a low-rank model.
-
-    ``stab`` (T, X, Y, Z): the frames in stabilised units (noise variance ``noise_var`` (T,), 1 after the VST);
-    ``valid`` (X, Y, Z): voxels that count. In each ``block``³ block with N valid voxels, every voxel's T values are
-    modelled as U·c (MP-PCA's model, Veraart et al. 2016): U the eigenvectors of the Gram matrix over the block's
-    voxels corrected for the noise, G − N·diag(v), whose eigenvalues stand clear of the noise (> margin·N·(2√(p/N) +
-    p/N), the Marchenko–Pastur spread of pure noise). Volume t is predicted from the others alone: c fitted by least
-    squares to the other T − 1 values, then U_t·c — with H = UUᵀ, in closed form
-
-        p_t = Σ_{j≠t} H_tj·y_j / (1 − H_tt)        (the leave-one-out identity of a projection)
-
-    (1 − H_tt is floored at 0.1: a volume the others cannot explain gets a damped prediction). The noise is in the
-    fitted values, not in the design, so the prediction keeps the directions' contrast (slope 1: no regression
-    dilution, which flattened FA with ordinary least squares on the other volumes, as Patch2Self regresses). Measured
-    on the DWI phantom against the errors-in-variables regression (:func:`_eiv_predictions`): the same context-mode
-    scores (b0 32.61 / DW 34.53 dB, FA WM 0.078), predictions 7 s instead of 54 s. A constant row (the valid mask,
-    no noise) is part of the model, as in the regression. The prediction of t never reads t's own values; U is
-    estimated with them (a dependence that falls with T: 0.26 σ with 10 volumes, 0.10 σ with 40). Cost: one
-    (T + 1)² eigendecomposition and one (T + 1)² × N product per block.
-    """
     t_n = stab.shape[0]
     shp = stab.shape[1:]
     pad = [(0, (-n) % block) for n in shp]
@@ -263,17 +187,74 @@ def _loo_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_
     a = np.concatenate([blocks(stab) * v[:, None, :], v[:, None, :]], 1).astype(np.float64)  # (B, T + 1, n)
     n_valid = np.maximum(v.sum(1), 1.0).astype(np.float64)
     nvar = np.append(np.asarray(noise_var, np.float64), 0.0)  # the constant row has no noise
+    thr = (margin * n_valid * (2 * np.sqrt(t_n / n_valid) + t_n / n_valid))[:, None]
+    out = (_eiv_predictions if t_n <= EIV_MAX_VOLUMES else _loo_predictions)(a, n_valid, nvar, thr)
+    out = out.reshape(nb[0], nb[1], nb[2], t_n, block, block, block).transpose(3, 0, 4, 1, 5, 2, 6)
+    out = out.reshape(t_n, nb[0] * block, nb[1] * block, nb[2] * block)
+    return np.ascontiguousarray(out[:, : shp[0], : shp[1], : shp[2]])
+
+
+def _eiv_predictions(a: NDArray[np.float64], n_valid: NDArray[np.float64], nvar: NDArray[np.float64],
+                     thr: NDArray[np.float64]) -> NDArray[np.float32]:
+    """Each volume predicted from the others, block by block, by a regression corrected for the others' noise:
+    ``a`` (B, T + 1, N) the blocks' frames and constant row, ``n_valid`` (B,) their valid voxels, ``nvar`` (T + 1,)
+    the rows' noise variances, ``thr`` (B, 1) the eigenvalue threshold; returns (B, T, N).
+
+    In each ``block``³ block with N valid voxels, S the frames and a constant column and
+    G = SᵀS, E[G] = G₀ + N·diag(v): ordinary least squares would shrink the weights of every low-variance signal
+    component — the directions' contrast first (measured on the DWI phantom: FA in white matter −0.18 with one global
+    regression). The weights of frame t solve (G − N·diag(v))_{−t,−t}·w = G_{−t,t} on the eigen-components of the
+    corrected matrix that stand clear of the noise (eigenvalue > margin·N·(2√(p/N) + p/N), the Marchenko–Pastur
+    spread of pure noise): an errors-in-variables regression, local because the signal's dependence on direction
+    differs from voxel to voxel (with blocks of 8: FA bias −0.03; Patch2Self regresses globally, MP-PCA is local but
+    uses the target itself). The prediction of t never reads t's own values; its weights are fitted with them
+    (p numbers over N voxels: a dependence of order √(p / N) of σ). Cost: T batched p × p eigendecompositions per
+    block.
+    """
+    t_n = a.shape[1] - 1
+    gram = np.einsum("bin,bjn->bij", a, a)
+    out = np.zeros((a.shape[0], t_n, a.shape[2]), np.float32)
+    for t in range(t_n):
+        others = np.array([j for j in range(t_n) if j != t] + [t_n])
+        g = gram[:, others][:, :, others] - n_valid[:, None, None] * np.diag(nvar[others])[None]
+        vals, vecs = np.linalg.eigh(g)
+        keep = vals > thr
+        rhs = np.einsum("bji,bj->bi", vecs, gram[:, others, t])
+        w = np.einsum("bij,bj->bi", vecs, np.where(keep, rhs / np.where(keep, vals, 1.0), 0.0))
+        out[:, t] = np.einsum("bi,bin->bn", w, a[:, others])
+    return out
+
+
+def _loo_predictions(a: NDArray[np.float64], n_valid: NDArray[np.float64], nvar: NDArray[np.float64],
+                     thr: NDArray[np.float64]) -> NDArray[np.float32]:
+    """Each volume predicted from the others, block by block: the leave-one-out prediction of a low-rank model
+    (arguments and result as :func:`_eiv_predictions`).
+
+    In each ``block``³ block with N valid voxels, every voxel's T values are
+    modelled as U·c (MP-PCA's model, Veraart et al. 2016): U the eigenvectors of the Gram matrix over the block's
+    voxels corrected for the noise, G − N·diag(v), whose eigenvalues stand clear of the noise (> margin·N·(2√(p/N) +
+    p/N), the Marchenko–Pastur spread of pure noise). Volume t is predicted from the others alone: c fitted by least
+    squares to the other T − 1 values, then U_t·c — with H = UUᵀ, in closed form
+
+        p_t = Σ_{j≠t} H_tj·y_j / (1 − H_tt)        (the leave-one-out identity of a projection)
+
+    (1 − H_tt is floored at 0.1: a volume the others cannot explain gets a damped prediction). The noise is in the
+    fitted values, not in the design, so the prediction keeps the directions' contrast (slope 1: no regression
+    dilution, which flattened FA with ordinary least squares on the other volumes, as Patch2Self regresses). Measured
+    on the DWI phantom against the errors-in-variables regression (:func:`_eiv_predictions`): the same context-mode
+    scores (b0 32.61 / DW 34.53 dB, FA WM 0.078), predictions 7 s instead of 54 s. A constant row (the valid mask,
+    no noise) is part of the model, as in the regression. The prediction of t never reads t's own values; U is
+    estimated with them (a dependence that falls with T: 0.26 σ with 10 volumes, 0.10 σ with 40). Cost: one
+    (T + 1)² eigendecomposition and one (T + 1)² × N product per block.
+    """
+    t_n = a.shape[1] - 1
     gram = np.einsum("bin,bjn->bij", a, a) - n_valid[:, None, None] * np.diag(nvar)[None]
     vals, vecs = np.linalg.eigh(gram)
-    thr = (margin * n_valid * (2 * np.sqrt(t_n / n_valid) + t_n / n_valid))[:, None]
     u = vecs * (vals > thr)[:, None, :]
     hat = np.einsum("bik,bjk->bij", u, u)[:, :t_n]  # rows: the frames; columns: the frames and the constant
     diag = hat[:, np.arange(t_n), np.arange(t_n)].copy()
     hat[:, np.arange(t_n), np.arange(t_n)] = 0.0
-    out = (np.einsum("bij,bjn->bin", hat, a) / np.maximum(1.0 - diag, 0.1)[:, :, None]).astype(np.float32)
-    out = out.reshape(nb[0], nb[1], nb[2], t_n, block, block, block).transpose(3, 0, 4, 1, 5, 2, 6)
-    out = out.reshape(t_n, nb[0] * block, nb[1] * block, nb[2] * block)
-    return np.ascontiguousarray(out[:, : shp[0], : shp[1], : shp[2]])
+    return (np.einsum("bij,bjn->bin", hat, a) / np.maximum(1.0 - diag, 0.1)[:, :, None]).astype(np.float32)
 
 
 def match_variance(out: NDArray[np.float32], context: SeriesContext, groups: Sequence[NDArray[np.int64]], *,

@@ -349,7 +349,7 @@ def test_match_variance_undoes_shrinkage_only() -> None:
     np.testing.assert_array_equal(small, shrunk)
 
 
-def test_many_volumes_take_the_leave_one_out_prediction() -> None:
+def test_many_volumes_take_the_leave_one_out_prediction(monkeypatch: pytest.MonkeyPatch) -> None:
     """Above EIV_MAX_VOLUMES the closed-form leave-one-out prediction: exact on noiseless low-rank frames (with an
     offset: the constant row), unbiased with noise, within 25 % of the per-target regression's error, and a fresh
     noise draw of the target moves it by a fifth of σ at most (the regression's test bound; the target moves by ~1.1 σ)."""
@@ -365,7 +365,9 @@ def test_many_volumes_take_the_leave_one_out_prediction() -> None:
     c = clean[5] - clean[5].mean()
     assert abs(float((c * (pred[5] - pred[5].mean())).sum() / (c * c).sum()) - 1) < 0.05
     err = np.sqrt(np.mean((pred - clean) ** 2))
-    eiv = np.sqrt(np.mean((series._eiv_predictions(noisy, valid, np.ones(t), 8, 1.0) - clean) ** 2))
+    with monkeypatch.context() as m:
+        m.setattr(series, "EIV_MAX_VOLUMES", t)  # the per-target regression on the same series
+        eiv = np.sqrt(np.mean((series.local_predictions(noisy, valid, np.ones(t), block=8) - clean) ** 2))
     assert err < 1.25 * eiv and err < 0.5
     other = noisy.copy()
     other[5] = clean[5] + rng.standard_normal(clean[5].shape).astype(np.float32)
