@@ -227,7 +227,8 @@ def train(
                     "val_loss": val_loss,
                     "psnr": psnr,
                     "lr": opt.param_groups[0]["lr"],
-                    "seconds": time.perf_counter() - t0,
+                    "seconds": time.perf_counter() - t0,  # since this process started (or resumed) the run
+                    "steps_per_second": (done - start) / max(time.perf_counter() - t0, 1e-9),
                 }
                 if stats is not None:
                     stats.write(json.dumps(rec) + "\n")

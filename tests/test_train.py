@@ -161,3 +161,30 @@ def test_one_loop_takes_objectives_without_gdsm() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(start, res.model.parameters()))
     with pytest.raises(ValueError, match="needs objectives"):
         train(cfg, [vol], None, None, data_summary={}, gdsm=False)
+
+
+def test_an_interrupted_run_continues_exactly(tmp_path: Path) -> None:
+    """Issue 32 (training for hours, in pieces): a run stopped after its checkpoint at step 4 and resumed ends with
+    the same EMA weights as the run that was never stopped (optimizer, EMA, sampler RNG in the state)."""
+    clean = head_phantom((40, 40, 8), seed=1)
+    y = rician(clean, 0.1, seed=2)
+    cfg = RunConfig(model=ModelConfig(channels=(8, 16), emb_dim=16),
+                    train=TrainConfig(steps=8, batch_size=2, patch_size=24, val_fraction=0.0, log_every=1,
+                                      checkpoint_every=4))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole = train(cfg, [_volume(y, 0.1, ("axial",))], tmp_path / "a.safetensors", tmp_path / "a", data_summary={})
+
+    def stop(rec: dict) -> None:  # type: ignore[type-arg]
+        if rec["step"] == 5:  # after the checkpoint at step 4: step 5 is lost and redone
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, [_volume(y, 0.1, ("axial",))], tmp_path / "b.safetensors", tmp_path / "b", data_summary={},
+              on_log=stop)
+    assert not (tmp_path / "b.safetensors").exists()
+    resumed = train(cfg, [_volume(y, 0.1, ("axial",))], tmp_path / "b.safetensors", tmp_path / "b", data_summary={},
+                    resume=True)
+    assert resumed.steps == whole.steps == 8  # (the logged running loss restarts with the process: not compared)
+    a, b = load_model(tmp_path / "a.safetensors")[0].state_dict(), load_model(tmp_path / "b.safetensors")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -114,7 +114,7 @@ def train(
         def on_log(rec: dict[str, Any]) -> None:
             val = f" val {rec['val_loss']:.4f}" if rec.get("val_loss") is not None else ""
             val += f" PSNR {rec['psnr']:.2f} dB" if rec.get("psnr") is not None else ""
-            status = f"loss {rec['loss']:.4f}{val} {rec['step'] / max(rec['seconds'], 1e-9):.2f} steps/s"
+            status = f"loss {rec['loss']:.4f}{val} {rec['steps_per_second']:.2f} steps/s"
             prog.update(task, completed=rec["step"], total=cfg.train.steps, status=status)
             if not prog.console.is_terminal and not log.quiet:
                 log.info(f"step {rec['step']}/{cfg.train.steps} {status}")
