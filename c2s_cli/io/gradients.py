@@ -105,8 +105,8 @@ def dicom_gradient_table(members: Sequence[tuple[Path, Any]], n_volumes: int
     some volume has no b-value in any known place (not a diffusion series).
 
     ``members``: the series' (file, header) pairs volume by volume (``Volume.source`` of a DICOM series: Z per volume
-    for classic and enhanced series, one per mosaic file); each volume's first header is read, in the order of :data:`_SOURCES` (the standard
-    attributes, Siemens, Siemens CSA, GE, Philips); a volume with a b-value and no direction (b = 0, or a trace image)
+    for classic and enhanced series, one per mosaic file); each volume's first header is read, in the order of
+    :data:`_SOURCES` (the standard attributes, Siemens, Siemens CSA, GE, Philips); a volume with a b-value and no direction (b = 0, or a trace image)
     gets the zero vector.
 
     Raises:
@@ -132,12 +132,12 @@ def dicom_gradient_table(members: Sequence[tuple[Path, Any]], n_volumes: int
             if g is not None and len(g) == 3:
                 bvecs[t] = [float(v) for v in g]
         except (TypeError, ValueError):
-            raise InputError(f"{path}: its diffusion b-value or direction "
-                             f"({name}) is not numbers", param="bvals") from None
+            raise InputError(f"{path}: its diffusion b-value or direction ({name}) is not numbers",
+                             param="bvals") from None
         used.add(name)
     if not (np.all(np.isfinite(bvals)) and np.all(np.isfinite(bvecs)) and np.all(bvals >= 0)):
-        raise InputError(f"{members[0][0].parent}: diffusion b-values must be finite and "
-                         "non-negative, directions finite", param="bvals")
+        raise InputError(f"{members[0][0].parent}: diffusion b-values must be finite and non-negative, directions "
+                         "finite", param="bvals")
     return bvals, bvecs, " + ".join(sorted(used))
 
 

@@ -24,7 +24,6 @@ benchmarks/README.md.
 
 from __future__ import annotations
 
-
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
