@@ -25,8 +25,9 @@ MD RMSE in tissue (true MD < 1.5·10⁻³), in 10⁻³ mm²/s.
 **Methods** (``--methods``, side by side in one run): ``noisy``; ``dwidenoise`` (MRtrix3, MP-PCA, default 5×5×5
 window, the anchor); ``mppca`` (dipy, patch radius 2); ``patch2self`` (dipy, OLS); ``bm4d`` (per volume, true σ;
 slow); ``c2s-volumes`` (the shipped default, volume by volume with the series σ map); ``c2s-series`` (the 4-D mode:
-the other volumes as context, ``c2s_cli.series``); ``c2s-series-complex`` (the same on the complex series: phase
-demodulated, its real part denoised without the VST, σ from the imaginary part, magnitude out).
+the other volumes as context, ``c2s_cli.series``); ``c2s-series-complex`` (the complex series as a complex NIfTI through
+``c2s denoise``'s pipeline with its defaults: the low-pass phase removed, the real part denoised without the VST, σ
+from the imaginary part, magnitude out; :mod:`c2s_cli.complexdata`).
 
 Usage: python -m c2s_bench.dwi [--data ../shared/data] [--threads 2] [--methods noisy,dwidenoise,mppca,c2s-volumes]
 """
@@ -194,19 +195,6 @@ def dwidenoise(noisy: np.ndarray, affine: np.ndarray, threads: int) -> tuple[np.
         return (np.asarray(nib.load(str(dst)).dataobj, np.float32), np.asarray(nib.load(str(nmap)).dataobj, np.float32))
 
 
-def demodulate(z: np.ndarray, smooth: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
-    """Remove each volume's slowly varying phase, z·exp(−i·angle(G_smooth * z)) (as NORDIC and dwidenoise2 users do
-    before denoising complex data); returns its real part (the signal with Gaussian noise, no Rician floor) and its
-    imaginary part (noise, and signal where the phase varies faster than the filter)."""
-    re, im = np.empty(z.shape, np.float32), np.empty(z.shape, np.float32)
-    for t in range(z.shape[3]):
-        zz = z[..., t]
-        phase = np.angle(ndimage.gaussian_filter(zz.real, smooth) + 1j * ndimage.gaussian_filter(zz.imag, smooth))
-        d = zz * np.exp(-1j * phase)
-        re[..., t], im[..., t] = d.real, d.imag
-    return re, im
-
-
 def run_method(name: str, ph: dict[str, Any], args: Any) -> tuple[np.ndarray, str]:
     noisy, bvals = ph["noisy"], ph["bvals"]
     if name == "noisy":
@@ -241,15 +229,20 @@ def run_method(name: str, ph: dict[str, Any], args: Any) -> tuple[np.ndarray, st
         return den.denoise_series(noisy, bvals=bvals, bvecs=ph["bvecs"], steps=args.series_steps,
                                   neighbours=args.series_neighbours), \
             f"{args.series_steps} steps, {args.series_neighbours} neighbours"
-    if name == "c2s-series-complex":  # the complex series: demodulated, its real part denoised (no VST), magnitude out
+    if name == "c2s-series-complex":  # the product path: a complex NIfTI with its .bval / .bvec, c2s's defaults
+        import nibabel as nib
+
         from c2s_cli.api import Denoiser
 
-        re, im = demodulate(ph["complex"])
-        sigma = 1.4826 * float(np.median(np.abs(im - np.median(im))))  # the imaginary part's MAD
         den = Denoiser(args.model, "cpu", threads=args.threads)
-        out = den.denoise_series(re, bvals=bvals, bvecs=ph["bvecs"], steps=args.series_steps,
-                                 neighbours=args.series_neighbours, sigma=sigma, use_vst=False)
-        return np.abs(out), f"σ {sigma:.2f} from the imaginary part's MAD (true {ph['sigma']:.2f})"
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = Path(tmp) / "dwi.nii", Path(tmp) / "out.nii"
+            nib.save(nib.Nifti1Image(ph["complex"], ph["affine"]), str(src))
+            np.savetxt(Path(tmp) / "dwi.bval", bvals[None], fmt="%g")
+            np.savetxt(Path(tmp) / "dwi.bvec", ph["bvecs"].T, fmt="%.6f")
+            rec = den.denoise_file(src, dst)
+            out = np.asarray(nib.load(str(dst)).dataobj, np.float32)
+        return out, f"{rec['series_mode']} mode; σ median {rec['noise'][0]['sigma']:.2f} (true {ph['sigma']:.2f})"
     raise SystemExit(f"unknown method {name}")
 
 

@@ -150,24 +150,27 @@ class Denoiser:
 
     def noise_spec(
         self, sigma: float | None = None, *, sigma_map: NDArray[np.floating] | None = None, noise: str = "default",
-        use_vst: bool | None = None, coils: int | None = None, slice_axis: int = 2,
+        use_vst: bool | None = None, coils: int | None = None, slice_axis: int = 2, map_source: str = "map (user)",
     ) -> NoiseSpec:
         """The :class:`~c2s_cli.noise.policy.NoiseSpec` of a call: the caller's σ / map / mode and noise-model
         overrides, else the model's settings."""
         vst_on, n_coils = self.noise_model(use_vst, coils)
         return NoiseSpec(sigma=sigma, sigma_map=sigma_map, mode=noise, use_vst=vst_on, coils=n_coils,
-                         slice_axis=slice_axis)
+                         slice_axis=slice_axis, map_source=map_source)
 
     def fit_noise(
         self, x: Volume | NDArray[np.floating], sigma: float | None = None, *,
         sigma_map: NDArray[np.floating] | None = None, noise: str = "default", use_vst: bool | None = None,
         coils: int | None = None, slice_axis: int | None = None, on_warning: Callable[[str], None] | None = None,
+        map_source: str = "map (user)",
     ) -> NoiseFit:
         """The noise policy (:func:`c2s_cli.noise.policy.fit`) for ``x`` with this model's noise settings: what
-        :meth:`denoise` uses when it is not given a fit. ``noise``: "default", "auto" or "none"."""
+        :meth:`denoise` uses when it is not given a fit. ``noise``: "default", "auto" or "none"; ``map_source``:
+        where a given ``sigma_map`` came from (the domain's ``method``)."""
         data = x.data if isinstance(x, Volume) else np.asarray(x, dtype=np.float32)
         axis = slice_axis if slice_axis is not None else (x.slice_axis if isinstance(x, Volume) else 2)
-        spec = self.noise_spec(sigma, sigma_map=sigma_map, noise=noise, use_vst=use_vst, coils=coils, slice_axis=axis)
+        spec = self.noise_spec(sigma, sigma_map=sigma_map, noise=noise, use_vst=use_vst, coils=coils, slice_axis=axis,
+                               map_source=map_source)
         name = str(getattr(x, "path", "input"))
         check_volume(data, name, vst_on=spec.use_vst)
         return fit_noise(data, spec, name=name, on_warning=on_warning)

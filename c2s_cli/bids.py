@@ -106,8 +106,26 @@ def find_inputs(
                 continue
             if filters and not _matches(ent, suffix, datatype, filters):
                 continue
+            if ent.get("part") in COMPANION_PARTS.values():
+                continue  # a phase or imaginary image is its magnitude's / real part's companion, not an input
             out.append(BidsFile(f, ent, suffix, datatype, ext))
     return out
+
+
+# complex data in BIDS (the ``part`` entity): the companion of each input part and the option it fills
+COMPANION_PARTS = {"mag": "phase", "real": "imag"}
+
+
+def complex_companion(bf: BidsFile) -> tuple[str, Path] | None:
+    """("phase" | "imaginary", path) of the file that makes ``bf`` complex data — its ``part-phase`` image beside
+    a ``part-mag`` one, its ``part-imag`` beside a ``part-real`` — or None (magnitude data alone)."""
+    part = bf.entities.get("part")
+    if part not in COMPANION_PARTS:
+        return None
+    other = bf.path.with_name(bf.path.name.replace(f"_part-{part}_", f"_part-{COMPANION_PARTS[part]}_"))
+    if not other.is_file():
+        return None
+    return ("phase" if part == "mag" else "imaginary"), other
 
 
 def _within(path: Path, root: Path) -> bool:
@@ -359,7 +377,9 @@ def run_participant(
             if bf.suffix == "dwi" else []
         targets = [dst, figure, side_path, *companions, *(v for v in extra.values() if v is not None)]
         plan[dst] = (bf, side_path, companions, targets, figure)
-        jobs.append(runner.Job(bf.path, dst, dataclasses.replace(options, preview=figure, **extra), fields={
+        pair = complex_companion(bf)  # an input, not an output: not among the targets
+        cplx = {pair[0]: pair[1]} if pair is not None else {}
+        jobs.append(runner.Job(bf.path, dst, dataclasses.replace(options, preview=figure, **extra, **cplx), fields={
             "input": str(bf.path.relative_to(bids_dir)), "output": str(dst.relative_to(out_dir)),
             "subject": bf.entities["sub"], "session": bf.entities.get("ses"), "suffix": bf.suffix,
             "model": den.name, "sha256": den.sha256, "c2s_version": __version__, "date": started,
@@ -379,7 +399,7 @@ def run_participant(
                                       "Sources": [f"bids:raw:{bf.path.relative_to(bids_dir).as_posix()}"],
                                       "C2S": {k: result[k] for k in ("model", "sha256", "noise", "warnings", "tta",
                                                                      "planes", "seconds", "clipped_voxels",
-                                                                     "series_mode", "series_context")
+                                                                     "series_mode", "series_context", "complex")
                                              if result.get(k) is not None}})
         if bf.suffix == "dwi":
             for ext in (".bval", ".bvec"):

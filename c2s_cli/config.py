@@ -190,6 +190,12 @@ class DenoiseOptions:
     preview: Path | None = None
     force: bool = False
     threads: int | None = None  # gzip threads for .nii.gz outputs
+    # complex data (a complex NIfTI input needs neither): the phase of a magnitude input (radians or Siemens
+    # −4096 … 4095) or the imaginary part of a real input, on its grid; complex_out writes the denoised complex image
+    # (NIfTI complex64) instead of its magnitude
+    phase: Path | None = None
+    imaginary: Path | None = None
+    complex_out: bool = False
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field (before any file is read)."""
@@ -215,9 +221,24 @@ class DenoiseOptions:
             raise ValueError(f"series_mode must be {', '.join(SERIES_MODES)}, got {self.series_mode!r}")
         if self.series_steps < 0:
             raise ValueError(f"series_steps must be ≥ 0, got {self.series_steps}")
+        if self.phase is not None and self.imaginary is not None:
+            raise ValueError("phase and imaginary both given: give the phase of a magnitude input or the imaginary "
+                             "part of a real input")
+        if (self.phase is not None or self.imaginary is not None) and self.complex_conflict():
+            raise ValueError(f"{self.complex_conflict()} is not available with complex input (the noise is Gaussian "
+                             "once the phase is removed)")
         if self.series_mode == "context" and self.context_conflict():
             raise ValueError(f"{self.context_conflict()} is not available with series_mode context (it trains on the "
                              "series itself); give series_mode volumes")
+
+    def complex_conflict(self) -> str | None:
+        """The first option complex data cannot take (coils and vst: the noise model of magnitudes; adapt; guides;
+        dtype input), or None."""
+        for name, value, plain in (("coils", self.coils, None), ("vst", self.vst or None, None),
+                                   ("adapt", self.adapt, 0), ("guides", self.guides, ()), ("dtype", self.dtype, "float32")):
+            if value != plain:
+                return name
+        return None
 
     def context_conflict(self) -> str | None:
         """The first option the series context mode cannot take (planes, tta, adapt, guides), or None."""

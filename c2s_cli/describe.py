@@ -69,7 +69,9 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
         if len(infos) > 1 and series is None:
             out.update({"kind": "dicom-folder", "path": str(path), "warnings": warnings})
             return out
-    vol, warnings = read_volume(path, series=series)
+    from c2s_cli.io.complex import read_complex
+
+    vol, warnings, z = read_complex(path, series=series)  # a complex NIfTI: its magnitude, and z
     data = vol.data
     out.update({
         "kind": vol.kind,
@@ -83,7 +85,9 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
         "affine": np.round(vol.affine, 4).tolist(),
     })
     out.update({k: v for k, v in vol.meta.items() if k not in ("dtype",)})
-    if noise:
+    if noise and z is not None:
+        out["noise"] = complex_noise_info(z, vol.slice_axis)
+    elif noise:
         from c2s_cli.errors import C2SError
         from c2s_cli.noise.policy import NoiseSpec, fit, map_for_info
 
@@ -102,6 +106,25 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
         out["series"] = series_info(vol, path)
     out["warnings"] = warnings
     return out
+
+
+def complex_noise_info(z: Any, slice_axis: int) -> dict[str, Any]:
+    """What ``c2s denoise`` does with the noise of complex data: σ per voxel measured on the imaginary part once the
+    low-pass phase is removed (:mod:`c2s_cli.complexdata`), of the first 3-D frame."""
+    from c2s_cli.complexdata import demodulate, imaginary_sigma_map
+    from c2s_cli.noise.policy import IMAGINARY_MAP
+
+    first = z if z.ndim == 3 else z[..., 0]
+    _, imag, _ = demodulate(first, slice_axis=slice_axis)
+    try:
+        smap = imaginary_sigma_map(imag, slice_axis=slice_axis)
+    except ValueError as exc:
+        return {"sigma": None, "method": None, "c2s_denoise_uses": "refuses", "reason": str(exc), "warnings": [str(exc)]}
+    p5, p50, p95 = (float(v) for v in np.percentile(smap, [5, 50, 95]))
+    return {"sigma": p50, "method": IMAGINARY_MAP, "c2s_denoise_uses": IMAGINARY_MAP,
+            "reason": (f"complex data: a σ map (median {p50:.4g}, 5–95 % {p5:.4g}–{p95:.4g}) measured on the imaginary "
+                       "part once the slowly varying phase is removed; the real part is denoised (Gaussian noise, no "
+                       "VST)"), "warnings": []}
 
 
 def series_info(vol: Any, path: Path) -> dict[str, Any]:

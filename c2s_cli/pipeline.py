@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from c2s_cli._version import __version__
+from c2s_cli.complexdata import DEMODULATION_WIDTH
 from c2s_cli.errors import InputError, UsageError
 from c2s_cli.io import check_writable, is_nifti, output_kind, read_volume, write_volume
 from c2s_cli.io.atomic import OutputLock, atomic_path, check_distinct, check_output
@@ -101,18 +103,38 @@ def check_outputs(src: Path, dst: Path, o: DenoiseOptions, inputs: Sequence[Path
     """Every output is safe to write (:func:`~c2s_cli.io.atomic.check_output`): not an input, and an existing one
     only with ``force`` and only if c2s wrote it. Run before the compute, and again once the outputs are locked (a
     concurrent run may have written them in between)."""
-    every_input = [src, *inputs, *([o.mask] if o.mask else []), *o.guides, *([o.sigma_map] if o.sigma_map else [])]
+    every_input = [src, *inputs, *([o.mask] if o.mask else []), *o.guides, *([o.sigma_map] if o.sigma_map else []),
+                   *([o.phase] if o.phase else []), *([o.imaginary] if o.imaginary else [])]
     outputs = {"output": dst, "residual": o.residual, "preview": o.preview, "save_sigma_map": o.save_sigma_map}
     for name, p in outputs.items():
         if p is not None:
             check_output(p, every_input, force=o.force, what=name, param=name)
 
 
+def check_complex(src: Path, dst: Path, o: DenoiseOptions, z: NDArray[np.complex64] | None) -> None:
+    """Complex data's own refusals, once the input is known to be complex or not (a complex NIfTI needs no flag)."""
+    if z is None:
+        if o.complex_out:
+            raise UsageError(f"complex_out: {src} is not complex data; give its phase (--phase) or imaginary part "
+                             "(--imaginary), or a complex NIfTI", param="complex_out")
+        return
+    clash = o.complex_conflict()
+    if clash:
+        raise UsageError(f"{clash}: {src} is complex data (Gaussian noise once the phase is removed); {clash} is not "
+                         "available with it", param=clash)
+    if o.complex_out and not is_nifti(dst):
+        raise UsageError(f"complex_out: {dst}: the complex output is written as NIfTI (.nii or .nii.gz)",
+                         param="complex_out")
+
+
 def preflight(
     den: Denoiser, src: Path, dst: Path, o: DenoiseOptions, inputs: Sequence[Path],
-) -> tuple[Volume, list[str], NDArray[np.bool_] | None, list[NDArray[np.float32]], NDArray[np.float32] | None, str]:
-    """Every check that can fail before the compute; returns the volume, its warnings, the mask, the guides, the σ
-    map and the UID seed."""
+) -> tuple[Volume, list[str], NDArray[np.bool_] | None, list[NDArray[np.float32]], NDArray[np.float32] | None, str,
+           NDArray[np.complex64] | None]:
+    """Every check that can fail before the compute; returns the volume (for complex data: its magnitude), its
+    warnings, the mask, the guides, the σ map, the UID seed and the complex data (None for magnitudes)."""
+    from c2s_cli.io.complex import read_complex
+
     from c2s_cli.config import check_options
 
     check_options(o)
@@ -125,9 +147,10 @@ def preflight(
     if o.preview is not None and o.preview.suffix.lower() != ".png":
         raise UsageError(f"preview {o.preview}: the preview is a PNG (.png)", param="preview")
     check_outputs(src, dst, o, inputs)
-    vol, warnings = read_volume(src, series=o.series)
+    vol, warnings, z = read_complex(src, phase=o.phase, imaginary=o.imaginary, series=o.series)
+    check_complex(src, dst, o, z)
     output_kind(vol, dst)
-    seed = json.dumps(pixel_options(den, o), sort_keys=True)
+    seed = json.dumps({**pixel_options(den, o), **({"complex": True} if z is not None else {})}, sort_keys=True)
     check_writable(vol, dst, uid_seed=seed)
     for extra in (o.residual, o.save_sigma_map):
         if extra is not None:
@@ -139,7 +162,51 @@ def preflight(
     smap = read_sigma_map(o.sigma_map, vol) if o.sigma_map is not None else None
     axis = o.slice_axis if o.slice_axis is not None else vol.slice_axis
     w = anisotropy_warning(vol, axis, o.planes)
-    return vol, warnings + ([w] if w else []), keep, guides, smap, seed
+    return vol, warnings + ([w] if w else []), keep, guides, smap, seed, z
+
+
+@dataclass
+class Demodulated:
+    """Complex input made ready for the network (:mod:`c2s_cli.complexdata`): the real part (image units), the
+    low-pass phase removed from it, and the σ it is denoised with (one value, or a map and where it came from)."""
+
+    real: NDArray[np.float32]
+    phase: NDArray[np.float32]
+    sigma: float | None
+    sigma_map: NDArray[np.float32] | None
+    map_source: str
+    source: str
+    shift: np.float32 = np.float32(0.0)  # the constant the real part is denoised above (image units)
+
+    def record(self, o: DenoiseOptions) -> dict[str, Any]:
+        return {"input": self.source, "demodulation": f"low-pass phase, Gaussian {DEMODULATION_WIDTH:g} voxels in "
+                "each slice", "noise": "Gaussian (no VST)", "shift": float(self.shift),
+                "output": "complex" if o.complex_out else "magnitude"}
+
+
+def demodulated(z: NDArray[np.complex64], axis: int, o: DenoiseOptions, smap: NDArray[np.float32] | None, *,
+                trained: bool) -> Demodulated:
+    """Demodulate ``z`` and choose σ: the user's σ or map, else the imaginary part's map (``--sigma-map none``: its
+    one robust σ). ``trained``: the network is trained on this scan first (the series context mode), so the real
+    part needs no shift (:data:`c2s_cli.complexdata.SHIFT`)."""
+    from c2s_cli.complexdata import SHIFT, demodulate, imaginary_sigma, imaginary_sigma_map
+    from c2s_cli.noise.policy import IMAGINARY_MAP
+
+    real, imag, phase = demodulate(z, slice_axis=axis)
+    source = "phase" if o.phase else "imaginary" if o.imaginary else "complex NIfTI"
+    try:
+        if o.sigma is not None or smap is not None:
+            out = Demodulated(real, phase, o.sigma, smap, "map (user)", source)
+        elif not o.default_sigma_map:
+            out = Demodulated(real, phase, imaginary_sigma(imag, slice_axis=axis), None, "", source)
+        else:
+            out = Demodulated(real, phase, None, imaginary_sigma_map(imag, slice_axis=axis), IMAGINARY_MAP, source)
+    except ValueError as exc:
+        raise InputError(f"{o.phase or o.imaginary or 'input'}: {exc}", param="sigma") from None
+    if not trained:
+        level = out.sigma if out.sigma is not None else float(np.median(out.sigma_map))  # type: ignore[arg-type]
+        out.shift = np.float32(SHIFT * level)
+    return out
 
 
 def run_file(
@@ -156,7 +223,7 @@ def run_file(
     from c2s_cli.records import DenoiseReport
 
     t_start = time.perf_counter()
-    vol, warnings, keep, guides, smap, seed = preflight(den, src, dst, o, inputs)
+    vol, warnings, keep, guides, smap, seed, z = preflight(den, src, dst, o, inputs)
     series = vol.data.ndim == 4
     table = series_gradient_table(vol, src) if series and o.series_mode != "volumes" else None  # before compute
     mode = o.series_mode_for(table is not None) if series else None
@@ -173,8 +240,15 @@ def run_file(
             on_warning(w)
     axis = o.slice_axis if o.slice_axis is not None else vol.slice_axis
     seconds: dict[str, float] = {"model_load": den.load_seconds, "read": t_read}
-    fitted = den.fit_noise(vol, o.sigma, sigma_map=smap, noise=noise_mode(o), use_vst=o.vst, coils=o.coils,
-                           slice_axis=axis, on_warning=warn)
+    cplx = demodulated(z, axis, o, smap, trained=context) if z is not None else None
+    if cplx is not None:  # the real part, Gaussian noise: no VST; σ from the imaginary part unless given
+        work = vol.with_data(cplx.real + cplx.shift)
+        fitted = den.fit_noise(work, cplx.sigma, sigma_map=cplx.sigma_map, noise="none", use_vst=False,
+                               slice_axis=axis, on_warning=warn, map_source=cplx.map_source)
+    else:
+        work = vol
+        fitted = den.fit_noise(vol, o.sigma, sigma_map=smap, noise=noise_mode(o), use_vst=o.vst, coils=o.coils,
+                               slice_axis=axis, on_warning=warn)
     if fitted.estimates:
         seconds["sigma_map"] = fitted.seconds
     with ExitStack() as locks:
@@ -194,26 +268,34 @@ def run_file(
             warn(f"{src}: one volume: series_mode context needs a 4-D series; denoised as a volume")
         if context:
             result = worker.denoise_series(
-                vol, bvals=table[0] if table else None, bvecs=table[1] if table else None, steps=o.series_steps,
+                work, bvals=table[0] if table else None, bvecs=table[1] if table else None, steps=o.series_steps,
                 strength=o.strength, slice_axis=axis, fitted=fitted, report=rep,
                 on_log=(lambda r: on_progress("train", r["step"], o.series_steps)) if on_progress else None,
                 on_volume=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None)
         else:
             result = worker.denoise(
-                vol, strength=o.strength, use_vst=o.vst, coils=o.coils, slice_axis=axis, guides=guides or None,
+                work, strength=o.strength, use_vst=False if cplx is not None else o.vst, coils=o.coils, slice_axis=axis, guides=guides or None,
                 report=rep, tta=o.tta, planes=o.planes, fitted=fitted,
                 on_progress=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None,
             )
         seconds.update(rep.seconds)
+        written: NDArray[np.generic] = result
+        if cplx is not None:
+            from c2s_cli.complexdata import magnitude, remodulate
+
+            real = result - cplx.shift
+            result = magnitude(real)  # what the residual, the preview and the record compare with |z|
+            written = remodulate(real, cplx.phase) if o.complex_out else result
         if keep is not None:
             result = np.where(keep, result, vol.data).astype(np.float32)
+            written = np.where(keep, written, z if o.complex_out and z is not None else vol.data)
         t0 = time.perf_counter()
-        vst_on, _ = den.noise_model(o.vst, o.coils)
+        vst_on = False if cplx is not None else den.noise_model(o.vst, o.coils)[0]
         params = (f"model={den.name} sha256={den.sha256[:16]} strength={o.strength} vst={vst_on} tta={o.tta} "
                   f"planes={'+'.join(o.planes)}")
         derivation = (f"Self-supervised denoising (Corruption2Self), c2s {__version__}, {params}, "
                       f"sigma={rep.domains[0].sigma:.5g}")
-        clipped = write_volume(vol, result, dst, dtype=o.dtype, note=f"c2s {__version__} denoised",
+        clipped = write_volume(vol, written, dst, dtype=o.dtype, note=f"c2s {__version__} denoised",
                                derivation=derivation, software_version=f"c2s {__version__}", uid_seed=seed,
                                threads=o.threads)
         if o.preview is not None:
@@ -247,6 +329,7 @@ def run_file(
         "clipped_voxels": clipped,
         "adapt_steps": o.adapt,
         "series_mode": mode,
+        **({"complex": cplx.record(o)} if cplx is not None else {}),
         **({"series_context": {"neighbours_in": f"q-space ({table[2]})" if table else "time",
                                "training_steps": o.series_steps}} if context else {}),
         "tta": o.tta,

@@ -189,11 +189,17 @@ def local_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise
         x = x.transpose(k, k + 2, k + 4, *range(k), k + 1, k + 3, k + 5)
         return x.reshape(-1, *lead, block**3)
 
+    # the frames' noise variance: 1 in the VST's units, σ² without the VST (signed or complex data); the constant row
+    # and the noise threshold scale with it, so that the prediction does not depend on the units (a unit-variance
+    # threshold on data in image units kept noise components: b0 −1.8 dB on the DWI phantom without the VST)
+    level = float(np.mean(np.asarray(noise_var, np.float64)))
+    level = level if level > 0 else 1.0  # noiseless frames: the unit threshold (above rounding's components)
     v = blocks(valid.astype(np.float32))  # (B, n)
-    a = np.concatenate([blocks(stab) * v[:, None, :], v[:, None, :]], 1).astype(np.float64)  # (B, T + 1, n)
+    a = np.concatenate([blocks(stab) * v[:, None, :], np.sqrt(level) * v[:, None, :]], 1).astype(np.float64)
     n_valid = np.maximum(v.sum(1), 1.0).astype(np.float64)
     nvar = np.append(np.asarray(noise_var, np.float64), 0.0)  # the constant row has no noise
-    thr = (margin * n_valid * (2 * np.sqrt(t_n / n_valid) + t_n / n_valid))[:, None]
+    # the Marchenko–Pastur spread of pure noise above its floor
+    thr = (margin * level * n_valid * (2 * np.sqrt(t_n / n_valid) + t_n / n_valid))[:, None]
     out = (_eiv_predictions if t_n <= EIV_MAX_VOLUMES else _loo_predictions)(a, n_valid, nvar, thr)
     out = out.reshape(nb[0], nb[1], nb[2], t_n, block, block, block).transpose(3, 0, 4, 1, 5, 2, 6)
     out = out.reshape(t_n, nb[0] * block, nb[1] * block, nb[2] * block)
@@ -210,8 +216,8 @@ def _eiv_predictions(a: NDArray[np.float64], n_valid: NDArray[np.float64], nvar:
     G = SᵀS, E[G] = G₀ + N·diag(v): ordinary least squares would shrink the weights of every low-variance signal
     component — the directions' contrast first (measured on the DWI phantom: FA in white matter −0.18 with one global
     regression). The weights of frame t solve (G − N·diag(v))_{−t,−t}·w = G_{−t,t} on the eigen-components of the
-    corrected matrix that stand clear of the noise (eigenvalue > margin·N·(2√(p/N) + p/N), the Marchenko–Pastur
-    spread of pure noise): an errors-in-variables regression, local because the signal's dependence on direction
+    corrected matrix that stand clear of the noise (eigenvalue > margin·v̄·N·(2√(p/N) + p/N), the Marchenko–Pastur
+    spread of pure noise of the frames' mean variance v̄): an errors-in-variables regression, local because the signal's dependence on direction
     differs from voxel to voxel (with blocks of 8: FA bias −0.03; Patch2Self regresses globally, MP-PCA is local but
     uses the target itself). The prediction of t never reads t's own values; its weights are fitted with them
     (p numbers over N voxels: a dependence of order √(p / N) of σ). Cost: T batched p × p eigendecompositions per
@@ -238,8 +244,8 @@ def _loo_predictions(a: NDArray[np.float64], n_valid: NDArray[np.float64], nvar:
 
     In each ``block``³ block with N valid voxels, every voxel's T values are
     modelled as U·c (MP-PCA's model, Veraart et al. 2016): U the eigenvectors of the Gram matrix over the block's
-    voxels corrected for the noise, G − N·diag(v), whose eigenvalues stand clear of the noise (> margin·N·(2√(p/N) +
-    p/N), the Marchenko–Pastur spread of pure noise). Volume t is predicted from the others alone: c fitted by least
+    voxels corrected for the noise, G − N·diag(v), whose eigenvalues stand clear of the noise (> margin·v̄·N·(2√(p/N) +
+    p/N), the Marchenko–Pastur spread of pure noise of the frames' mean variance v̄). Volume t is predicted from the others alone: c fitted by least
     squares to the other T − 1 values, then U_t·c — with H = UUᵀ, in closed form
 
         p_t = Σ_{j≠t} H_tj·y_j / (1 − H_tt)        (the leave-one-out identity of a projection)

@@ -341,3 +341,32 @@ def test_dwi_series_mode_context(raw: Path, tiny_model: Path) -> None:
     assert c2s_block["series_mode"] == "context"
     assert c2s_block["series_context"]["neighbours_in"].startswith("q-space")
     assert "series_mode" not in json.loads((out / "sub-01/anat/sub-01_desc-c2s_T1w.json").read_text())["C2S"]
+
+
+def test_complex_parts_are_denoised_together(tmp_path: Path, tiny_model: Path) -> None:
+    """BIDS complex data (the ``part`` entity): a ``part-mag`` image is denoised with its ``part-phase`` companion
+    (recorded in the sidecar), a ``part-real`` with its ``part-imag``; the phase and imaginary images are never
+    denoised as images of their own; a ``part-mag`` without a phase is magnitude data."""
+    root = tmp_path / "raw"
+    root.mkdir()
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "complex", "BIDSVersion": "1.8.0"}))
+    rng = np.random.default_rng(0)
+    clean = head_phantom((32, 32, 8), seed=1) * 1000
+    z = clean * np.exp(0.5j) + 40 * (rng.standard_normal(clean.shape) + 1j * rng.standard_normal(clean.shape))
+    aff = np.diag([1.0, 1.0, 2.0, 1.0])
+    anat = root / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    for name, data in (("part-mag_T2starw", np.abs(z)), ("part-phase_T2starw", np.angle(z)),
+                       ("acq-b_part-real_T2starw", z.real), ("acq-b_part-imag_T2starw", z.imag),
+                       ("acq-c_part-mag_T2starw", np.abs(z))):
+        nib.save(nib.Nifti1Image(data.astype(np.float32), aff), str(anat / f"sub-01_{name}.nii.gz"))
+    out = tmp_path / "out"
+    r = c2s("bids", str(root), str(out), "participant", "--model", str(tiny_model), "--suffix", "T2starw")
+    assert r.returncode == 0, r.stderr
+    made = sorted(p.name for p in (out / "sub-01" / "anat").glob("*.nii.gz"))
+    assert made == ["sub-01_acq-b_part-real_desc-c2s_T2starw.nii.gz", "sub-01_acq-c_part-mag_desc-c2s_T2starw.nii.gz",
+                    "sub-01_part-mag_desc-c2s_T2starw.nii.gz"]
+    side = {p.name: json.loads(p.read_text())["C2S"] for p in (out / "sub-01" / "anat").glob("*.json")}
+    assert side["sub-01_part-mag_desc-c2s_T2starw.json"]["complex"]["input"] == "phase"
+    assert side["sub-01_acq-b_part-real_desc-c2s_T2starw.json"]["complex"]["input"] == "imaginary"
+    assert "complex" not in side["sub-01_acq-c_part-mag_desc-c2s_T2starw.json"]

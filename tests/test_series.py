@@ -373,3 +373,19 @@ def test_many_volumes_take_the_leave_one_out_prediction(monkeypatch: pytest.Monk
     other[5] = clean[5] + rng.standard_normal(clean[5].shape).astype(np.float32)
     moved = series.local_predictions(other, valid, np.ones(t), block=8)[5]
     assert np.abs(moved - pred[5]).mean() < 0.2 and np.abs(other[5] - noisy[5]).mean() > 1.0  # 0.15 σ measured
+
+
+@pytest.mark.parametrize("t", [12, series.EIV_MAX_VOLUMES + 4])
+def test_predictions_do_not_depend_on_the_units(t: int) -> None:
+    """The prediction is equivariant to the data's units: the frames ×c with noise variance ×c² (signed data
+    without the VST, e.g. complex, whose noise variance is σ², not 1) give c × the prediction. Before the fix the
+    noise threshold assumed unit variance, so a scan in image units kept its noise components (measured on the DWI
+    phantom without the VST: b0 −1.8 dB)."""
+    rng = np.random.default_rng(2)
+    basis = rng.random((3, 16, 16, 8)).astype(np.float32) * 10
+    clean = np.einsum("tk,kxyz->txyz", rng.random((t, 3)).astype(np.float32), basis) + 5.0
+    noisy = clean + rng.standard_normal(clean.shape).astype(np.float32)
+    valid = np.ones(clean.shape[1:], bool)
+    unit = series.local_predictions(noisy, valid, np.ones(t), block=8)
+    scaled = series.local_predictions(noisy * 40.0, valid, np.full(t, 40.0 ** 2), block=8)
+    np.testing.assert_allclose(scaled / 40.0, unit, atol=1e-3 * np.abs(unit).max())

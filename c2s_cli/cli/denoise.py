@@ -44,6 +44,9 @@ def denoise(
     mask: Annotated[Optional[Path], typer.Option(help="NIfTI mask on the input's grid: voxels outside are returned unchanged.")] = None,
     guide: Annotated[Optional[list[Path]], typer.Option(help="Co-registered other contrast(s) for a multi-contrast model.")] = None,
     adapt: Annotated[int, typer.Option(min=0, help="Fine-tune the model on each input for this many steps first.")] = 0,
+    phase: Annotated[Optional[Path], typer.Option(help="Complex data: the phase of the (magnitude) input, NIfTI or DICOM on its grid, in radians or Siemens -4096..4095. Its slowly varying phase is removed and the real part denoised (Gaussian noise, no Rician floor). A complex NIfTI input needs no flag.")] = None,
+    imaginary: Annotated[Optional[Path], typer.Option(help="Complex data: the imaginary part of the (real-part) input, on its grid.")] = None,
+    complex_out: Annotated[bool, typer.Option("--complex-out", help="Complex data: write the denoised complex image (NIfTI complex64) instead of its magnitude.")] = False,
     series_mode: SeriesModeOpt = "auto",
     series_steps: SeriesStepsOpt = 400,
     force: Annotated[bool, typer.Option("--force", help="Replace existing outputs that c2s wrote (never anything else).")] = False,
@@ -70,13 +73,17 @@ def denoise(
         residual = noise_map
     if force and skip_existing:
         raise UsageError("--force and --skip-existing contradict each other")
+    if phase is not None and imaginary is not None:
+        raise UsageError("--phase and --imaginary both given: give the phase of a magnitude input or the imaginary "
+                         "part of a real input")
     auto_map = sigma_map is not None and str(sigma_map) == "auto"  # a file named auto: ./auto
     no_map = sigma_map is not None and str(sigma_map) == "none"  # one σ per volume, also for 4-D series
     opts = DenoiseOptions(sigma=sigma, sigma_map=None if auto_map or no_map else sigma_map, estimate_sigma_map=auto_map,
                           default_sigma_map=not no_map, save_sigma_map=save_sigma_map, coils=coils, vst=False if no_vst else None, strength=strength, tta=tta,
                           planes=_planes(planes), slice_axis=slice_axis, series=series, dtype=dtype, mask=mask,
                           guides=tuple(guide or ()), adapt=adapt, residual=residual, preview=preview, force=force,
-                          threads=threads, series_mode=series_mode, series_steps=series_steps)
+                          threads=threads, series_mode=series_mode, series_steps=series_steps, phase=phase,
+                          imaginary=imaginary, complex_out=complex_out)
     check_options(opts)  # before any input is read
     items = batch.shard(batch.expand(inputs, series, keep_going=keep_going), num_parts, part_id)
     single = len(items) == 1 and len(inputs) == 1 and inputs[0] != "-" and not inputs[0].startswith("@")
@@ -91,7 +98,8 @@ def denoise(
                                    "model": model, "device": device, "error": j.item.error}))
         return
     for flag, value in (("--residual", residual), ("--preview", preview), ("--mask", mask), ("--guide", guide),
-                        ("--sigma-map", opts.sigma_map), ("--save-sigma-map", save_sigma_map)):
+                        ("--sigma-map", opts.sigma_map), ("--save-sigma-map", save_sigma_map), ("--phase", phase),
+                        ("--imaginary", imaginary)):
         if value and len(jobs) != 1:
             raise UsageError(f"{flag} needs exactly one input")
     everything = batch.input_paths(items)

@@ -71,8 +71,11 @@ def _gunzip_verified(path: Path) -> bytes:
                          "or truncated, re-export or re-copy it") from None
 
 
-def read_nifti(path: Path) -> Volume:
+def read_nifti(path: Path, *, keep_complex: bool = False) -> Volume:
     """Read a .nii / .nii.gz (NIfTI-1 or -2, 3D or 4D) as float32 with scl_slope/inter applied.
+
+    ``keep_complex``: a complex NIfTI is read as complex64 (``data`` is then complex: for
+    :func:`c2s_cli.io.complex.read_complex` only); without it a complex file is refused.
 
     A ``.nii.gz`` is decompressed whole and its gzip CRC-32 and length are verified: a damaged stream is refused,
     never read as data. The declared size is checked against the file and the memory before anything is read.
@@ -91,13 +94,14 @@ def read_nifti(path: Path) -> Volume:
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     dtype = img.get_data_dtype()
-    if np.issubdtype(dtype, np.complexfloating) or dtype.names is not None:
+    cplx = np.issubdtype(dtype, np.complexfloating)
+    if (cplx and not keep_complex) or dtype.names is not None:
         raise InputError(f"{path}: data type {dtype} is not supported (complex or RGB); give a magnitude image")
     _check_declared_size(path, img, shape, dtype)
     try:
         # the file-backed image stays the Volume's source (header only); the verified bytes are dropped once read
         whole = type(img).from_bytes(_gunzip_verified(path)) if str(path).lower().endswith(".gz") else img
-        data = np.asarray(whole.dataobj, dtype=np.float32).reshape(shape)
+        data = np.asarray(whole.dataobj, dtype=np.complex64 if cplx else np.float32).reshape(shape)
         del whole
     except InputError:
         raise
@@ -154,7 +158,8 @@ def write_nifti(
         note: prefix written into ``descrip`` (80 bytes).
         threads: gzip threads for a ``.nii.gz`` (None: the cores available).
     Returns:
-        the number of voxels clipped to the output type's range (0 for float32).
+        the number of voxels clipped to the output type's range (0 for float32). Complex ``data`` is written as
+        complex64 (``dtype`` "float32").
     """
     src = vol.source
     header = src.header.copy()
@@ -179,8 +184,9 @@ def write_nifti(
             out_data = data.astype(dt)
         header.set_data_dtype(dt)
     else:
-        out_data = np.asarray(data, dtype=np.float32)
-        header.set_data_dtype(np.float32)
+        kind = np.complex64 if np.iscomplexobj(data) else np.float32  # complex: --complex-out
+        out_data = np.asarray(data, dtype=kind)
+        header.set_data_dtype(kind)
     out_data = out_data.reshape(src.shape)
     img = type(src)(out_data, src.affine, header)
     img.set_sform(src.get_sform(), int(src.header["sform_code"]))
@@ -200,7 +206,7 @@ def write_nifti_from(
     """Write a non-NIfTI volume (e.g. a DICOM series) as float32 NIfTI-1, sform = qform = scanner (code 1)."""
     import nibabel as nib
 
-    img = nib.Nifti1Image(np.asarray(data, np.float32), vol.affine)
+    img = nib.Nifti1Image(np.asarray(data, np.complex64 if np.iscomplexobj(data) else np.float32), vol.affine)
     img.set_sform(vol.affine, 1)
     img.set_qform(vol.affine, 1)
     img.header.set_xyzt_units("mm", "sec")

@@ -61,6 +61,7 @@ DISAGREE = 0.6  # MP-PCA blocks below this × the whole-scan estimate: texture o
 # between it and 1/1.1 the lower one is used. Set between a masked 1 mm T1 at 3 % (0.87; both estimates within 10 %
 # of the noise present) and the masked real fMRI time points (0.59, 0.61; every σ they give harms the scan)
 MASKED_DISAGREE = 0.75
+IMAGINARY_MAP = "map (imaginary part)"  # complex input: σ measured on the demodulated imaginary part
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class NoiseSpec:
         mode: "default", "auto" (always estimate a map) or "none" (one whole-scan σ per volume); see the module doc.
         use_vst / coils: the noise model (Rician / non-central χ magnitude with the VST; N coils).
         slice_axis: the through-plane axis of the scan.
+        map_source: the domain's ``method`` for a given ``sigma_map`` (where it came from).
     """
 
     sigma: float | None = None
@@ -81,6 +83,7 @@ class NoiseSpec:
     use_vst: bool = True
     coils: int = 1
     slice_axis: int = 2
+    map_source: str = "map (user)"
 
     def validate(self) -> None:
         """Raise :class:`UsageError` naming the parameter (``sigma``, ``sigma_map``) for a contradictory spec."""
@@ -241,6 +244,9 @@ def _reason(dom: NoiseDomain, choice: NoiseChoice | None) -> str:
         return f"σ = {dom.sigma:.4g}, as given"
     if m == "map (user)":
         return f"the σ map given (median {dom.sigma:.4g})"
+    if m == IMAGINARY_MAP:
+        return (f"a σ map (median {dom.sigma:.4g}) measured on the imaginary part of the complex data once its slowly "
+                "varying phase is removed (noise alone there)")
     if m.startswith("map"):
         return (f"a σ map (median {dom.sigma:.4g}): the noise is stronger in some parts of the image than in others, "
                 "as parallel imaging makes it")
@@ -310,7 +316,7 @@ def fit(
     for t in range(n):
         v = frame(t)
         if spec.sigma_map is not None:
-            dom = fit_frame(v, None, sigma_map=frame_of(spec.sigma_map, t), source="map (user)", **kw)
+            dom = fit_frame(v, None, sigma_map=frame_of(spec.sigma_map, t), source=spec.map_source, **kw)
         elif spec.sigma is not None:
             dom = fit_frame(v, spec.sigma, **kw)
         elif series_map is not None:

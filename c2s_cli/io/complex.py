@@ -1,0 +1,96 @@
+"""Complex input: a complex NIfTI, a real and an imaginary image, or a magnitude and a phase image (NIfTI or DICOM
+series of the same acquisition, as Siemens writes them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from c2s_cli.errors import InputError, UsageError
+from c2s_cli.io import is_nifti, read_volume
+from c2s_cli.volume import Volume
+
+SIEMENS_PHASE = 4096.0  # Siemens phase images store −4096 … 4095 (after the rescale) for −π … π
+
+
+def phase_radians(phase: NDArray[np.floating], path: Path) -> NDArray[np.float32]:
+    """A phase image in radians: radians already (|φ| ≤ π), or the Siemens convention (|φ| ≤ 4096 ↔ π).
+
+    Raises:
+        InputError: naming ``phase``, values beyond both conventions.
+    """
+    top = float(np.max(np.abs(phase))) if phase.size else 0.0
+    if top <= np.pi * (1 + 1e-3):
+        return np.asarray(phase, np.float32)
+    if top <= SIEMENS_PHASE * (1 + 1e-6):
+        return (np.asarray(phase, np.float32) * np.float32(np.pi / SIEMENS_PHASE)).astype(np.float32)
+    raise InputError(f"phase {path}: values up to {top:.6g}; a phase image is in radians (−π … π) or in the Siemens "
+                     "convention (−4096 … 4095)", param="phase")
+
+
+def _same_grid(other: Volume, vol: Volume, path: Path, param: str) -> None:
+    if other.data.shape != vol.data.shape or not np.allclose(other.affine, vol.affine, atol=1e-3):
+        raise InputError(f"{param} {path}: not the input's grid (shape {other.data.shape} vs {vol.data.shape} or a "
+                         "different affine); give the two images of one acquisition", param=param)
+
+
+def is_complex_nifti(path: Path) -> bool:
+    """Whether ``path`` is a NIfTI whose data type is complex (the header alone is read)."""
+    if not is_nifti(path) or not path.is_file():
+        return False
+    import nibabel as nib
+
+    try:
+        return bool(np.issubdtype(nib.load(str(path)).get_data_dtype(), np.complexfloating))
+    except Exception:  # an unreadable file is refused, with its reason, by read_volume
+        return False
+
+
+def read_complex(
+    src: Path, *, phase: Path | None = None, imaginary: Path | None = None, series: str | None = None,
+) -> tuple[Volume, list[str], NDArray[np.complex64] | None]:
+    """Read ``src`` and, for complex data, its complex values.
+
+    ``src`` is a complex NIfTI; or a magnitude image with ``phase`` (radians or Siemens −4096 … 4095); or the real
+    part with ``imaginary``; else an ordinary magnitude image (the complex array is then None). The volume returned
+    is the input's geometry (the writers' template) holding the magnitude |z|.
+
+    Raises:
+        UsageError: naming ``phase``, both ``phase`` and ``imaginary`` given.
+        InputError: naming ``phase`` / ``imaginary``, an image not on ``src``'s grid, a negative magnitude, a phase
+            beyond the conventions.
+    """
+    if phase is not None and imaginary is not None:
+        raise UsageError("phase and imaginary both given: give the phase of a magnitude image or the imaginary part "
+                         "of a real image", param="phase")
+    if phase is None and imaginary is None:
+        if is_complex_nifti(src):
+            from c2s_cli.io.nifti import read_nifti
+
+            vol = read_nifti(src, keep_complex=True)
+            z = np.asarray(vol.data, np.complex64)
+            return _magnitude_volume(vol, z), [], z
+        vol, warnings = read_volume(src, series=series)
+        return vol, warnings, None
+    vol, warnings = read_volume(src, series=series)
+    other_path = phase if phase is not None else imaginary
+    assert other_path is not None
+    param = "phase" if phase is not None else "imaginary"
+    other, more = read_volume(other_path, series=None)
+    _same_grid(other, vol, other_path, param)
+    if phase is not None:
+        if float(vol.data.min()) < 0:
+            raise InputError(f"{src}: negative values, not a magnitude image (with phase, the input is the magnitude; "
+                             "for a real part give imaginary)", param="phase")
+        z = (vol.data * np.exp(1j * phase_radians(other.data, other_path))).astype(np.complex64)
+    else:
+        z = (vol.data + 1j * other.data).astype(np.complex64)
+    return _magnitude_volume(vol, z), warnings + more, z
+
+
+def _magnitude_volume(vol: Volume, z: NDArray[np.complex64]) -> Volume:
+    """``vol``'s geometry and header holding |z| (float32)."""
+    return Volume(np.abs(z).astype(np.float32), vol.affine, vol.source, vol.kind, vol.path, vol.slice_axis,
+                  {**vol.meta, "complex": True})
