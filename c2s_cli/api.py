@@ -280,6 +280,7 @@ class Denoiser:
         seed: int = 0,
         strength: float = 1.0,
         match_variance: bool = True,
+        rank_map: bool = False,
         sigma: float | None = None,
         noise: str = "default",
         use_vst: bool | None = None,
@@ -301,6 +302,8 @@ class Denoiser:
             strength: multiplies σ_d for the network's conditioning at inference (as in :meth:`denoise`).
             match_variance: with a gradient table, give each shell (of enough volumes for MP-PCA) the directional spread the data
                 show (:func:`c2s_cli.series.match_variance`: undoes the posterior mean's shrinkage of FA).
+            rank_map: also put the rank of the local low-rank model behind the predictions (X, Y, Z) in
+                ``report.rank_map`` (:func:`c2s_cli.series.local_rank`; as ``dwidenoise -rank``).
         Returns:
             (X, Y, Z, T) float32 in image units.
         """
@@ -341,6 +344,8 @@ class Denoiser:
                                     device=self.device, bf16=self.bf16, on_volume=on_volume, strength=strength)
         if cfg.match_variance and bvals is not None:
             series.match_variance(out, ctx, series.shell_groups(bvals))
+        if rank_map:
+            report.rank_map = ctx.rank()
         if not all_finite(out):
             raise C2SError("the network produced NaN or infinite values")
         report.seconds["inference"] = time.perf_counter() - t0

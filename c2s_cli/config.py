@@ -186,6 +186,7 @@ class DenoiseOptions:
     # per volume by the whole-scan estimate alone (CLI --sigma-map none)
     default_sigma_map: bool = True
     save_sigma_map: Path | None = None  # write the σ per voxel that was used (NIfTI)
+    save_rank_map: Path | None = None  # a series in the context mode: the local model's rank (NIfTI, 3-D)
     residual: Path | None = None
     preview: Path | None = None
     force: bool = False

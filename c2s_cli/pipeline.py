@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +105,8 @@ def check_outputs(src: Path, dst: Path, o: DenoiseOptions, inputs: Sequence[Path
     concurrent run may have written them in between)."""
     every_input = [src, *inputs, *([o.mask] if o.mask else []), *o.guides, *([o.sigma_map] if o.sigma_map else []),
                    *([o.phase] if o.phase else []), *([o.imaginary] if o.imaginary else [])]
-    outputs = {"output": dst, "residual": o.residual, "preview": o.preview, "save_sigma_map": o.save_sigma_map}
+    outputs = {"output": dst, "residual": o.residual, "preview": o.preview, "save_sigma_map": o.save_sigma_map,
+               "save_rank_map": o.save_rank_map}
     for name, p in outputs.items():
         if p is not None:
             check_output(p, every_input, force=o.force, what=name, param=name)
@@ -133,15 +134,16 @@ def preflight(
            NDArray[np.complex64] | None]:
     """Every check that can fail before the compute; returns the volume (for complex data: its magnitude), its
     warnings, the mask, the guides, the σ map, the UID seed and the complex data (None for magnitudes)."""
-    from c2s_cli.io.complex import read_complex
-
     from c2s_cli.config import check_options
+    from c2s_cli.io.complex import read_complex
 
     check_options(o)
     den.check_guides(len(o.guides))
-    outputs = {"output": dst, "residual": o.residual, "preview": o.preview, "save_sigma_map": o.save_sigma_map}
+    outputs = {"output": dst, "residual": o.residual, "preview": o.preview, "save_sigma_map": o.save_sigma_map,
+               "save_rank_map": o.save_rank_map}
     check_distinct(outputs)
-    for name, what in (("residual", "the residual map"), ("save_sigma_map", "the σ map")):
+    for name, what in (("residual", "the residual map"), ("save_sigma_map", "the σ map"),
+                       ("save_rank_map", "the rank map")):
         if outputs[name] is not None and not is_nifti(outputs[name]):  # type: ignore[arg-type]
             raise UsageError(f"{name} {outputs[name]}: {what} is written as NIfTI (.nii or .nii.gz)", param=name)
     if o.preview is not None and o.preview.suffix.lower() != ".png":
@@ -152,7 +154,7 @@ def preflight(
     output_kind(vol, dst)
     seed = json.dumps({**pixel_options(den, o), **({"complex": True} if z is not None else {})}, sort_keys=True)
     check_writable(vol, dst, uid_seed=seed)
-    for extra in (o.residual, o.save_sigma_map):
+    for extra in (o.residual, o.save_sigma_map, o.save_rank_map):
         if extra is not None:
             check_writable(vol, extra)
     if o.adapt and vol.data.ndim != 3:
@@ -228,6 +230,10 @@ def run_file(
     table = series_gradient_table(vol, src) if series and o.series_mode != "volumes" else None  # before compute
     mode = o.series_mode_for(table is not None) if series else None
     context = mode == "context"
+    if o.save_rank_map is not None and not context:
+        raise UsageError(f"save_rank_map: {src} is denoised {'volume by volume' if series else 'as one volume'}; the "
+                         "rank map is the series context mode's (a 4-D diffusion series, --series-mode context)",
+                         param="save_rank_map")
     t_read = time.perf_counter() - t_start
 
     def warn(msg: str) -> None:
@@ -252,7 +258,7 @@ def run_file(
     if fitted.estimates:
         seconds["sigma_map"] = fitted.seconds
     with ExitStack() as locks:
-        for p in (dst, o.residual, o.preview, o.save_sigma_map):
+        for p in (dst, o.residual, o.preview, o.save_sigma_map, o.save_rank_map):
             if p is not None:
                 locks.enter_context(OutputLock(p))
         check_outputs(src, dst, o, inputs)  # again under the locks: a run started just before may have finished
@@ -269,7 +275,7 @@ def run_file(
         if context:
             result = worker.denoise_series(
                 work, bvals=table[0] if table else None, bvecs=table[1] if table else None, steps=o.series_steps,
-                strength=o.strength, slice_axis=axis, fitted=fitted, report=rep,
+                strength=o.strength, slice_axis=axis, fitted=fitted, report=rep, rank_map=o.save_rank_map is not None,
                 on_log=(lambda r: on_progress("train", r["step"], o.series_steps)) if on_progress else None,
                 on_volume=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None)
         else:
@@ -312,6 +318,9 @@ def run_file(
             frames = [d.sigma_volume(vol.data.shape[:3]) for d in rep.domains]
             used = frames[0] if vol.data.ndim == 3 else np.stack(frames, axis=-1)
             write_volume(vol, used, o.save_sigma_map, note=f"c2s {__version__} sigma map", threads=o.threads)
+        if o.save_rank_map is not None and rep.rank_map is not None:
+            write_volume(vol, rep.rank_map.astype(np.float32), o.save_rank_map,
+                         note=f"c2s {__version__} rank map (8^3 blocks)", threads=o.threads)
         seconds["write"] = time.perf_counter() - t0
     if clipped:
         warn(f"{dst}: {clipped} voxel(s) clipped to the output's stored range")

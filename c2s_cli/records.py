@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from c2s_cli.noise.domain import NoiseDomain
@@ -17,6 +17,7 @@ class DenoiseReport:
     domains: list[NoiseDomain] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     fit: NoiseFit | None = None  # the policy's fit the domains came from
+    rank_map: Any = None  # a series in the context mode, when asked for: the local model's rank (X, Y, Z) int16
 
     @property
     def noise(self) -> list[dict[str, object]]:

@@ -136,14 +136,23 @@ class SeriesContext:
         d = self.domains[t]
         return d.forward(self.frames[t]) * np.float32(d.scale)
 
+    def _model_inputs(self) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+        """The stacked stabilised frames (T, X, Y, Z) and their noise variances (T,) in those units."""
+        noise_var = np.array([(d.sigma_d * d.scale) ** 2 for d in self.domains])
+        return np.stack([self.stabilised(j) for j in range(len(self.frames))], 0), noise_var
+
     def predict(self, t: int) -> NDArray[np.float32]:
         """Volume t predicted from the other volumes (stabilised units): :func:`local_predictions`, made for the
         whole series at the first call."""
         if self.predictions is None:
-            noise_var = np.array([(d.sigma_d * d.scale) ** 2 for d in self.domains])
-            stab = np.stack([self.stabilised(j) for j in range(len(self.frames))], 0)
+            stab, noise_var = self._model_inputs()
             self.predictions = local_predictions(stab, self.valid, noise_var, self.block)
         return self.predictions[t]
+
+    def rank(self) -> NDArray[np.int16]:
+        """The rank of the local low-rank model behind the predictions (:func:`local_rank`), (X, Y, Z)."""
+        stab, noise_var = self._model_inputs()
+        return local_rank(stab, self.valid, noise_var, self.block)
 
     def __call__(self, t: int) -> list[NDArray[np.float32]]:
         """Volume ``t``'s context: its prediction from the others, the mean of its pool, then its neighbours; (X, Y, Z)
@@ -166,6 +175,46 @@ class SeriesContext:
 EIV_MAX_VOLUMES = 32  # up to this many volumes the per-target regression; above, the closed-form leave-one-out
 
 
+class _Blocks:
+    """A series cut into ``block``³ blocks for the local low-rank model (:func:`local_predictions`, :func:`local_rank`):
+    ``a`` (B, T + 1, N) the blocks' frames and the constant row (the valid mask × √v̄), ``n_valid`` (B,) their valid
+    voxels, ``nvar`` (T + 1,) the rows' noise variances, ``thr`` (B, 1) the eigenvalue threshold."""
+
+    def __init__(self, stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating],
+                 block: int, margin: float) -> None:
+        self.t_n, self.shape, self.block = stab.shape[0], stab.shape[1:], block
+        self.pad = [(0, (-n) % block) for n in self.shape]
+        self.nb = [(n + (-n) % block) // block for n in self.shape]
+        # the frames' noise variance: 1 in the VST's units, σ² without the VST (signed or complex data); the constant
+        # row and the noise threshold scale with it, so that the model does not depend on the units (a unit-variance
+        # threshold on data in image units kept noise components: b0 −1.8 dB on the DWI phantom without the VST)
+        level = float(np.mean(np.asarray(noise_var, np.float64)))
+        level = level if level > 0 else 1.0  # noiseless frames: the unit threshold (above rounding's components)
+        v = self.cut(valid.astype(np.float32))  # (B, n)
+        self.a = np.concatenate([self.cut(stab) * v[:, None, :], np.sqrt(level) * v[:, None, :]], 1).astype(np.float64)
+        self.n_valid = np.maximum(v.sum(1), 1.0).astype(np.float64)
+        self.nvar = np.append(np.asarray(noise_var, np.float64), 0.0)  # the constant row has no noise
+        # the Marchenko–Pastur spread of pure noise above its floor
+        t_n, nv = self.t_n, self.n_valid
+        self.thr = (margin * level * nv * (2 * np.sqrt(t_n / nv) + t_n / nv))[:, None]
+
+    def cut(self, x: NDArray[Any]) -> NDArray[Any]:
+        """(..., X, Y, Z) → (blocks, ..., block³)."""
+        b, lead = self.block, x.shape[:-3]
+        x = np.pad(x, [(0, 0)] * len(lead) + self.pad)
+        x = x.reshape(*lead, self.nb[0], b, self.nb[1], b, self.nb[2], b)
+        k = len(lead)
+        x = x.transpose(k, k + 2, k + 4, *range(k), k + 1, k + 3, k + 5)
+        return x.reshape(-1, *lead, b**3)
+
+    def join(self, x: NDArray[Any]) -> NDArray[Any]:
+        """(blocks, T, block³) → (T, X, Y, Z), the inverse of :meth:`cut`."""
+        b, nb, t = self.block, self.nb, x.shape[1]
+        x = x.reshape(nb[0], nb[1], nb[2], t, b, b, b).transpose(3, 0, 4, 1, 5, 2, 6)
+        x = x.reshape(t, nb[0] * b, nb[1] * b, nb[2] * b)
+        return np.ascontiguousarray(x[:, : self.shape[0], : self.shape[1], : self.shape[2]])
+
+
 def local_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating],
                       block: int = 8, margin: float = 1.0) -> NDArray[np.float32]:
     """Each volume (T, X, Y, Z stabilised units; noise variance ``noise_var`` (T,)) predicted from the others, block by
@@ -176,34 +225,23 @@ def local_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise
     Measured: with 10 volumes of a rank-1 toy, a fresh noise draw of the target moves the prediction by 0.11 σ
     (regression) against 0.26 σ (leave-one-out); with 40, 0.089 against 0.099 σ; on the 65-volume DWI phantom the
     two give the same context-mode scores (b0 32.6, DW 34.53 dB, FA WM 0.078) in 54 s against 7 s (1 thread)."""
-    t_n = stab.shape[0]
-    shp = stab.shape[1:]
-    pad = [(0, (-n) % block) for n in shp]
-    nb = [(n + (-n) % block) // block for n in shp]
+    bl = _Blocks(stab, valid, noise_var, block, margin)
+    out = (_eiv_predictions if bl.t_n <= EIV_MAX_VOLUMES else _loo_predictions)(bl.a, bl.n_valid, bl.nvar, bl.thr)
+    return bl.join(out)
 
-    def blocks(x: NDArray[Any]) -> NDArray[Any]:  # (..., X, Y, Z) → (blocks, ..., block³)
-        lead = x.shape[:-3]
-        x = np.pad(x, [(0, 0)] * len(lead) + pad)
-        x = x.reshape(*lead, nb[0], block, nb[1], block, nb[2], block)
-        k = len(lead)
-        x = x.transpose(k, k + 2, k + 4, *range(k), k + 1, k + 3, k + 5)
-        return x.reshape(-1, *lead, block**3)
 
-    # the frames' noise variance: 1 in the VST's units, σ² without the VST (signed or complex data); the constant row
-    # and the noise threshold scale with it, so that the prediction does not depend on the units (a unit-variance
-    # threshold on data in image units kept noise components: b0 −1.8 dB on the DWI phantom without the VST)
-    level = float(np.mean(np.asarray(noise_var, np.float64)))
-    level = level if level > 0 else 1.0  # noiseless frames: the unit threshold (above rounding's components)
-    v = blocks(valid.astype(np.float32))  # (B, n)
-    a = np.concatenate([blocks(stab) * v[:, None, :], np.sqrt(level) * v[:, None, :]], 1).astype(np.float64)
-    n_valid = np.maximum(v.sum(1), 1.0).astype(np.float64)
-    nvar = np.append(np.asarray(noise_var, np.float64), 0.0)  # the constant row has no noise
-    # the Marchenko–Pastur spread of pure noise above its floor
-    thr = (margin * level * n_valid * (2 * np.sqrt(t_n / n_valid) + t_n / n_valid))[:, None]
-    out = (_eiv_predictions if t_n <= EIV_MAX_VOLUMES else _loo_predictions)(a, n_valid, nvar, thr)
-    out = out.reshape(nb[0], nb[1], nb[2], t_n, block, block, block).transpose(3, 0, 4, 1, 5, 2, 6)
-    out = out.reshape(t_n, nb[0] * block, nb[1] * block, nb[2] * block)
-    return np.ascontiguousarray(out[:, : shp[0], : shp[1], : shp[2]])
+def local_rank(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating],
+               block: int = 8, margin: float = 1.0) -> NDArray[np.int16]:
+    """The rank of each block's low-rank model (X, Y, Z; the same value over a ``block``³ block, 0 where it has no
+    valid voxel): the components of the series (its frames and the constant row) that stand clear of the noise, as
+    :func:`local_predictions` keeps them — what ``dwidenoise -rank`` maps for MP-PCA's sliding window, here per
+    block. Arguments as :func:`local_predictions`."""
+    bl = _Blocks(stab, valid, noise_var, block, margin)
+    gram = np.einsum("bin,bjn->bij", bl.a, bl.a) - bl.n_valid[:, None, None] * np.diag(bl.nvar)[None]
+    rank = (np.linalg.eigvalsh(gram) > bl.thr).sum(-1)
+    rank = np.where(bl.cut(valid.astype(np.float32)).any(-1), rank, 0)
+    full = np.broadcast_to(rank[:, None, None].astype(np.int16), (rank.shape[0], 1, block**3))
+    return bl.join(np.ascontiguousarray(full))[0]
 
 
 def _eiv_predictions(a: NDArray[np.float64], n_valid: NDArray[np.float64], nvar: NDArray[np.float64],

@@ -147,3 +147,16 @@ def test_fsl_sidecars_either_layout(tmp_path: Path) -> None:
         np.testing.assert_array_equal(g, [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0.6, 0.8]])
     with pytest.raises(InputError, match="one per volume"):
         read_gradient_table(tmp_path / "a.bval", tmp_path / "rows.bvec", 5)
+
+
+def test_a_b0_without_direction_may_be_nan(tmp_path: Path) -> None:
+    """dipy's small_64D writes NaN as the b = 0 volume's direction: that is the zero vector; NaN for a
+    diffusion-weighted volume is refused, naming the volume."""
+    (tmp_path / "a.bval").write_text("0 1000 1000 1000\n")
+    (tmp_path / "ok.bvec").write_text("nan 1 0 0\nnan 0 1 0\nnan 0 0 1\n")
+    (tmp_path / "bad.bvec").write_text("0 nan 0 0\n0 nan 1 0\n0 nan 0 1\n")
+    b, g = read_gradient_table(tmp_path / "a.bval", tmp_path / "ok.bvec", 4)
+    np.testing.assert_array_equal(g, [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    with pytest.raises(InputError, match="volume 1") as exc:
+        read_gradient_table(tmp_path / "a.bval", tmp_path / "bad.bvec", 4)
+    assert exc.value.param == "bvecs"

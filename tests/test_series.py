@@ -389,3 +389,47 @@ def test_predictions_do_not_depend_on_the_units(t: int) -> None:
     unit = series.local_predictions(noisy, valid, np.ones(t), block=8)
     scaled = series.local_predictions(noisy * 40.0, valid, np.full(t, 40.0 ** 2), block=8)
     np.testing.assert_allclose(scaled / 40.0, unit, atol=1e-3 * np.abs(unit).max())
+
+
+def test_local_rank_counts_the_components_above_the_noise() -> None:
+    """Blocks whose frames mix 1 or 3 components (plus an offset: the constant row) get ranks 2 and 4 in noise of
+    σ 1 and of σ 30 alike (the units do not matter), pure noise gets the constant alone, a block with no valid voxel
+    0."""
+    rng = np.random.default_rng(3)
+    t = 20
+    shape = (16, 8, 8)
+    clean = np.full((t,) + shape, 50.0, np.float32)
+    for lo, k in ((0, 1), (8, 3)):
+        basis = rng.random((k, 8, 8, 8)).astype(np.float32) * 40
+        clean[:, lo:lo + 8] += np.einsum("tk,kxyz->txyz", rng.random((t, k)).astype(np.float32), basis)
+    valid = np.ones(shape, bool)
+    for s in (1.0, 30.0):
+        noisy = (clean + rng.standard_normal(clean.shape).astype(np.float32)) * s
+        rank = series.local_rank(noisy, valid, np.full(t, s * s), block=8)
+        assert rank.shape == shape and rank.dtype == np.int16
+        assert set(np.unique(rank[:8])) == {2} and set(np.unique(rank[8:])) == {4}, (s, np.unique(rank))
+    flat = rng.standard_normal((t,) + shape).astype(np.float32) + 50.0
+    assert set(np.unique(series.local_rank(flat, valid, np.ones(t), block=8))) == {1}
+    valid[8:] = False
+    assert set(np.unique(series.local_rank(flat, valid, np.ones(t), block=8)[8:])) == {0}
+
+
+def test_cli_rank_map(tmp_path, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """--save-rank-map writes the context mode's rank map as a 3-D NIfTI on the 4-D input's grid; volume by volume
+    there is none, and asking for it is refused before the compute (nothing written)."""
+    import nibabel as nib
+    from conftest import c2s, one_error_line
+
+    src = _write_series(tmp_path)
+    out, rank = tmp_path / "o.nii.gz", tmp_path / "rank.nii.gz"
+    r = c2s("denoise", str(src), "-o", str(out), "--model", str(tiny_model), "--save-rank-map", str(rank),
+            env={"C2S_SERIES_STEPS": "2"})
+    assert r.returncode == 0, r.stderr
+    img, ref = nib.load(str(rank)), nib.load(str(src))
+    assert img.shape == ref.shape[:3] and np.allclose(img.affine, ref.affine)
+    values = np.asarray(img.dataobj)
+    assert values.min() >= 0 and values.max() <= 5 and values.max() >= 1  # 4 volumes and the constant row
+    out2, rank2 = tmp_path / "o2.nii.gz", tmp_path / "rank2.nii.gz"
+    one_error_line(c2s("denoise", str(src), "-o", str(out2), "--model", str(tiny_model), "--series-mode", "volumes",
+                       "--save-rank-map", str(rank2)), 2, "--save-rank-map", "volume by volume")
+    assert not out2.exists() and not rank2.exists()

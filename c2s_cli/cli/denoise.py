@@ -25,6 +25,7 @@ def denoise(
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in image units (default: estimated).")] = None,
     sigma_map: Annotated[Optional[Path], typer.Option("--sigma-map", help="σ per voxel, NIfTI on the input's grid (spatially varying noise, e.g. dwidenoise -noise); 'auto' estimates it from the scan; 'none': one σ per volume from the whole-scan estimate (by default a 4-D series of 8+ volumes gets a map over its volumes, and a 3-D volume whose estimate is in doubt gets a map if its noise varies).")] = None,
     save_sigma_map: Annotated[Optional[Path], typer.Option("--save-sigma-map", help="Write the σ used per voxel as NIfTI (one input).")] = None,
+    save_rank_map: Annotated[Optional[Path], typer.Option("--save-rank-map", help="A series in the context mode: write the rank of the local low-rank model behind each volume's prediction from the others, per 8³ block, as 3-D NIfTI (as dwidenoise -rank; one input).")] = None,
     coils: Annotated[Optional[int], typer.Option("--noise-coils", min=1, help="Effective coil count N (1 = Rician).")] = None,
     no_vst: Annotated[bool, typer.Option("--no-vst", help="Skip the Rician variance stabilisation.")] = False,
     strength: Annotated[float, typer.Option(help="Multiplies σ for the network (1 = as estimated).")] = 1.0,
@@ -79,7 +80,7 @@ def denoise(
     auto_map = sigma_map is not None and str(sigma_map) == "auto"  # a file named auto: ./auto
     no_map = sigma_map is not None and str(sigma_map) == "none"  # one σ per volume, also for 4-D series
     opts = DenoiseOptions(sigma=sigma, sigma_map=None if auto_map or no_map else sigma_map, estimate_sigma_map=auto_map,
-                          default_sigma_map=not no_map, save_sigma_map=save_sigma_map, coils=coils, vst=False if no_vst else None, strength=strength, tta=tta,
+                          default_sigma_map=not no_map, save_sigma_map=save_sigma_map, save_rank_map=save_rank_map, coils=coils, vst=False if no_vst else None, strength=strength, tta=tta,
                           planes=_planes(planes), slice_axis=slice_axis, series=series, dtype=dtype, mask=mask,
                           guides=tuple(guide or ()), adapt=adapt, residual=residual, preview=preview, force=force,
                           threads=threads, series_mode=series_mode, series_steps=series_steps, phase=phase,
@@ -98,14 +99,14 @@ def denoise(
                                    "model": model, "device": device, "error": j.item.error}))
         return
     for flag, value in (("--residual", residual), ("--preview", preview), ("--mask", mask), ("--guide", guide),
-                        ("--sigma-map", opts.sigma_map), ("--save-sigma-map", save_sigma_map), ("--phase", phase),
+                        ("--sigma-map", opts.sigma_map), ("--save-sigma-map", save_sigma_map), ("--save-rank-map", save_rank_map), ("--phase", phase),
                         ("--imaginary", imaginary)):
         if value and len(jobs) != 1:
             raise UsageError(f"{flag} needs exactly one input")
     everything = batch.input_paths(items)
     if not single:
         batch.check_plan(jobs, force=force, skip_existing=skip_existing)
-    rep = batch.Report(report, everything, [*(j.output for j in jobs), residual, preview, save_sigma_map])
+    rep = batch.Report(report, everything, [*(j.output for j in jobs), residual, preview, save_sigma_map, save_rank_map])
     if not single:
         output.mkdir(parents=True, exist_ok=True)
     from c2s_cli.api import Denoiser

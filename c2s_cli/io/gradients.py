@@ -22,6 +22,9 @@ def sidecars(path: Path) -> tuple[Path, Path]:
     return path.with_name(stem + ".bval"), path.with_name(stem + ".bvec")
 
 
+B0_THRESHOLD = 50.0  # s/mm²: at or below, a b = 0 volume (as c2s_cli.series, dipy's b0_threshold, MRtrix's bzero)
+
+
 def read_gradient_table(bvals: Path, bvecs: Path, n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(bvals (n,) in s/mm², bvecs (n, 3)) from FSL text files; bvecs may be 3 rows × n or n rows × 3.
 
@@ -40,9 +43,14 @@ def read_gradient_table(bvals: Path, bvecs: Path, n: int) -> tuple[NDArray[np.fl
         raise InputError(f"{bvals}: {b.size} finite non-negative b-values needed, one per volume ({n})", param="bvals")
     if g.shape == (3, n):
         g = g.T
-    if g.shape != (n, 3) or not np.all(np.isfinite(g)):
-        raise InputError(f"{bvecs}: 3 × {n} finite direction components needed, got {g.shape[0]} × {g.shape[1]}",
+    if g.shape != (n, 3):
+        raise InputError(f"{bvecs}: 3 × {n} direction components needed, got {g.shape[0]} × {g.shape[1]}",
                          param="bvecs")
+    # a b = 0 volume has no direction: some tools write NaN there (dipy's small_64D); it is the zero vector
+    g = np.where((b <= B0_THRESHOLD)[:, None] & ~np.isfinite(g), 0.0, g)
+    bad = np.nonzero(~np.all(np.isfinite(g), axis=1))[0]
+    if bad.size:
+        raise InputError(f"{bvecs}: no finite direction for volume {int(bad[0])} (b = {b[bad[0]]:g})", param="bvecs")
     return b, g
 
 

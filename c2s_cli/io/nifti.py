@@ -150,6 +150,7 @@ def write_nifti(
     threads: int | None = None,
 ) -> int:
     """Write ``data`` with ``vol``'s header (affine, s/qform and codes, pixdim, units, dim_info, extensions).
+    ``data`` has ``vol``'s shape, or is a 3-D map (X, Y, Z) of a 4-D input (written 3-D).
 
     Args:
         dtype: "float32" (default) or "input": the input's on-disk type; unscaled integers are rounded and clipped,
@@ -187,7 +188,8 @@ def write_nifti(
         kind = np.complex64 if np.iscomplexobj(data) else np.float32  # complex: --complex-out
         out_data = np.asarray(data, dtype=kind)
         header.set_data_dtype(kind)
-    out_data = out_data.reshape(src.shape)
+    if not (out_data.ndim == 3 and len(src.shape) == 4):  # a 3-D map of a 4-D input keeps its own shape
+        out_data = out_data.reshape(src.shape)
     img = type(src)(out_data, src.affine, header)
     img.set_sform(src.get_sform(), int(src.header["sform_code"]))
     img.set_qform(src.get_qform(), int(src.header["qform_code"]))
