@@ -203,9 +203,18 @@ def run_method(name: str, ph: dict[str, Any], args: Any) -> tuple[np.ndarray, st
         out, nmap = dwidenoise(noisy, ph["affine"], args.threads)
         return out, f"noise map median in brain {float(np.median(nmap[ph['brain']])):.2f} (true σ {ph['sigma']:.2f})"
     if name == "mppca":
+        from contextlib import nullcontext
+
         from dipy.denoise.localpca import mppca
 
-        return np.asarray(mppca(noisy, patch_radius=2), np.float32), "patch radius 2"
+        try:  # one BLAS thread: dipy's per-voxel 125 × T SVDs ran 7× slower with 2 (thread hand-offs, 2026-12-03)
+            from threadpoolctl import threadpool_limits
+
+            limit = threadpool_limits(1)
+        except ImportError:
+            limit = nullcontext()
+        with limit:
+            return np.asarray(mppca(noisy, patch_radius=2), np.float32), "patch radius 2, 1 BLAS thread"
     if name == "patch2self":
         from dipy.denoise.patch2self import patch2self
 

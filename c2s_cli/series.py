@@ -172,6 +172,11 @@ class SeriesContext:
         return out
 
 
+# block grids, offset by block/N along every axis, whose predictions are averaged (each still never reads the target):
+# on the DWI phantom 1 / 2 / 4 / 8 grids gave DW 34.48 / 34.63 / 34.77 / 34.80 dB, b0 32.59 / 32.62 / 32.66 / 32.67,
+# FA WM 0.078 / 0.077 / 0.076 / 0.076, in 55 / 52 / 52 / 70 s (2 threads; dipy's MP-PCA averages its overlapping
+# patches in the same spirit)
+PREDICTION_GRIDS = 4
 EIV_MAX_VOLUMES = 32  # up to this many volumes the per-target regression; above, the closed-form leave-one-out
 
 
@@ -224,10 +229,26 @@ def local_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise
     of the block's low-rank model (:func:`_loo_predictions`: one eigendecomposition per block, T times cheaper).
     Measured: with 10 volumes of a rank-1 toy, a fresh noise draw of the target moves the prediction by 0.11 σ
     (regression) against 0.26 σ (leave-one-out); with 40, 0.089 against 0.099 σ; on the 65-volume DWI phantom the
-    two give the same context-mode scores (b0 32.6, DW 34.53 dB, FA WM 0.078) in 54 s against 7 s (1 thread)."""
-    bl = _Blocks(stab, valid, noise_var, block, margin)
-    out = (_eiv_predictions if bl.t_n <= EIV_MAX_VOLUMES else _loo_predictions)(bl.a, bl.n_valid, bl.nvar, bl.thr)
-    return bl.join(out)
+    two give the same context-mode scores (b0 32.6, DW 34.53 dB, FA WM 0.078) in 54 s against 7 s (1 thread).
+    The predictions of :data:`PREDICTION_GRIDS` block grids, offset along every axis, are averaged."""
+    total: NDArray[np.float32] | None = None
+    weight: NDArray[np.float32] | None = None
+    for k in range(PREDICTION_GRIDS):
+        o = k * block // PREDICTION_GRIDS  # each grid offset by a fraction of the block along every axis
+        pad = [(0, 0)] + [(o, 0)] * 3
+        bl = _Blocks(np.pad(stab, pad), np.pad(valid, pad[1:]), noise_var, block, margin)
+        fn = _eiv_predictions if bl.t_n <= EIV_MAX_VOLUMES else _loo_predictions
+        out = bl.join(fn(bl.a, bl.n_valid, bl.nvar, bl.thr))[:, o:, o:, o:]
+        if k == 0:  # the aligned grid counts everywhere; an offset one only where its block is at least half full
+            total, weight = out, None
+            continue
+        full = (bl.n_valid >= block**3 / 2).astype(np.float32)
+        w = bl.join(np.ascontiguousarray(np.broadcast_to(full[:, None, None], (len(full), 1, block**3))))[0, o:, o:, o:]
+        assert total is not None
+        total = total + out * w
+        weight = (1.0 + w) if weight is None else weight + w
+    assert total is not None
+    return total if weight is None else (total / weight).astype(np.float32)
 
 
 def local_rank(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating],
