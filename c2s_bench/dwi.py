@@ -15,7 +15,8 @@ and a T2-like b = 0 signal S0 = 1 − 0.75·T1 in the brain (CSF ≈ 0.85, GM �
 in air). Signal
 S_k = S0·exp(−b_k gₖᵀ D gₖ) for 5 b = 0, 30 directions at b = 1000 and 30 at b = 2000 (electrostatic repulsion,
 dipy ``disperse_charges``, seeded), then Rician noise of σ = ``--noise`` × the b0's 99.5th percentile in the brain
-(a complex Gaussian pair with a smooth phase, kept for the complex-data rows).
+(a complex Gaussian pair with a smooth phase, kept for the complex-data rows); ``--gfactor G`` makes it centre-high,
+σ × 1 at the edges of each slice to × G at its centre (a g-factor-like case; σ in the scores' notes is the edge σ).
 
 **Scores** (inside the brain mask): PSNR of the b0 and of the diffusion-weighted volumes (peak: the clean b0's 99.5th
 percentile, one peak for every volume, so equal noise gives equal PSNR), and the error of a tensor fit (dipy
@@ -88,14 +89,23 @@ def t1_2mm(path: Path) -> np.ndarray:
     return v / float(np.percentile(v[v > 0], 99.5))
 
 
-def phantom(data: Path, slices: int = 36, noise: float = 0.05, seed: int = 31) -> dict[str, Any]:
+def phantom(data: Path, slices: int = 36, noise: float = 0.05, seed: int = 31, gfactor: float = 1.0) -> dict[str, Any]:
     """The clean and noisy series (X, Y, Z, T), the gradient table, the masks and σ of the unseen subject (see the
-    module docstring)."""
-    return series_from_t1(t1_2mm(data / "nifti" / "pycortex_s1_t1_1mm.nii.gz"), slices, noise, seed)
+    module docstring); ``gfactor`` > 1: centre-high noise (:func:`g_map`)."""
+    return series_from_t1(t1_2mm(data / "nifti" / "pycortex_s1_t1_1mm.nii.gz"), slices, noise, seed, gfactor=gfactor)
+
+
+def g_map(shape: tuple[int, ...], peak: float) -> np.ndarray:
+    """A g-factor-like noise multiplier (X, Y, Z): 1 at the edges of each slice, ``peak`` at its centre, a Gaussian
+    bump of 0.35 × the half-width in plane (parallel imaging: σ highest in the middle of the head), the same in
+    every slice."""
+    xx, yy = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
+    g = 1.0 + (peak - 1.0) * np.exp(-(xx ** 2 + yy ** 2) / (2 * 0.35 ** 2))
+    return np.repeat(g[:, :, None], shape[2], axis=2)
 
 
 def series_from_t1(t: np.ndarray, slices: int = 36, noise: float = 0.05, seed: int = 31, z_centre: int | None = None,
-                   table: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+                   table: tuple[np.ndarray, np.ndarray] | None = None, gfactor: float = 1.0) -> dict[str, Any]:
     """The phantom of the module docstring from a 2 mm T1 ``t`` (divided by its 99.5th percentile, white matter near
     0.74); the slab centred on ``z_centre`` (default: the white matter's centre); ``table``: (bvals, bvecs)."""
     wm_core = ndimage.binary_opening((t > 0.66) & (t < 0.9))
@@ -138,7 +148,8 @@ def series_from_t1(t: np.ndarray, slices: int = 36, noise: float = 0.05, seed: i
     rng = np.random.default_rng(seed)
     xx, yy, zz = np.meshgrid(*[np.linspace(-1, 1, s) for s in clean.shape[:3]], indexing="ij")
     phase = (0.8 * xx + 0.5 * yy ** 2 - 0.4 * zz)[..., None] + 0.3 * rng.standard_normal(clean.shape[3])  # smooth
-    cplx = clean * np.exp(1j * phase) + sigma * (rng.standard_normal(clean.shape) + 1j * rng.standard_normal(clean.shape))
+    smap = sigma * (g_map(clean.shape[:3], gfactor)[..., None] if gfactor != 1.0 else 1.0)
+    cplx = clean * np.exp(1j * phase) + smap * (rng.standard_normal(clean.shape) + 1j * rng.standard_normal(clean.shape))
     noisy = np.abs(cplx).astype(np.float32)
     return {"clean": clean, "noisy": noisy, "complex": cplx.astype(np.complex64), "bvals": bvals, "bvecs": bvecs,
             "brain": brain, "sigma": sigma, "affine": np.diag([2.0, 2.0, 2.0, 1.0])}
@@ -260,16 +271,17 @@ def main() -> None:
     ap.add_argument("--methods", default="noisy,dwidenoise,mppca,patch2self,c2s-volumes,c2s-series")
     ap.add_argument("--slices", type=int, default=36)
     ap.add_argument("--noise", type=float, default=0.05)
+    ap.add_argument("--gfactor", type=float, default=1.0, help="centre-high noise: σ × 1 at the edges … × G at the centre")
     ap.add_argument("--series-steps", type=int, default=400)
     ap.add_argument("--series-neighbours", type=int, default=2)
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    ph = phantom(args.data, args.slices, args.noise)
+    ph = phantom(args.data, args.slices, args.noise, gfactor=args.gfactor)
     truth = tensor_maps(ph["clean"], ph["bvals"], ph["bvecs"], ph["brain"])
     res: dict[str, Any] = {**run_header(args.threads), "shape": list(ph["noisy"].shape), "sigma": ph["sigma"],
-                           "noise_fraction": args.noise, "brain_voxels": int(ph["brain"].sum()),
+                           "noise_fraction": args.noise, "gfactor": args.gfactor, "brain_voxels": int(ph["brain"].sum()),
                            "wm_voxels": int((ph["brain"] & (truth[0] > 0.3)).sum()), "rows": []}
     print(f"phantom {ph['noisy'].shape}, σ {ph['sigma']:.2f}, brain {res['brain_voxels']} voxels, "
           f"WM (FA > 0.3) {res['wm_voxels']}", flush=True)
