@@ -70,17 +70,26 @@ def _diagonal_detail(imag: NDArray[np.floating], slice_axis: int) -> NDArray[np.
     return np.moveaxis(d, 2, slice_axis)
 
 
+def _robust_sigma(detail: NDArray[np.float64]) -> float:
+    """1.4826 × the median absolute value of a diagonal detail (:func:`_diagonal_detail`).
+
+    Raises:
+        ValueError: the detail is all zero (no noise).
+    """
+    scale = 1.4826 * float(np.median(np.abs(detail)))
+    if not scale > 0:
+        raise ValueError("the imaginary part is zero after demodulation: no noise to measure (a magnitude image "
+                         "given as complex?)")
+    return scale
+
+
 def imaginary_sigma(imag: NDArray[np.floating], *, slice_axis: int = 2) -> float:
     """One σ (data units): 1.4826 × the median absolute in-plane diagonal detail of the demodulated imaginary part.
 
     Raises:
         ValueError: ``imag`` holds no noise (all zero).
     """
-    scale = 1.4826 * float(np.median(np.abs(_diagonal_detail(imag, slice_axis))))
-    if not scale > 0:
-        raise ValueError("the imaginary part is zero after demodulation: no noise to measure (a magnitude image "
-                         "given as complex?)")
-    return scale
+    return _robust_sigma(_diagonal_detail(imag, slice_axis))
 
 
 def imaginary_sigma_map(imag: NDArray[np.floating], *, slice_axis: int = 2, width: float = SIGMA_WIDTH
@@ -96,8 +105,9 @@ def imaginary_sigma_map(imag: NDArray[np.floating], *, slice_axis: int = 2, widt
     Raises:
         ValueError: ``imag`` holds no noise (all zero).
     """
-    scale = imaginary_sigma(imag, slice_axis=slice_axis)
-    d = np.clip(_diagonal_detail(imag, slice_axis), -4 * scale, 4 * scale)
+    d = _diagonal_detail(imag, slice_axis)
+    scale = _robust_sigma(d)
+    d = np.clip(d, -4 * scale, 4 * scale)
     power = (d ** 2).mean(axis=3) if d.ndim == 4 else d ** 2
     smap = np.sqrt(ndimage.gaussian_filter(power, width))
     return np.maximum(smap, 0.05 * scale).astype(np.float32)

@@ -24,21 +24,11 @@ from c2s_cli.errors import InputError, UsageError
 from c2s_cli.io import check_writable, is_nifti, output_kind, read_volume, write_volume
 from c2s_cli.io.atomic import OutputLock, atomic_path, check_distinct, check_output
 from c2s_cli.io.gradients import series_gradient_table
-from c2s_cli.volume import Volume
+from c2s_cli.volume import Volume, same_grid
 
 if TYPE_CHECKING:
     from c2s_cli.api import Denoiser
     from c2s_cli.config import DenoiseOptions
-
-
-def same_grid(other: Volume, vol: Volume, path: Path, param: str) -> None:
-    """Refuse a co-registered input (mask, guide, σ map, reference) that is not on ``vol``'s voxel grid."""
-    if other.data.shape[:3] != vol.data.shape[:3] or not np.allclose(other.affine, vol.affine, atol=1e-3):
-        raise InputError(
-            f"{param} {path}: not on the input's voxel grid (shape {other.data.shape[:3]} vs {vol.data.shape[:3]} or "
-            "a different affine); resample it first, e.g. with ANTs antsApplyTransforms or FSL flirt -applyxfm",
-            param=param,
-        )
 
 
 def read_mask(path: Path, vol: Volume) -> NDArray[np.bool_]:

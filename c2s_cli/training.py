@@ -75,7 +75,7 @@ def reference_evaluator(
     """
     from c2s_cli.noise.policy import fit_frame as fit_domain
     from c2s_cli.infer import denoise_frame
-    from c2s_cli.pipeline import same_grid
+    from c2s_cli.volume import same_grid
 
     vol, _ = read_volume(item[0], series=item[1])
     ref, _ = read_volume(reference)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from c2s_cli.errors import InputError
 
 
 @dataclass
@@ -56,4 +59,14 @@ class Volume:
         return (
             f"Volume(kind={self.kind!r}, shape={self.data.shape}, spacing={tuple(round(s, 3) for s in self.spacing)}, "
             f"orientation={self.orientation!r}, path={self.path!r})"
+        )
+
+
+def same_grid(other: Volume, vol: Volume, path: Path, param: str) -> None:
+    """Refuse a co-registered input (mask, guide, σ map, reference, phase) that is not on ``vol``'s voxel grid."""
+    if other.data.shape[:3] != vol.data.shape[:3] or not np.allclose(other.affine, vol.affine, atol=1e-3):
+        raise InputError(
+            f"{param} {path}: not on the input's voxel grid (shape {other.data.shape[:3]} vs {vol.data.shape[:3]} or "
+            "a different affine); resample it first, e.g. with ANTs antsApplyTransforms or FSL flirt -applyxfm",
+            param=param,
         )

@@ -167,8 +167,8 @@ def test_complex_input_beats_its_magnitude_at_low_snr(tmp_path: Path) -> None:
 
 def test_cli_complex_refusals(tmp_path: Path, small_nifti: Path, tiny_model: Path) -> None:
     """One line naming the flag, before any compute, nothing written: phase and imaginary together; a phase on
-    another grid or beyond both conventions; --complex-out on magnitude data or to a DICOM folder; an option that
-    belongs to magnitudes (--noise-coils) with complex data."""
+    another grid, with another number of volumes, or beyond both conventions; --complex-out on magnitude data or to a
+    DICOM folder; an option that belongs to magnitudes (--noise-coils) with complex data."""
     _, z = complex_scan()
     cz = _save(tmp_path / "z.nii.gz", z)
     mag = _save(tmp_path / "mag.nii.gz", np.abs(z).astype(np.float32))
@@ -179,6 +179,9 @@ def test_cli_complex_refusals(tmp_path: Path, small_nifti: Path, tiny_model: Pat
     one_error_line(c2s("denoise", str(mag), "--phase", str(bad_range), "--imaginary", str(bad_range), "-o", str(out),
                        *m), 2, "--phase", "--imaginary")
     one_error_line(c2s("denoise", str(mag), "--phase", str(bad_grid), "-o", str(out), *m), 4, "--phase", "grid")
+    mag4 = _save(tmp_path / "mag4.nii.gz", np.stack([np.abs(z)] * 2, -1).astype(np.float32))
+    one_error_line(c2s("denoise", str(mag4), "--phase", str(bad_range), "-o", str(out), *m), 4, "--phase",
+                   "one acquisition")
     one_error_line(c2s("denoise", str(mag), "--phase", str(bad_range), "-o", str(out), *m), 4, "--phase", "radians")
     one_error_line(c2s("denoise", str(small_nifti), "--complex-out", "-o", str(out), *m), 2, "--complex-out",
                    "not complex")

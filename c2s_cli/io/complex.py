@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from c2s_cli.errors import InputError, UsageError
 from c2s_cli.io import is_nifti, read_volume
-from c2s_cli.volume import Volume
+from c2s_cli.volume import Volume, same_grid
 
 SIEMENS_PHASE = 4096.0  # Siemens phase images store −4096 … 4095 (after the rescale) for −π … π
 
@@ -28,12 +28,6 @@ def phase_radians(phase: NDArray[np.floating], path: Path) -> NDArray[np.float32
         return (np.asarray(phase, np.float32) * np.float32(np.pi / SIEMENS_PHASE)).astype(np.float32)
     raise InputError(f"phase {path}: values up to {top:.6g}; a phase image is in radians (−π … π) or in the Siemens "
                      "convention (−4096 … 4095)", param="phase")
-
-
-def _same_grid(other: Volume, vol: Volume, path: Path, param: str) -> None:
-    if other.data.shape != vol.data.shape or not np.allclose(other.affine, vol.affine, atol=1e-3):
-        raise InputError(f"{param} {path}: not the input's grid (shape {other.data.shape} vs {vol.data.shape} or a "
-                         "different affine); give the two images of one acquisition", param=param)
 
 
 def is_complex_nifti(path: Path) -> bool:
@@ -79,7 +73,10 @@ def read_complex(
     assert other_path is not None
     param = "phase" if phase is not None else "imaginary"
     other, more = read_volume(other_path, series=None)
-    _same_grid(other, vol, other_path, param)
+    same_grid(other, vol, other_path, param)
+    if other.data.shape != vol.data.shape:  # the same grid, another number of volumes
+        raise InputError(f"{param} {other_path}: {other.data.shape} against the input's {vol.data.shape}; give the two "
+                         "images of one acquisition", param=param)
     if phase is not None:
         if float(vol.data.min()) < 0:
             raise InputError(f"{src}: negative values, not a magnitude image (with phase, the input is the magnitude; "
