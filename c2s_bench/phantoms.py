@@ -100,8 +100,10 @@ def make_series(
     patient_name: str = PATIENT_MARKER,
     study_uid: str = "1.2.826.0.1.3680043.8.498.1",
     frame_uid: str = "1.2.826.0.1.3680043.8.498.2",
+    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "M", "ND"),
 ) -> list[Path]:
-    """Write ``data`` (cols, rows, slices) in stored units as a classic MR series, files in shuffled order."""
+    """Write ``data`` (cols, rows, slices) in stored units as a classic MR series, files in shuffled order
+    (``image_type``: the ImageType values; Siemens marks a phase image with P as the third)."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -138,7 +140,7 @@ def make_series(
         ds.SeriesNumber = series_number
         ds.SeriesDescription = "T2 TSE test"
         ds.InstanceNumber = int(n - k)  # deliberately not the spatial order
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+        ds.ImageType = list(image_type)
         pos = origin + normal * (positions[k] if positions is not None else k * spacing)
         ds.ImagePositionPatient = [float(v) for v in pos]
         ds.ImageOrientationPatient = [float(v) for v in (*row_dir, *col_dir)]

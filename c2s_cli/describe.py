@@ -71,7 +71,7 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
             return out
     from c2s_cli.io.complex import read_complex
 
-    vol, warnings, z = read_complex(path, series=series)  # a complex NIfTI: its magnitude, and z
+    vol, warnings, z = read_complex(path, series=series, check_parts=False)  # a complex NIfTI: its magnitude, and z
     data = vol.data
     out.update({
         "kind": vol.kind,
@@ -85,7 +85,12 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
         "affine": np.round(vol.affine, 4).tolist(),
     })
     out.update({k: v for k, v in vol.meta.items() if k not in ("dtype",)})
-    if noise and z is not None:
+    part = vol.meta.get("complex_component") or ""
+    if noise and part in ("phase", "real", "imaginary"):
+        why = (f"the DICOM header says this is the {part} image of complex data: c2s denoise takes it only together "
+               f"with its {'magnitude (--phase)' if part == 'phase' else 'other part (--imaginary)'}")
+        out["noise"] = {"sigma": None, "method": None, "c2s_denoise_uses": "refuses", "reason": why, "warnings": [why]}
+    elif noise and z is not None:
         out["noise"] = complex_noise_info(z, vol.slice_axis)
     elif noise:
         from c2s_cli.errors import C2SError

@@ -133,8 +133,19 @@ def test_cli_complex_dicom_magnitude_and_phase(tmp_path: Path, tiny_model: Path)
     mag_stored = np.clip(np.rint(np.abs(z)), 0, 4095)
     pha_stored = np.clip(np.rint((np.angle(z) * 4096 / np.pi + 4096) / 2), 0, 4095)
     make_series(tmp_path / "mag", mag_stored, series_number=5)
-    make_series(tmp_path / "pha", pha_stored, slope=2.0, intercept=-4096.0, series_number=6)
+    make_series(tmp_path / "pha", pha_stored, slope=2.0, intercept=-4096.0, series_number=6,
+                image_type=("ORIGINAL", "PRIMARY", "P", "ND"))
     out = tmp_path / "out"
+    # the parts swapped, or the phase alone: refused before any compute, naming the part the header gives
+    one_error_line(c2s("denoise", str(tmp_path / "pha"), "-o", str(out), "--model", str(tiny_model)), 4,
+                   "phase image", "--phase")
+    one_error_line(c2s("denoise", str(tmp_path / "pha"), "--phase", str(tmp_path / "mag"), "-o", str(out),
+                       "--model", str(tiny_model)), 4, "phase image")
+    assert not out.exists()
+    info = c2s("info", str(tmp_path / "pha"), "--json")  # described, with what denoise would do
+    assert info.returncode == 0, info.stderr
+    got = json.loads(info.stdout)
+    assert got["complex_component"] == "phase" and got["noise"]["c2s_denoise_uses"] == "refuses"
     r = c2s("denoise", str(tmp_path / "mag"), "--phase", str(tmp_path / "pha"), "-o", str(out),
             "--model", str(tiny_model), "--json")
     assert r.returncode == 0, r.stderr

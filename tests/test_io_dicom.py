@@ -244,3 +244,30 @@ def test_compressed_sources_are_written_as_explicit_little_endian(syntax: str, t
         assert pydicom.dcmread(p).file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     back, _ = read_volume(out)
     np.testing.assert_array_equal(back.data, vol.data + 3)
+
+
+def test_complex_component_from_the_header() -> None:
+    """The part of complex data a header says it holds, from each vendor's convention; None where it says nothing
+    (the letters of ImageType count only from its third value, so ORIGINAL / PRIMARY never read as parts)."""
+    import pydicom
+
+    from c2s_cli.io.dicom import complex_component
+
+    def header(**kw: object) -> pydicom.Dataset:
+        ds = pydicom.Dataset()
+        for k, v in kw.items():
+            setattr(ds, k, v)
+        return ds
+
+    assert complex_component(header(ImageType=["ORIGINAL", "PRIMARY", "P", "ND"])) == "phase"  # Siemens
+    assert complex_component(header(ImageType=["ORIGINAL", "PRIMARY", "M", "ND", "NORM"])) == "magnitude"
+    assert complex_component(header(ImageType=["ORIGINAL", "PRIMARY", "R", "ND"])) == "real"
+    assert complex_component(header(ImageType=["ORIGINAL", "PRIMARY", "PHASE MAP", "P", "FFE"])) == "phase"  # Philips
+    assert complex_component(header(ImageType=["ORIGINAL", "PRIMARY", "I"])) == "imaginary"
+    assert complex_component(header(ComplexImageComponent="PHASE", ImageType=["ORIGINAL", "PRIMARY"])) == "phase"
+    ge = header(Manufacturer="GE MEDICAL SYSTEMS", ImageType=["ORIGINAL", "PRIMARY", "OTHER"])
+    ge.add_new(0x0043102F, "SS", 1)
+    assert complex_component(ge) == "phase"
+    assert complex_component(header(ImageType=["ORIGINAL", "PRIMARY", "OTHER"])) is None
+    assert complex_component(header(ImageType=["DERIVED", "PRIMARY", "DIFFUSION", "ADC"])) is None
+    assert complex_component(header()) is None

@@ -225,6 +225,23 @@ def test_route_patterns() -> None:
     assert route(cfg, h, 20) == ("ignore", "matches exclude pattern '*scout*'")
 
 
+def test_route_passes_on_the_other_parts_of_complex_data() -> None:
+    """A phase (or real, or imaginary) series is never denoised as a magnitude image: forwarded unchanged, or ignored
+    without forward_unmatched; its magnitude series is denoised."""
+    h = pydicom.Dataset()
+    h.Modality, h.SeriesDescription = "MR", "ep2d_diff"
+    for image_type, part in ((["ORIGINAL", "PRIMARY", "P", "ND"], "phase"),
+                             (["ORIGINAL", "PRIMARY", "PHASE MAP", "P", "FFE"], "phase"),
+                             (["ORIGINAL", "PRIMARY", "R", "ND"], "real")):
+        h.ImageType = image_type
+        for forward, action in ((True, "forward"), (False, "ignore")):
+            cfg = build({"spool": "/tmp/x", "output": "/tmp/o", "forward_unmatched": forward})
+            got = route(cfg, h, 20)
+            assert got[0] == action and f"a {part} image" in got[1]
+    h.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+    assert route(build({"spool": "/tmp/x", "output": "/tmp/o"}), h, 20)[0] == "denoise"
+
+
 def test_destination_down_then_up(tmp_path: Path, phantom: np.ndarray, denoiser: Any) -> None:
     port = free_port()
     r = Running(node_cfg(tmp_path, port, retry_seconds=0.2, retry_max_seconds=0.5), denoiser)

@@ -44,12 +44,15 @@ def is_complex_nifti(path: Path) -> bool:
 
 def read_complex(
     src: Path, *, phase: Path | None = None, imaginary: Path | None = None, series: str | None = None,
+    check_parts: bool = True,
 ) -> tuple[Volume, list[str], NDArray[np.complex64] | None]:
     """Read ``src`` and, for complex data, its complex values.
 
     ``src`` is a complex NIfTI; or a magnitude image with ``phase`` (radians or Siemens −4096 … 4095); or the real
     part with ``imaginary``; else an ordinary magnitude image (the complex array is then None). The volume returned
-    is the input's geometry (the writers' template) holding the magnitude |z|.
+    is the input's geometry (the writers' template) holding the magnitude |z|. ``check_parts``: refuse a DICOM series
+    whose header names another part of complex data than its role (a phase series as the input, …); off for
+    ``c2s info``, which describes any series.
 
     Raises:
         UsageError: naming ``phase``, both ``phase`` and ``imaginary`` given.
@@ -67,12 +70,17 @@ def read_complex(
             z = np.asarray(vol.data, np.complex64)
             return _magnitude_volume(vol, z), [], z
         vol, warnings = read_volume(src, series=series)
+        if check_parts:
+            _check_part(vol, src, "magnitude")
         return vol, warnings, None
     vol, warnings = read_volume(src, series=series)
     other_path = phase if phase is not None else imaginary
     assert other_path is not None
     param = "phase" if phase is not None else "imaginary"
     other, more = read_volume(other_path, series=None)
+    if check_parts:
+        _check_part(vol, src, "magnitude" if phase is not None else "real")
+        _check_part(other, other_path, param)
     same_grid(other, vol, other_path, param)
     if other.data.shape != vol.data.shape:  # the same grid, another number of volumes
         raise InputError(f"{param} {other_path}: {other.data.shape} against the input's {vol.data.shape}; give the two "
@@ -85,6 +93,26 @@ def read_complex(
     else:
         z = (vol.data + 1j * other.data).astype(np.complex64)
     return _magnitude_volume(vol, z), warnings + more, z
+
+
+_HOW = {"phase": "give it with --phase beside its magnitude series", "real": "give it as the input with --imaginary "
+        "and the imaginary part", "imaginary": "give it with --imaginary beside the real part",
+        "magnitude": "give it as the input"}
+
+
+def _check_part(vol: Volume, path: Path, want: str) -> None:
+    """Refuse a DICOM series whose header says it holds another part of complex data than ``want`` (a phase image
+    denoised as a magnitude would be destroyed); a series that does not say is taken as given.
+
+    Raises:
+        InputError: naming ``phase`` / ``imaginary``, or the input.
+    """
+    part = str(vol.meta.get("complex_component", "") or "")
+    if not part or part == want:
+        return
+    role = {"magnitude": "the input", "real": "the input", "phase": "phase", "imaginary": "imaginary"}[want]
+    raise InputError(f"{path}: its DICOM header says it is the {part} image of complex data, not the {want} "
+                     f"c2s needs here; {_HOW[part]}", param=None if role == "the input" else role)
 
 
 def _magnitude_volume(vol: Volume, z: NDArray[np.complex64]) -> Volume:

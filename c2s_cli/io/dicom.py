@@ -118,6 +118,36 @@ _TEXT = ("SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "SeriesDescriptio
          "PhotometricInterpretation", "Manufacturer", "SequenceName", "ScanningSequence")
 
 
+# what an image holds of complex MR data, by ImageType value (Siemens: M / P / R / I at value 3; Philips: "PHASE
+# MAP", "R_FFE" … at value 3 and the letter at value 4; the letters only count from value 3 on)
+_PART_WORDS = {"MAGNITUDE": "magnitude", "PHASE": "phase", "PHASE MAP": "phase", "REAL": "real",
+               "IMAGINARY": "imaginary"}
+_PART_LETTERS = {"M": "magnitude", "P": "phase", "R": "real", "I": "imaginary"}
+_GE_PARTS = {0: "magnitude", 1: "phase", 2: "real", 3: "imaginary"}  # GE private (0043,102F), as dcm2niix reads it
+
+
+def complex_component(ds: Any) -> str | None:
+    """What part of complex MR data an image header says it holds: "magnitude", "phase", "real", "imaginary", or
+    None where it does not say (most magnitude series). Read from ComplexImageComponent (0008,9208, enhanced MR),
+    then ImageType (Siemens "ORIGINAL\\PRIMARY\\P\\ND", Philips "…\\PHASE MAP\\P\\FFE"), then GE's private
+    image-type element (0043,102F)."""
+    comp = str(ds.get("ComplexImageComponent", "") or "").strip().upper()
+    if comp in _PART_WORDS:
+        return _PART_WORDS[comp]
+    values = [str(v).strip().upper() for v in (ds.get("ImageType", None) or [])]
+    for k, v in enumerate(values):
+        if v in _PART_WORDS:
+            return _PART_WORDS[v]
+        if k >= 2 and v in _PART_LETTERS:
+            return _PART_LETTERS[v]
+    if str(ds.get("Manufacturer", "") or "").upper().startswith("GE") and (0x0043, 0x102F) in ds:
+        try:
+            return _GE_PARTS.get(int(ds[0x0043, 0x102F].value))
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
 def _parse_header(ds: Any) -> None:
     """Access and convert every attribute c2s relies on, so damaged values fail here, naming the file."""
     for tag in _NUMERIC:
@@ -325,6 +355,7 @@ def read_dicom(path: Path, series: str | None = None) -> tuple[Volume, list[str]
         "modality": str(first.get("Modality", "")),
         "sequence": str(first.get("SequenceName", first.get("ScanningSequence", ""))),
         "manufacturer": str(first.get("Manufacturer", "")),
+        "complex_component": complex_component(first) or "",
         "files": len(members),
         **layout,
         **_encoding(first),

@@ -22,6 +22,7 @@ from typing import Any
 from c2s_cli._version import __version__
 from c2s_cli import runner
 from c2s_cli.errors import redact
+from c2s_cli.io.dicom import complex_component
 from c2s_cli.serve.spool import Job, Spool, check_output_folder, copy_missing, copy_series, iter_files, read_header
 from c2s_cli.serve.config import ServeConfig
 from c2s_cli.serve.scp import Receiver
@@ -54,6 +55,10 @@ def route(cfg: ServeConfig, header: Any, count: int) -> tuple[str, str]:
         return unmatched, f"modality {modality or 'missing'} (only MR is denoised)"
     if count < cfg.min_slices:
         return unmatched, f"{count} image(s), fewer than min_slices {cfg.min_slices}"
+    part = complex_component(header)
+    if part in ("phase", "real", "imaginary"):  # denoised as a magnitude, a phase image would be destroyed
+        return unmatched, (f"a {part} image of complex data (c2s serve denoises magnitude images; "
+                           "c2s denoise takes the parts together: --phase / --imaginary)")
     names = [str(header.get(k, "") or "").lower() for k in ("SeriesDescription", "ProtocolName")]
     if cfg.include and not any(fnmatch.fnmatchcase(n, p.lower()) for p in cfg.include for n in names):
         return unmatched, "matches no include pattern"
