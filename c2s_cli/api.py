@@ -16,9 +16,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 import c2s_cli.config as config
-from c2s_cli.checkpoint import load_model, resolve_model, sha256
+from c2s_cli.checkpoint import load_model, resolve_model, series_start, sha256
 from c2s_cli.config import DenoiseOptions, check_options
-from c2s_cli.errors import C2SError, InputError, UsageError
+from c2s_cli.errors import C2SError, CheckpointError, InputError, UsageError
 from c2s_cli.records import DenoiseReport
 from c2s_cli.noise.domain import NoiseDomain
 from c2s_cli.noise.policy import NoiseFit, NoiseSpec, all_finite, fit_frame, frame_of
@@ -133,6 +133,9 @@ class Denoiser:
         self.path, expected = resolve_model(str(model))
         self.model, self.config, self.meta = load_model(self.path, expected_sha256=expected)
         self.sha256 = expected or sha256(self.path)
+        # a registered model may name another start model for the series mode (checkpoint.series_start)
+        self.series_start = series_start(self.path) if expected else None
+        self._series_model: tuple[Any, config.RunConfig, str] | None = None
         self.model.to(self.device)
         self.load_seconds = time.perf_counter() - t0
         self.batch_size = batch_size or _default_batch(self.device)
@@ -336,7 +339,9 @@ class Denoiser:
         t0 = time.perf_counter()
         ctx = series.SeriesContext(frames, fitted.domains, series.neighbours(n, neighbours, bvals, bvecs),
                                    series.pools(n, bvals))
-        model, _ = series.train_on_series(self.model, self.config, ctx, cfg, slice_axis=axis, on_log=on_log,
+        start, start_config, start_sha = self.series_model()
+        report.series_start = {"model": self.series_start or self.name, "sha256": start_sha}
+        model, _ = series.train_on_series(start, start_config, ctx, cfg, slice_axis=axis, on_log=on_log,
                                           bf16=self.bf16)
         report.seconds["training"] = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -350,6 +355,20 @@ class Denoiser:
             raise C2SError("the network produced NaN or infinite values")
         report.seconds["inference"] = time.perf_counter() - t0
         return out
+
+    def series_model(self) -> tuple[Any, config.RunConfig, str]:
+        """The model the series mode widens and trains (its run config and SHA-256): this model, or the registered
+        start model it names (:func:`c2s_cli.checkpoint.series_start`), loaded and checked once."""
+        if self.series_start is None:
+            return self.model, self.config, self.sha256
+        if self._series_model is None:
+            path, expected = resolve_model(self.series_start)
+            model, cfg, _ = load_model(path, expected_sha256=expected)
+            if cfg.model.guides != self.config.model.guides:
+                raise CheckpointError(f"model {self.name}: its series start model {self.series_start} takes "
+                                      f"{cfg.model.guides} guide(s), not {self.config.model.guides}", param="model")
+            self._series_model = (model.to(self.device), cfg, expected or sha256(path))
+        return self._series_model
 
     def check_guides(self, n: int) -> None:
         """Refuse a guide count the model does not take (a UsageError naming ``guides``)."""

@@ -180,6 +180,20 @@ def registry(d: Path) -> dict[str, str]:
         raise CheckpointError(f"{f}: malformed weights registry") from None
 
 
+def series_start(path: Path) -> str | None:
+    """The name of the model that a registered model's series (4-D context) mode starts its training on the series
+    from (its registry entry's ``series_start``), or None: the model itself. ``default`` names ``series``: trained
+    from the later default, the DWI context mode lost 0.17–0.22 dB (weights/README.md)."""
+    f = path.parent / "registry.json"
+    if not f.is_file():
+        return None
+    try:
+        name = json.loads(f.read_text()).get(path.stem, {}).get("series_start")
+    except (json.JSONDecodeError, AttributeError):
+        raise CheckpointError(f"{f}: malformed weights registry") from None
+    return str(name) if name else None
+
+
 def list_models() -> list[tuple[str, Path, str | None]]:
     """(name, path, registered SHA-256 or None) for every model file found, first directory wins."""
     seen: dict[str, tuple[str, Path, str | None]] = {}

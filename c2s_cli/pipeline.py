@@ -330,7 +330,8 @@ def run_file(
         "series_mode": mode,
         **({"complex": cplx.record(o)} if cplx is not None else {}),
         **({"series_context": {"neighbours_in": f"q-space ({table[2]})" if table else "time",
-                               "training_steps": o.series_steps}} if context else {}),
+                               "training_steps": o.series_steps, "start_model": rep.series_start}}
+           if context else {}),
         "tta": o.tta,
         "planes": list(o.planes),
         "seconds": {k: round(v, 3) for k, v in seconds.items()},

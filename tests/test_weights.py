@@ -35,7 +35,7 @@ def test_shipped_model(name: str) -> None:
     assert meta["format_version"] == "1" and meta["c2s_version"]
     cfg = json.loads(meta["config"])
     assert cfg["noise"]["vst"] is True
-    assert cfg["model"]["context"] == {"default": 2, "wide": 1}[name]  # default: two neighbours each side since 2026-12-02
+    assert cfg["model"]["context"] == {"default": 2, "series": 2, "wide": 1}[name]  # default: two neighbours each side since 2026-12-02
     clean = head_phantom((64, 64, 6), seed=1)
     noisy = rician(clean, 0.08, seed=2)
     out = Denoiser(name, "cpu").denoise(noisy)
@@ -46,3 +46,29 @@ def test_shipped_model(name: str) -> None:
 
     assert np.isfinite(out).all() and out.shape == noisy.shape
     assert psnr(out) > psnr(noisy) + 2.0, (psnr(noisy), psnr(out))  # measured: +3.0 (default), +2.9 dB (wide)
+
+
+def test_series_mode_starts_from_the_model_the_registry_names(tmp_path: Path) -> None:
+    """``default``'s series (context) mode trains from ``series`` (its registry entry says so; checked against its
+    SHA-256): with no training steps its output is exactly that of ``series``'s own series mode, and not that of
+    the default's weights given as a path (a path names no start model: it starts from itself)."""
+    import shutil
+
+    from c2s_bench.phantoms import head_phantom, rician
+
+    from c2s_cli import Denoiser
+    from c2s_cli.records import DenoiseReport
+
+    assert REGISTRY["default"]["series_start"] == "series" and "series_start" not in REGISTRY["series"]
+    clean = 1000.0 * head_phantom((32, 32, 6), seed=1)
+    series = np.stack([rician(clean * (1 - 0.1 * k), 40.0, seed=k) for k in range(4)], -1).astype(np.float32)
+    copy = tmp_path / "mine.safetensors"
+    shutil.copy(WEIGHTS / "default.safetensors", copy)
+    outs, reports = {}, {}
+    for name in ("default", "series", str(copy)):
+        reports[name] = DenoiseReport()
+        outs[name] = Denoiser(name, "cpu").denoise_series(series, steps=0, sigma=40.0, report=reports[name])
+    np.testing.assert_array_equal(outs["default"], outs["series"])
+    assert not np.allclose(outs["default"], outs[str(copy)], atol=1e-3)
+    assert reports["default"].series_start == {"model": "series", "sha256": REGISTRY["series"]["sha256"]}
+    assert reports[str(copy)].series_start == {"model": "mine", "sha256": REGISTRY["default"]["sha256"]}
