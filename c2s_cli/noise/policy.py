@@ -393,8 +393,10 @@ def stabilised_noise(stab: NDArray[np.floating]) -> NDArray[np.float32] | None:
     """σ per voxel (X, Y, Z) of a stack of volumes already in stabilised units (X, Y, Z, n), measured on them by
     MP-PCA over the volumes (:func:`c2s_cli.noise.sigma_map.estimate_sigma_map_series`), or None when there are too
     few volumes or blocks to measure it. For callers that need the noise the data actually carry after the VST (the
-    series mode's :func:`c2s_cli.series.match_variance`), not the σ it was stabilised with."""
+    series mode's :func:`c2s_cli.series.match_variance`), not the σ it was stabilised with. Every block counts
+    (``min_snr`` 0: after the VST there is no floor to narrow the noise; on the DWI phantom with g-factor-like noise
+    leaving the blocks under SNR 3 out cost the matched series 0.24 dB, at 5 % uniform noise they make no difference)."""
     try:
-        return estimate_sigma_map_series(stab).sigma
+        return estimate_sigma_map_series(stab, min_snr=0.0).sigma
     except SigmaMapError:
         return None
