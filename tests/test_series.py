@@ -193,7 +193,10 @@ def test_cli_context_mode_reads_the_gradient_table(tmp_path, tiny_model) -> None
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout.strip().splitlines()[-1])
     assert rec["series_mode"] == "context"
-    assert rec["series_context"] == {"neighbours_in": "q-space (.bval / .bvec)", "training_steps": 2}
+    from c2s_cli.checkpoint import sha256
+
+    assert rec["series_context"] == {"neighbours_in": "q-space (.bval / .bvec)", "training_steps": 2,
+                                     "start_model": {"model": tiny_model.stem, "sha256": sha256(tiny_model)}}
     import nibabel as nib
 
     assert nib.load(str(out)).shape == (40, 40, 8, 4) and src.read_bytes() == before
