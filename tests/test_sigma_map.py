@@ -492,3 +492,30 @@ def test_big_objects_are_sampled_to_max_blocks_deterministically() -> None:
     np.testing.assert_array_equal(capped.block_sigmas, again.block_sigmas)
     assert abs(np.median(capped.block_sigmas) / np.median(every.block_sigmas) - 1) < 0.01
     assert abs(np.median(capped.block_sigmas) / 12.0 - 1) < 0.05
+
+
+def test_local_series_map_follows_a_bump_a_quadratic_misses() -> None:
+    """fit="local" (the noise match_variance subtracts): block estimates smoothed over one block, no global model.
+    On a narrow in-plane bump of σ (×2.5 at the centre, as a g-factor map) its error is under 3/4 of the quadratic's
+    and its peak nearer the truth; on uniform noise it stays within 3 %."""
+    from c2s_cli.noise.sigma_map import estimate_sigma_map_series
+
+    rng = np.random.default_rng(21)
+    shape, n = (60, 60, 20), 24
+    xx, yy = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
+    bump = (1.0 + 1.5 * np.exp(-(xx ** 2 + yy ** 2) / (2 * 0.25 ** 2)))[..., None] * np.ones(shape)
+    base = 500.0 + 100.0 * np.sin(np.arange(n))[None, None, None, :]
+    noisy = (base + 10.0 * bump[..., None] * rng.standard_normal(shape + (n,))).astype(np.float32)
+    truth = 10.0 * bump
+    centre = truth > 20.0
+    local = estimate_sigma_map_series(noisy, min_snr=0.0, fit="local").sigma
+    quad = estimate_sigma_map_series(noisy, min_snr=0.0).sigma
+    err_local = float(np.sqrt(np.mean((local / truth - 1) ** 2)))
+    err_quad = float(np.sqrt(np.mean((np.broadcast_to(quad, shape) / truth - 1) ** 2)))
+    assert err_local < 0.75 * err_quad, (err_local, err_quad)
+    peak_local = float(np.median(local[centre] / truth[centre]))
+    peak_quad = float(np.median(np.broadcast_to(quad, shape)[centre] / truth[centre]))
+    assert abs(peak_local - 1) < abs(peak_quad - 1), (peak_local, peak_quad)  # the smoothing still flattens it
+    flat = estimate_sigma_map_series((base + 10.0 * rng.standard_normal(shape + (n,))).astype(np.float32),
+                                     min_snr=0.0, fit="local").sigma
+    assert np.all(np.abs(flat / 10.0 - 1) < 0.03), (flat.min(), flat.max())

@@ -389,14 +389,21 @@ def map_for_info(volume: NDArray[np.floating], nf: NoiseFit, slice_axis: int = 2
             "flag": "--sigma-map auto" if est.varying else None}
 
 
+# stabilised_noise follows the block estimates locally ("local") rather than through one quadratic: on the DWI
+# phantom (session 16) DW 33.13 → 33.98 dB and FA RMSE WM 0.071 → 0.062 with g-factor-like noise, 5 % uniform ±0.03 dB,
+# 10 % DW +0.30 dB with FA WM 0.093 → 0.108 (still below the noisy input's 0.119)
+STABILISED_NOISE_FIT = "local"
+
+
 def stabilised_noise(stab: NDArray[np.floating]) -> NDArray[np.float32] | None:
     """σ per voxel (X, Y, Z) of a stack of volumes already in stabilised units (X, Y, Z, n), measured on them by
     MP-PCA over the volumes (:func:`c2s_cli.noise.sigma_map.estimate_sigma_map_series`), or None when there are too
     few volumes or blocks to measure it. For callers that need the noise the data actually carry after the VST (the
-    series mode's :func:`c2s_cli.series.match_variance`), not the σ it was stabilised with. Every block counts
+    series mode's :func:`c2s_cli.series.match_variance`), not the σ it was stabilised with; fitted locally
+    (:data:`STABILISED_NOISE_FIT`: where the σ map misses a g-factor bump, so does a quadratic). Every block counts
     (``min_snr`` 0: after the VST there is no floor to narrow the noise; on the DWI phantom with g-factor-like noise
     leaving the blocks under SNR 3 out cost the matched series 0.24 dB, at 5 % uniform noise they make no difference)."""
     try:
-        return estimate_sigma_map_series(stab, min_snr=0.0).sigma
+        return estimate_sigma_map_series(stab, min_snr=0.0, fit=STABILISED_NOISE_FIT).sigma
     except SigmaMapError:
         return None

@@ -221,6 +221,7 @@ def estimate_sigma_map_series(
     min_blocks: int = 12,
     min_volumes: int = SERIES_MIN_VOLUMES,
     min_snr: float = SERIES_MIN_SNR,
+    fit: str = "quadratic",
 ) -> SigmaMapEstimate:
     """Estimate one σ map (X, Y, Z), image units, from a 4-D magnitude ``series`` (X, Y, Z, T): DWI, fMRI, repeats.
 
@@ -270,7 +271,31 @@ def estimate_sigma_map_series(
     if min_snr > 0 and clear.sum() >= min_blocks and not clear.all():
         s, c = s[clear], c[clear]
         inside = inside & (mean >= min_snr * float(np.median(s)))
+    if fit == "local":
+        local = _local_map(s, c, x.shape[:3], k)
+        return SigmaMapEstimate(local, True, float(np.percentile(s, 95) / np.percentile(s, 5)), len(s), s, (k, k, k),
+                                (k, k, k), t, float(np.percentile(s, 5)))
     return _smooth_fit(s, c, x.shape[:3], inside, flat_ratio, (k, k, k), (k, k, k), volumes=t)
+
+
+def _local_map(s: NDArray[np.float64], centres: NDArray[np.float64], shape: tuple[int, ...], k: int
+               ) -> NDArray[np.float32]:
+    """σ per voxel (``shape``) from the estimates ``s`` of k³ blocks at ``centres`` without a global model: each
+    block's value on the grid of blocks, the cells without one filled from the nearest block, a Gaussian of one
+    block over the grid (an MP-PCA estimate from 125 voxels is noisy), then linear interpolation to the voxels.
+    Follows what a quadratic cannot (a g-factor bump) at the cost of more noise in the map."""
+    from scipy import ndimage
+
+    grid = np.full([int(np.ceil(n / k)) for n in shape], np.nan)
+    idx = np.floor(centres / k).astype(int)
+    grid[tuple(idx.T)] = s
+    missing = np.isnan(grid)
+    if missing.any():
+        nearest = ndimage.distance_transform_edt(missing, return_distances=False, return_indices=True)
+        grid = grid[tuple(nearest)]
+    grid = ndimage.gaussian_filter(grid, 1.0, mode="nearest")
+    coords = np.meshgrid(*[(np.arange(n) + 0.5) / k - 0.5 for n in shape], indexing="ij")
+    return ndimage.map_coordinates(grid, coords, order=1, mode="nearest").astype(np.float32)
 
 
 def stabilised_series_map(series: NDArray[np.floating], est: SigmaMapEstimate, coils: int = 1,
