@@ -87,8 +87,9 @@ def scan_info(path: Path, *, series: str | None = None, noise: bool = True, coil
     out.update({k: v for k, v in vol.meta.items() if k not in ("dtype",)})
     part = vol.meta.get("complex_component") or ""
     if noise and part in ("phase", "real", "imaginary"):
-        why = (f"the DICOM header says this is the {part} image of complex data: c2s denoise takes it only together "
-               f"with its {'magnitude (--phase)' if part == 'phase' else 'other part (--imaginary)'}")
+        from c2s_cli.io.complex import PART_HOW
+
+        why = f"the DICOM header says this is the {part} image of complex data, not a magnitude: {PART_HOW[part]}"
         out["noise"] = {"sigma": None, "method": None, "c2s_denoise_uses": "refuses", "reason": why, "warnings": [why]}
     elif noise and z is not None:
         out["noise"] = complex_noise_info(z, vol.slice_axis)

@@ -77,9 +77,10 @@ def read_complex(
     other_path = phase if phase is not None else imaginary
     assert other_path is not None
     param = "phase" if phase is not None else "imaginary"
-    other, more = read_volume(other_path, series=None)
     if check_parts:
         _check_part(vol, src, "magnitude" if phase is not None else "real")
+    other, more = read_volume(other_path, series=None)
+    if check_parts:
         _check_part(other, other_path, param)
     same_grid(other, vol, other_path, param)
     if other.data.shape != vol.data.shape:  # the same grid, another number of volumes
@@ -95,7 +96,7 @@ def read_complex(
     return _magnitude_volume(vol, z), warnings + more, z
 
 
-_HOW = {"phase": "give it with --phase beside its magnitude series", "real": "give it as the input with --imaginary "
+PART_HOW = {"phase": "give it with --phase beside its magnitude series", "real": "give it as the input with --imaginary "
         "and the imaginary part", "imaginary": "give it with --imaginary beside the real part",
         "magnitude": "give it as the input"}
 
@@ -112,7 +113,7 @@ def _check_part(vol: Volume, path: Path, want: str) -> None:
         return
     role = {"magnitude": "the input", "real": "the input", "phase": "phase", "imaginary": "imaginary"}[want]
     raise InputError(f"{path}: its DICOM header says it is the {part} image of complex data, not the {want} "
-                     f"c2s needs here; {_HOW[part]}", param=None if role == "the input" else role)
+                     f"c2s needs here; {PART_HOW[part]}", param=None if role == "the input" else role)
 
 
 def _magnitude_volume(vol: Volume, z: NDArray[np.complex64]) -> Volume:

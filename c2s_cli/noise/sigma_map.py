@@ -234,8 +234,12 @@ def estimate_sigma_map_series(
 
     The object is the mean over volumes above ``object_fraction`` of its 99.5th percentile. At low SNR (high
     b-value DWI), the magnitude's Rician floor makes MP-PCA read σ low, as dwidenoise does; the object mask keeps
-    the background out. Raises :class:`SigmaMapError` with fewer than ``min_volumes`` volumes or ``min_blocks``
-    blocks inside the object."""
+    the background out; blocks whose mean is under ``min_snr`` × their σ are left out of the fit and the decision
+    when ``min_blocks`` others remain (0: every block). ``fit``: "quadratic" (the robust fit and the decision above)
+    or "local" (:func:`_local_map`, always a map: for noise measured in the VST's units). Raises
+    :class:`SigmaMapError` with fewer than ``min_volumes`` volumes or ``min_blocks`` blocks inside the object."""
+    if fit not in ("quadratic", "local"):
+        raise ValueError(f"fit must be 'quadratic' or 'local', got {fit!r}")
     x = np.asarray(series, np.float32)
     if x.ndim != 4:
         raise SigmaMapError(f"a series σ map is estimated from a 4-D series, got shape {x.shape}")
