@@ -105,9 +105,13 @@ def g_map(shape: tuple[int, ...], peak: float) -> np.ndarray:
 
 
 def series_from_t1(t: np.ndarray, slices: int = 36, noise: float = 0.05, seed: int = 31, z_centre: int | None = None,
-                   table: tuple[np.ndarray, np.ndarray] | None = None, gfactor: float = 1.0) -> dict[str, Any]:
+                   table: tuple[np.ndarray, np.ndarray] | None = None, gfactor: float = 1.0,
+                   wm_tensor: tuple[float, float, float] = WM_TENSOR, d_gm: float = D_GM, s0_slope: float = 0.75
+                   ) -> dict[str, Any]:
     """The phantom of the module docstring from a 2 mm T1 ``t`` (divided by its 99.5th percentile, white matter near
-    0.74); the slab centred on ``z_centre`` (default: the white matter's centre); ``table``: (bvals, bvecs)."""
+    0.74); the slab centred on ``z_centre`` (default: the white matter's centre); ``table``: (bvals, bvecs);
+    ``wm_tensor`` (mm²/s), ``d_gm`` (mm²/s) and ``s0_slope`` (S0 = 1 − slope·T1 in the brain) vary the tissue model
+    (the scored phantom keeps the defaults; ``scripts/train_series_start.py`` draws them)."""
     wm_core = ndimage.binary_opening((t > 0.66) & (t < 0.9))
     lab, _ = ndimage.label(wm_core)
     wm_comp = lab == np.argmax(np.bincount(lab.ravel())[1:]) + 1
@@ -129,16 +133,16 @@ def series_from_t1(t: np.ndarray, slices: int = 36, noise: float = 0.05, seed: i
     air = ndimage.gaussian_filter(t, 0.7) < 0.03
     # T2-like b = 0 signal, continuous in the T1 (its anatomy and partial volumes carry through): CSF ≈ 0.85,
     # GM ≈ 0.65, WM ≈ 0.45; outside the brain 0.4·T1, air 0
-    s0 = np.where(brain, 1.0 - 0.75 * np.clip(t, 0, 1), 0.4 * t)
+    s0 = np.where(brain, 1.0 - s0_slope * np.clip(t, 0, 1), 0.4 * t)
     s0 = np.where(air & ~brain, 0.0, s0)
     # white-matter tensor: mean diffusivity of WM_TENSOR, anisotropy scaled by the structure tensor's coherence
     # (FA ≈ 0.4 … 0.8), principal direction e1
-    l1, l2, _ = WM_TENSOR
+    l1, l2, _ = wm_tensor
     md_wm = (l1 + 2 * l2) / 3
     a = (0.5 + 0.5 * coherence)[..., None, None]
     aniso = (l1 - md_wm) * (3 * e1[..., :, None] * e1[..., None, :] - np.eye(3)) / 2
     tensor_wm = md_wm * np.eye(3) + a * aniso
-    iso = np.where(brain, f_gm * D_GM + f_csf * D_CSF, D_OUT)
+    iso = np.where(brain, f_gm * d_gm + f_csf * D_CSF, D_OUT)
     dt = f_wm[..., None, None] * tensor_wm + iso[..., None, None] * np.eye(3)
     dt = np.where(brain[..., None, None], dt, D_OUT * np.eye(3))
     bvals, bvecs = table if table is not None else gradient_table()
@@ -248,7 +252,7 @@ def run_method(name: str, ph: dict[str, Any], args: Any) -> tuple[np.ndarray, st
         den = Denoiser(args.model, "cpu", threads=args.threads)
         return den.denoise_series(noisy, bvals=bvals, bvecs=ph["bvecs"], steps=args.series_steps,
                                   neighbours=args.series_neighbours), \
-            f"{args.series_steps} steps, {args.series_neighbours} neighbours"
+            f"{args.series_steps if args.series_steps is not None else 'default'} steps, {args.series_neighbours} neighbours"
     if name == "c2s-series-complex":  # the product path: a complex NIfTI with its .bval / .bvec, c2s's defaults
         import nibabel as nib
 
@@ -272,7 +276,7 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=36)
     ap.add_argument("--noise", type=float, default=0.05)
     ap.add_argument("--gfactor", type=float, default=1.0, help="centre-high noise: σ × 1 at the edges … × G at the centre")
-    ap.add_argument("--series-steps", type=int, default=400)
+    ap.add_argument("--series-steps", type=int, default=None, help="default: the start model's (200 or 400)")
     ap.add_argument("--series-neighbours", type=int, default=2)
     args = ap.parse_args()
     import torch

@@ -91,7 +91,7 @@ def run_method(name: str, ph: dict[str, Any], args: Any) -> tuple[np.ndarray, st
     if name == "c2s-volumes":
         return den.denoise(noisy), ""
     if name == "c2s-series":
-        return den.denoise_series(noisy, steps=args.series_steps), f"{args.series_steps} steps, neighbours in time"
+        return den.denoise_series(noisy, steps=args.series_steps), f"{args.series_steps if args.series_steps is not None else 'default'} steps, neighbours in time"
     raise SystemExit(f"unknown method {name}")
 
 
@@ -101,7 +101,7 @@ def main() -> None:
     ap.add_argument("--volumes", type=int, default=60)
     ap.add_argument("--noise", type=float, default=0.03)
     ap.add_argument("--effect", type=float, default=0.02)
-    ap.add_argument("--series-steps", type=int, default=400)
+    ap.add_argument("--series-steps", type=int, default=None, help="default: the start model's (200 or 400)")
     args = ap.parse_args()
     import torch
 

@@ -4,6 +4,11 @@ Everything is measured in one run on the same machine; results go to benchmarks/
 table on stdout (copied into benchmarks/README.md).
 
 Usage:  python -m c2s_bench.speed --data ../shared/data [--threads 2] [--bm3d-slices 8] [--train-steps 400]
+        python -m c2s_bench.speed --data ../shared/data --e2e-only --isa avx2 --with-bm3d   # AVX2 kernels too
+
+``--isa avx2`` also runs the end-to-end `c2s denoise` processes with torch's and oneDNN's kernels capped at AVX2
+(``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``; c2s then runs fp32, as on a CPU without native bf16): the
+AVX2 machine's code path, side by side in one run on this CPU (its clock and caches stay this CPU's).
 """
 
 from __future__ import annotations
@@ -111,8 +116,12 @@ runpy.run_module("c2s_cli", run_name="__main__")
 """
 
 
+# the environment that caps torch's (ATen) and oneDNN's kernels at an instruction set
+ISA_CAPS = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+
+
 def end_to_end(inp: Path, out: Path, model: str, threads: int, extra: list[str] | None = None,
-               device: str = "cpu") -> dict[str, object]:
+               device: str = "cpu", env: dict[str, str] | None = None) -> dict[str, object]:
     """Wall time of a `c2s denoise` process (start → file written) with its own breakdown and the peak RSS."""
     rss_file = out.with_suffix(".rss")
     # peak RSS of this process alone: its own VmHWM, read by the process itself at exit (Linux; NaN elsewhere).
@@ -121,14 +130,14 @@ def end_to_end(inp: Path, out: Path, model: str, threads: int, extra: list[str] 
            "--json", "-q", "--model", model, "--device", device, "--threads", str(threads), *(extra or [])]
     rss_file.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **(env or {})})
     wall = time.perf_counter() - t0
     peak_kb = float(rss_file.read_text()) if rss_file.exists() else float("nan")
     rec = json.loads(r.stdout)
     secs = rec["seconds"]
     accounted = sum(v for k, v in secs.items() if k != "total")
     return {"wall_s": wall, "breakdown_s": {**secs, "startup_and_other": wall - accounted},
-            "peak_rss_mb": peak_kb / 1024}
+            "peak_rss_mb": peak_kb / 1024, "precision": rec.get("precision"), "env": env or {}}
 
 
 def peers_time(noisy: np.ndarray, sigma: float, bm3d_slices: int) -> dict[str, object]:
@@ -238,6 +247,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=RESULTS / "speed.json")
     ap.add_argument("--e2e-only", action="store_true", help="only the 176-slice end-to-end runs (e.g. another model)")
     ap.add_argument("--denoise-args", default="", help='extra `c2s denoise` flags, e.g. "--planes axial,coronal,sagittal"')
+    ap.add_argument("--isa", action="append", default=[], choices=sorted(ISA_CAPS),
+                    help="also run the end-to-end runs with the kernels capped at this instruction set")
+    ap.add_argument("--with-bm3d", action="store_true", help="with --e2e-only: BM3D's time on the same volume too")
     args = ap.parse_args()
     extra = args.denoise_args.split()
     torch.set_num_threads(args.threads)
@@ -251,10 +263,13 @@ def main() -> None:
 
     def repeated_end_to_end(vol: Path, tmp: str) -> None:
         """The 176-slice volume ``--e2e-repeats`` times: every run and the median one into ``res``."""
-        runs = [end_to_end(vol, Path(tmp) / "o176.nii.gz", args.model, args.threads, extra)
-                for _ in range(args.e2e_repeats)]
-        res["end_to_end_176_runs"] = runs
-        res["end_to_end_176"] = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]  # the median run
+        for isa in [None, *args.isa]:
+            env = ISA_CAPS[isa] if isa else None
+            runs = [end_to_end(vol, Path(tmp) / "o176.nii.gz", args.model, args.threads, extra, env=env)
+                    for _ in range(args.e2e_repeats)]
+            key = "end_to_end_176" + (f"_isa_{isa}" if isa else "")
+            res[f"{key}_runs"] = runs
+            res[key] = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]  # the median run
 
     def save() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -264,8 +279,11 @@ def main() -> None:
     if args.e2e_only:
         with tempfile.TemporaryDirectory() as tmp:
             vol = Path(tmp) / "vol176.nii.gz"
-            make_volume(args.data, vol, 176)
+            sigma = make_volume(args.data, vol, 176)
             repeated_end_to_end(vol, tmp)
+            if args.with_bm3d:
+                noisy = np.asarray(nib.load(str(vol)).dataobj, dtype=np.float64)
+                res["peers"] = peers_time(noisy, sigma, args.bm3d_slices)
         save()
         return
     t0 = time.perf_counter()

@@ -236,6 +236,10 @@ class Denoiser:
         name = getattr(x, "path", "input")
         if fitted is not None:  # else fit_noise checks it
             check_volume(data, name, vst_on=self.noise_model(use_vst, coils)[0])
+        if self.config.model.volumes:
+            raise UsageError(f"model: {self.name} is a series start model (it takes {self.config.model.volumes} "
+                             "context volumes): it denoises a 4-D series in the context mode (--series-mode "
+                             "context), not volume by volume", param="model")
         self.check_guides(len(guides or []))
         check_strength(strength)
         check_tta(tta)
@@ -277,7 +281,7 @@ class Denoiser:
         *,
         bvals: NDArray[np.floating] | None = None,
         bvecs: NDArray[np.floating] | None = None,
-        steps: int = 400,
+        steps: int | None = None,
         neighbours: int = 2,
         lr: float = 5e-4,
         seed: int = 0,
@@ -300,7 +304,8 @@ class Denoiser:
         Args:
             bvals / bvecs: the gradient table ((T,) s/mm², (T, 3)): neighbours in q-space and shells; None: in time.
             neighbours: nearest volumes given as context (plus the prediction from the others and the pooled mean).
-            steps, lr, seed: the training on the series (0 steps: the widened network untrained, i.e. this model).
+            steps, lr, seed: the training on the series (0 steps: the start model untrained; None: its
+                :func:`c2s_cli.series.default_steps`, 200 from a start model trained with context, else 400).
             fitted: the series' noise fit already made (:meth:`fit_noise`); then ``sigma`` and ``noise`` are not used.
             strength: multiplies σ_d for the network's conditioning at inference (as in :meth:`denoise`).
             match_variance: with a gradient table, give each shell (of enough volumes for MP-PCA) the directional spread the data
@@ -326,6 +331,10 @@ class Denoiser:
             cfg.validate()
         except ValueError as exc:
             raise UsageError(str(exc), param=str(exc).split(" ", 1)[0]) from None
+        start, start_config, start_sha = self.series_model()
+        if start_config.model.volumes > neighbours + 2:
+            raise UsageError(f"series_neighbours: the series start model takes {start_config.model.volumes - 2} "
+                             f"neighbours; give at least that many, not {neighbours}", param="series_neighbours")
         axis = slice_axis if slice_axis is not None else (x.slice_axis if isinstance(x, Volume) else 2)
         report = report if report is not None else DenoiseReport()
         fitted = fitted if fitted is not None else self.fit_noise(x, sigma, noise=noise, use_vst=use_vst,
@@ -339,8 +348,8 @@ class Denoiser:
         t0 = time.perf_counter()
         ctx = series.SeriesContext(frames, fitted.domains, series.neighbours(n, neighbours, bvals, bvecs),
                                    series.pools(n, bvals))
-        start, start_config, start_sha = self.series_model()
         report.series_start = {"model": self.series_start or self.name, "sha256": start_sha}
+        report.series_steps = steps if steps is not None else series.default_steps(start_config.model.volumes)
         model, _ = series.train_on_series(start, start_config, ctx, cfg, slice_axis=axis, on_log=on_log,
                                           bf16=self.bf16)
         report.seconds["training"] = time.perf_counter() - t0

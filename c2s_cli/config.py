@@ -177,7 +177,7 @@ class DenoiseOptions:
     # table) when no option it cannot take is given, volumes otherwise (fMRI: the context mode measured an attenuated
     # and spread activation; benchmarks/README.md)
     series_mode: str = "auto"
-    series_steps: int = 400
+    series_steps: int | None = None  # None: the start model's (c2s_cli.series.default_steps)
     sigma_map: Path | None = None  # σ per voxel (NIfTI on the input's grid): spatially varying noise
     estimate_sigma_map: bool = False  # estimate the σ map from the scan itself (noise.sigma_map)
     # given neither sigma nor a map: a 4-D series of ≥ 8 volumes gets one map over its volumes (MP-PCA, as
@@ -220,7 +220,7 @@ class DenoiseOptions:
             raise ValueError(f"adapt must be ≥ 0, got {self.adapt}")
         if self.series_mode not in SERIES_MODES:
             raise ValueError(f"series_mode must be {', '.join(SERIES_MODES)}, got {self.series_mode!r}")
-        if self.series_steps < 0:
+        if self.series_steps is not None and self.series_steps < 0:
             raise ValueError(f"series_steps must be ≥ 0, got {self.series_steps}")
         if self.phase is not None and self.imaginary is not None:
             raise ValueError("phase and imaginary both given: give the phase of a magnitude input or the imaginary "

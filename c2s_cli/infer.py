@@ -6,6 +6,8 @@ Exact zeros and saturated voxels are returned unchanged.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable
 from typing import Any
 
@@ -35,13 +37,22 @@ def pick_device(spec: str = "auto") -> torch.device:
     return dev
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA) under which it still runs bf16 natively
+BF16_ISAS = frozenset({"ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+                       "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2"})
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether bf16 autocast runs natively on ``device``: a CUDA GPU with bf16, or a CPU with AVX512_BF16 or AMX
-    (Linux ``/proc/cpuinfo`` flags) that oneDNN uses. Elsewhere fp32: oneDNN's bf16 emulation on other CPUs is
-    slower than fp32 (measured ~15× on an AVX2 CPU, benchmarks/README.md)."""
+    (Linux ``/proc/cpuinfo`` flags) that oneDNN uses — not when ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below that.
+    Elsewhere fp32: oneDNN's bf16 emulation on other CPUs is slower than fp32 (measured ~15× on an AVX2 CPU,
+    benchmarks/README.md)."""
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     if device.type != "cpu":
+        return False
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    if cap and cap.strip().upper() not in BF16_ISAS:
         return False
     try:
         with open("/proc/cpuinfo") as f:

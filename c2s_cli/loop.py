@@ -223,6 +223,7 @@ def train(
                         psnr = evaluate(ema)
                 rec = {
                     "step": done,
+                    "total_steps": t.steps,
                     "loss": running,
                     "val_loss": val_loss,
                     "psnr": psnr,

@@ -266,7 +266,8 @@ def run_file(
             result = worker.denoise_series(
                 work, bvals=table[0] if table else None, bvecs=table[1] if table else None, steps=o.series_steps,
                 strength=o.strength, slice_axis=axis, fitted=fitted, report=rep, rank_map=o.save_rank_map is not None,
-                on_log=(lambda r: on_progress("train", r["step"], o.series_steps)) if on_progress else None,
+                on_log=(lambda r: on_progress("train", r["step"], r["total_steps"])) if on_progress
+                else None,
                 on_volume=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None)
         else:
             result = worker.denoise(
@@ -330,7 +331,8 @@ def run_file(
         "series_mode": mode,
         **({"complex": cplx.record(o)} if cplx is not None else {}),
         **({"series_context": {"neighbours_in": f"q-space ({table[2]})" if table else "time",
-                               "training_steps": o.series_steps, "start_model": rep.series_start}}
+                               "training_steps": rep.series_steps,
+                               "start_model": rep.series_start}}
            if context else {}),
         "tta": o.tta,
         "planes": list(o.planes),

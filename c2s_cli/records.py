@@ -19,6 +19,7 @@ class DenoiseReport:
     fit: NoiseFit | None = None  # the policy's fit the domains came from
     rank_map: Any = None  # a series in the context mode, when asked for: the local model's rank (X, Y, Z) int16
     series_start: dict[str, str] | None = None  # the context mode: the model it trained from (name, SHA-256)
+    series_steps: int | None = None  # the context mode: its training steps on the series
 
     @property
     def noise(self) -> list[dict[str, object]]:

@@ -5,7 +5,8 @@
 # 75 min). Stage 3 ran as a separate script until 2026-12-02 (session 12); `c2s train --distill-planes` is the same
 # objective in the one training loop, with that loop's random draws, so it reproduces the recipe, not the shipped
 # file's bytes. Stage 4 is resumable: rerun the same command with `--resume "$work/run_${name}_long"` after a stop.
-# Stage 3 is registered too, as `series`: the start model of default's series (4-D context) mode.
+# Stage 3 is registered too, as `series`, and from it `series-context` (scripts/train_series_start.py, ~10 min): the
+# start model of default's series (4-D context) mode.
 #   scripts/train_default_weights.sh [SOURCE_DIR]                                  # default
 #   NAME=wide CHANNELS=24,48,96,128 CONTEXT=1 DISTILL_STEPS=0 LONG_STEPS=0 scripts/train_default_weights.sh [SOURCE_DIR]  # wide
 # SOURCE_DIR has the layout of shared/data (nifti/, dicom/); without it the sources are downloaded from their
@@ -15,9 +16,11 @@ work=${WORK:-/tmp/c2s_weights}
 mkdir -p "$work"
 if [ $# -ge 1 ]; then
   python scripts/prepare_weights_data.py --source "$1" --out "$work/noisy"
+  src="$1"
   ge="$1/dicom/ge_pd_brain_series"
 else
   python scripts/prepare_weights_data.py --fetch --out "$work/noisy"
+  src="$work/noisy/sources"
   ge="$work/noisy/sources/dicom/ge_pd_brain_series"
 fi
 name=${NAME:-default}
@@ -55,9 +58,14 @@ if [ "${LONG_STEPS:-30000}" -gt 0 ]; then
     --description "Self-distilled from $name stage 4 (stage 3 + ${LONG_STEPS:-30000} GDSM steps with inversion): GDSM on all volumes + the distance to its own 3-plane x TTA 2 output on the noisy mni152 volumes (no clean image): $desc"
 fi
 if [ "${LONG_STEPS:-30000}" -gt 0 ] && [ "$name" = default ]; then
-  # stage 3 ships as `series`, the start of the series (4-D context) mode, which measured better from it
+  # stage 3 ships as `series`; widened by the context channels and trained on DWI / fMRI-like series made from the
+  # training anatomy (scripts/train_series_start.py, 8,000 steps, noise 2-5 %) it is `series-context`, the start of
+  # the series (4-D context) mode
   python scripts/register_weights.py "$work/${name}_stage3.safetensors" --name series
-  python scripts/register_weights.py "$work/$name.safetensors" --name "$name" --series-start series
+  python scripts/train_series_start.py --source "$src" --start series --run-dir "$work/run_series_context" \
+    --out "$work/series-context.safetensors" --steps 8000 --series 6 --seed 0 --noise-levels 0.02,0.03,0.04,0.05
+  python scripts/register_weights.py "$work/series-context.safetensors" --name series-context
+  python scripts/register_weights.py "$work/$name.safetensors" --name "$name" --series-start series-context
 else
   python scripts/register_weights.py "$work/$name.safetensors" --name "$name"
 fi

@@ -118,6 +118,26 @@ def test_noise_domain_is_fitted_once_per_frame(den: Denoiser, noisy_nifti: Path,
     assert len(calls) == 1 and len(rec["noise"]) == 1
 
 
+def test_native_bf16_follows_an_isa_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """oneDNN capped below its bf16 instruction sets (ONEDNN_MAX_CPU_ISA=AVX2, as c2s_bench.speed --isa avx2 runs the
+    AVX2 code path) means fp32, whatever the CPU; a cap that keeps bf16 changes nothing."""
+    import torch
+
+    from c2s_cli.infer import native_bf16
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    native = native_bf16(cpu)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert native_bf16(cpu) is False
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")
+    assert native_bf16(cpu) is native
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX512_CORE")
+    assert native_bf16(cpu) is False
+
+
 def test_precision(tiny_model: Path, phantom: np.ndarray) -> None:
     """auto picks bf16 exactly where the CPU runs it natively; bf16 stays close to fp32 and independent of the batch
     size within bf16's resolution; a bad value is a UsageError naming the parameter."""

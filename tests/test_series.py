@@ -10,6 +10,8 @@ short training is deterministic and one-line errors come before any compute.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -70,7 +72,20 @@ def test_widened_network_is_the_shipped_one_until_trained() -> None:
         a = wide(torch.cat([x, torch.rand(2, 3, 24, 24)], 1), sigma)
         b = wide(torch.cat([x, 10 * torch.rand(2, 3, 24, 24)], 1), sigma)
     assert torch.equal(a, b) and torch.allclose(a, ref, atol=1e-6)
-    with pytest.raises(ValueError, match="already"):
+    # a start model already trained with context (scripts/train_series_start.py): more volumes get zero weights after
+    # its own, so its output with its own context is unchanged; the same count is a copy; fewer is refused
+    for p in wide.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    ctx = torch.rand(2, 3, 24, 24)
+    wider = series.widen(wide, 5).eval()
+    same = series.widen(wide, 3).eval()
+    with torch.no_grad():
+        ref = wide(torch.cat([x, ctx], 1), sigma)
+        c = wider(torch.cat([x, ctx, torch.rand(2, 2, 24, 24)], 1), sigma)
+        d = same(torch.cat([x, ctx], 1), sigma)
+    assert not torch.allclose(ref, a, atol=1e-3)  # the context now counts
+    assert torch.allclose(c, ref, atol=1e-6) and torch.equal(d, ref)
+    with pytest.raises(ValueError, match="series_neighbours"):
         series.widen(wide, 1)
 
 
@@ -165,6 +180,34 @@ def test_denoise_series_trains_deterministically(tiny_model) -> None:  # type: i
     assert e.value.param == "bvals"
     with pytest.raises(UsageError, match="series_neighbours"):
         den.denoise_series(noisy, neighbours=20, steps=0)
+
+
+def test_a_start_model_with_context_channels(tmp_path, tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """A start model already trained with context (scripts/train_series_start.py) is used as it is by the series
+    mode (with 0 steps: its own output), refuses fewer neighbours than it takes, and is no volume-by-volume model."""
+    from c2s_cli.api import Denoiser
+    from c2s_cli.checkpoint import load_model, save_model
+
+    base, cfg, _ = load_model(tiny_model)
+    ctx_model = series.widen(base, 4)
+    torch.manual_seed(3)
+    for p in ctx_model.parameters():
+        p.data.add_(0.02 * torch.randn_like(p))
+    path = tmp_path / "start.safetensors"
+    save_model(path, ctx_model.state_dict(), dataclasses.replace(cfg, model=ctx_model.cfg),
+               {"training": {"description": "tests"}})
+    _, noisy = _series(t=5)
+    den = Denoiser(str(path), "cpu")
+    a = den.denoise_series(noisy, steps=0)
+    wider = den.denoise_series(noisy, steps=0, neighbours=3)  # one more neighbour: a zero-weight channel
+    plain = Denoiser(str(tiny_model), "cpu").denoise_series(noisy, steps=0)
+    assert np.isfinite(a).all() and np.allclose(a, wider, atol=1e-4) and not np.allclose(a, plain, atol=1e-3)
+    with pytest.raises(UsageError, match="series_neighbours") as e:
+        den.denoise_series(noisy, steps=0, neighbours=1)
+    assert e.value.param == "series_neighbours"
+    with pytest.raises(UsageError, match="series start model") as e:
+        den.denoise(noisy)
+    assert e.value.param == "model"
 
 
 def _write_series(tmp_path, with_table: str = "both"):  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from c2s_cli.checkpoint import read_header, resolve_model, sha256
+from c2s_cli.errors import UsageError
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 REGISTRY = json.loads((WEIGHTS / "registry.json").read_text())
@@ -35,10 +36,21 @@ def test_shipped_model(name: str) -> None:
     assert meta["format_version"] == "1" and meta["c2s_version"]
     cfg = json.loads(meta["config"])
     assert cfg["noise"]["vst"] is True
-    assert cfg["model"]["context"] == {"default": 2, "series": 2, "wide": 1}[name]  # default: two neighbours each side since 2026-12-02
+    assert cfg["model"]["context"] == {"default": 2, "series": 2, "series-context": 2, "wide": 1}[name]  # default: two neighbours each side since 2026-12-02
+    # series-context: the start model of the series mode, with its context channels (prediction, shell mean, 2
+    # neighbours); it denoises a series (here 4 repeats of the phantom, without training on it), never one volume
+    assert cfg["model"].get("volumes", 0) == (4 if name == "series-context" else 0)
     clean = head_phantom((64, 64, 6), seed=1)
-    noisy = rician(clean, 0.08, seed=2)
-    out = Denoiser(name, "cpu").denoise(noisy)
+    den = Denoiser(name, "cpu")
+    if cfg["model"].get("volumes", 0):
+        reps = np.stack([rician(clean, 0.08, seed=2 + k) for k in range(4)], -1)
+        noisy = reps[..., 0]
+        out = den.denoise_series(reps, steps=0)[..., 0]
+        with pytest.raises(UsageError, match="series start model"):
+            den.denoise(noisy)
+    else:
+        noisy = rician(clean, 0.08, seed=2)
+        out = den.denoise(noisy)
     mask = clean > 0.05 * clean.max()
 
     def psnr(a: np.ndarray) -> float:
@@ -49,9 +61,10 @@ def test_shipped_model(name: str) -> None:
 
 
 def test_series_mode_starts_from_the_model_the_registry_names(tmp_path: Path) -> None:
-    """``default``'s series (context) mode trains from ``series`` (its registry entry says so; checked against its
-    SHA-256): with no training steps its output is exactly that of ``series``'s own series mode, and not that of
-    the default's weights given as a path (a path names no start model: it starts from itself)."""
+    """``default``'s series (context) mode trains from ``series-context`` (its registry entry says so; checked against
+    its SHA-256): with no training steps its output is exactly that of ``series-context``'s own series mode, and not
+    that of the default's weights given as a path (a path names no start model: it starts from itself); the
+    training steps default to 200 from it, 400 from a context-free start."""
     import shutil
 
     from c2s_bench.phantoms import head_phantom, rician
@@ -59,16 +72,21 @@ def test_series_mode_starts_from_the_model_the_registry_names(tmp_path: Path) ->
     from c2s_cli import Denoiser
     from c2s_cli.records import DenoiseReport
 
-    assert REGISTRY["default"]["series_start"] == "series" and "series_start" not in REGISTRY["series"]
+    assert REGISTRY["default"]["series_start"] == "series-context" and "series_start" not in REGISTRY["series-context"]
     clean = 1000.0 * head_phantom((32, 32, 6), seed=1)
     series = np.stack([rician(clean * (1 - 0.1 * k), 40.0, seed=k) for k in range(4)], -1).astype(np.float32)
     copy = tmp_path / "mine.safetensors"
     shutil.copy(WEIGHTS / "default.safetensors", copy)
     outs, reports = {}, {}
-    for name in ("default", "series", str(copy)):
+    for name in ("default", "series-context", str(copy)):
         reports[name] = DenoiseReport()
         outs[name] = Denoiser(name, "cpu").denoise_series(series, steps=0, sigma=40.0, report=reports[name])
-    np.testing.assert_array_equal(outs["default"], outs["series"])
+    np.testing.assert_array_equal(outs["default"], outs["series-context"])
     assert not np.allclose(outs["default"], outs[str(copy)], atol=1e-3)
-    assert reports["default"].series_start == {"model": "series", "sha256": REGISTRY["series"]["sha256"]}
+    assert reports["default"].series_start == {"model": "series-context",
+                                               "sha256": REGISTRY["series-context"]["sha256"]}
     assert reports[str(copy)].series_start == {"model": "mine", "sha256": REGISTRY["default"]["sha256"]}
+    assert reports["default"].series_steps == 0  # as given; when not given, by the start model:
+    from c2s_cli.series import STEPS_FRESH_START, STEPS_TRAINED_START, default_steps
+
+    assert default_steps(4) == STEPS_TRAINED_START == 200 and default_steps(0) == STEPS_FRESH_START == 400

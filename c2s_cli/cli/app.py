@@ -169,7 +169,7 @@ PrecisionOpt = Annotated[str, typer.Option(
 BatchSizeOpt = Annotated[Optional[int], typer.Option(min=1, help="Slices per forward pass (the output does not depend on it).")]
 SeriesOpt = Annotated[Optional[str], typer.Option(help="DICOM series to use (UID or SeriesNumber).")]
 SeriesModeOpt = Annotated[str, typer.Option("--series-mode", help="A 4-D series: 'context' gives each volume the other volumes as input (nearest in q-space from the .bval/.bvec beside a NIfTI or the DICOM diffusion attributes, else in time; the prediction from all of them; the shell mean) after self-supervised training on the series itself; 'volumes' denoises each volume alone; 'auto' (default): context for a diffusion series with a gradient table, volumes otherwise (fMRI).")]
-SeriesStepsOpt = Annotated[int, typer.Option("--series-steps", min=0, envvar="C2S_SERIES_STEPS", help="Training steps on the series in the context mode (fewer: faster, less gain; 0: the shipped network with the context channels unused).")]
+SeriesStepsOpt = Annotated[Optional[int], typer.Option("--series-steps", min=0, envvar="C2S_SERIES_STEPS", help="Training steps on the series in the context mode (default: 200 from a start model trained with context, as the shipped one; 400 from a context-free model; fewer: faster, less gain; 0: the start model as it is).")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="More detail; tracebacks on errors.")]
 
 

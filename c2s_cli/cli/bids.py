@@ -31,7 +31,7 @@ def bids(
     planes: Annotated[str, typer.Option(help="axial,coronal,sagittal: view aggregation.")] = "axial",
     tta: Annotated[int, typer.Option(help="1, 2, 4 or 8 in-plane flips per slice.")] = 1,
     series_mode: SeriesModeOpt = "auto",
-    series_steps: SeriesStepsOpt = 400,
+    series_steps: SeriesStepsOpt = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     precision: PrecisionOpt = "auto",

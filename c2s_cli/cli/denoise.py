@@ -49,7 +49,7 @@ def denoise(
     imaginary: Annotated[Optional[Path], typer.Option(help="Complex data: the imaginary part of the (real-part) input, on its grid.")] = None,
     complex_out: Annotated[bool, typer.Option("--complex-out", help="Complex data: write the denoised complex image (NIfTI complex64) instead of its magnitude.")] = False,
     series_mode: SeriesModeOpt = "auto",
-    series_steps: SeriesStepsOpt = 400,
+    series_steps: SeriesStepsOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing outputs that c2s wrote (never anything else).")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose output exists.")] = False,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Continue after a failed input (exit 3).")] = False,
