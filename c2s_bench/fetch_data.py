@@ -54,7 +54,31 @@ def fetch(dest: Path) -> Path:
     return dest
 
 
+# Held out for c2s_bench/quality.py, so its zero-shot rows are not scored on training data: the dipy S0_10slices b0
+# volume entirely (it is not used at all), and the MNI template's axial slices z = 70…113 (the scored slab is
+# z = 80…103); the template is split into the parts below and above that band.
+HELD_OUT_MNI = (70, 114)
+
+
+def source_file(src: Path, name: str) -> Path:
+    """``src``/nifti/``name``, or the same file inside its installed package (nibabel, dipy) for the extra sources."""
+    path = src / "nifti" / name
+    if path.is_file() or name not in PACKAGED:
+        return path
+    import importlib.util
+
+    pkg, inner = PACKAGED[name]
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or spec.origin is None:
+        raise SystemExit(f"{path} is missing and the {pkg} package is not installed: pip install {pkg}, or use --fetch")
+    packaged = Path(spec.origin).parent / inner
+    if not packaged.is_file():
+        raise SystemExit(f"{path} is missing and the installed {pkg} lacks {inner}; use --fetch")
+    return packaged
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, required=True)
     print(fetch(ap.parse_args().out))
+

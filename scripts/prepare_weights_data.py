@@ -31,7 +31,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from c2s_bench.fetch_data import PACKAGED, fetch
+from c2s_bench.fetch_data import HELD_OUT_MNI, fetch, source_file
 
 # noisy copies per source, for the shipped weights ("default") and for the T2-heavier candidate ("t2mix")
 VARIANTS = {
@@ -50,28 +50,8 @@ VARIANTS = {
 }
 # sources whose own (real) noise is also used as is, without added noise
 AS_IS = ("nibabel_example4d_epi.nii.gz", "dipy_dwi_piesno.nii.gz")
-# Held out for c2s_bench/quality.py, so its zero-shot rows are not scored on training data: the dipy S0_10slices b0
-# volume entirely (it is not used at all), and the MNI template's axial slices z = 70…113 (the scored slab is
-# z = 80…103); the template is split into the parts below and above that band.
-HELD_OUT_MNI = (70, 114)
+# the MNI band held out for c2s_bench/quality.py (HELD_OUT_MNI) and source_file live in c2s_bench.fetch_data
 LEVELS = (0.01, 0.15)
-
-
-def source_file(src: Path, name: str) -> Path:
-    """``src``/nifti/``name``, or the same file inside its installed package (nibabel, dipy) for the extra sources."""
-    path = src / "nifti" / name
-    if path.is_file() or name not in PACKAGED:
-        return path
-    import importlib.util
-
-    pkg, inner = PACKAGED[name]
-    spec = importlib.util.find_spec(pkg)
-    if spec is None or spec.origin is None:
-        raise SystemExit(f"{path} is missing and the {pkg} package is not installed: pip install {pkg}, or use --fetch")
-    packaged = Path(spec.origin).parent / inner
-    if not packaged.is_file():
-        raise SystemExit(f"{path} is missing and the installed {pkg} lacks {inner}; use --fetch")
-    return packaged
 
 
 def save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:

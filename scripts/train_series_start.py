@@ -8,7 +8,7 @@ go to learning to read them. This script does that learning once, self-supervise
 clean signal is never a target), on series built by ``c2s_bench.dwi.series_from_t1`` from the **training** anatomy:
 
 * the MNI152 2009a template at 2 mm, two slabs outside the held-out band (1 mm z 70–113, ``HELD_OUT_MNI`` of
-  ``prepare_weights_data.py``): 2 mm z 0–33 and 57–92;
+  ``c2s_bench.fetch_data``): 2 mm z 0–33 and 57–92;
 * the ITK low-resolution T1 head (2 × 2 × 3 mm);
 
 never the pycortex S1 subject (the DWI, fMRI and clean-reference benchmarks' unseen subject). Per series the tissue
@@ -36,10 +36,9 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from c2s_bench.fetch_data import HELD_OUT_MNI, source_file
 
-from prepare_weights_data import HELD_OUT_MNI, source_file  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 NEIGHBOURS = 2  # the series mode's default (SeriesConfig.neighbours): the start model takes neighbours + 2 volumes
 SHELL_SETS = ((1000,), (1000, 2000), (700, 2000), (1000, 2000, 3000), (1500,))
