@@ -133,6 +133,8 @@ def main() -> None:
     ap.add_argument("--noise-levels", default=",".join(f"{v:g}" for v in NOISE_LEVELS),
                     help="the noise levels drawn from (σ over the b0's 99.5th percentile)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kinds", default="dwi,dwi,dwi-complex,fmri",
+                    help="the kinds of series, in turn per anatomy (dwi, dwi-complex, fmri)")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
 
@@ -150,7 +152,9 @@ def main() -> None:
     levels = tuple(float(v) for v in args.noise_levels.split(","))
     vols, made = [], []
     t0 = time.perf_counter()
-    kinds = ("dwi", "dwi", "dwi-complex", "fmri")
+    kinds = tuple(args.kinds.split(","))
+    if not kinds or set(kinds) - {"dwi", "dwi-complex", "fmri"}:
+        ap.error(f"--kinds: {args.kinds!r} (dwi, dwi-complex, fmri)")
     for name, t1, zc, slices in anatomies(args.source):
         for k in range(args.series):
             kind = kinds[k % len(kinds)]
