@@ -332,9 +332,10 @@ class Denoiser:
         except ValueError as exc:
             raise UsageError(str(exc), param=str(exc).split(" ", 1)[0]) from None
         start, start_config, start_sha = self.series_model()
-        if start_config.model.volumes > neighbours + 2:
-            raise UsageError(f"series_neighbours: the series start model takes {start_config.model.volumes - 2} "
-                             f"neighbours; give at least that many, not {neighbours}", param="series_neighbours")
+        try:
+            series.check_start(start_config.model.volumes, neighbours)
+        except ValueError as exc:
+            raise UsageError(str(exc), param="series_neighbours") from None
         axis = slice_axis if slice_axis is not None else (x.slice_axis if isinstance(x, Volume) else 2)
         report = report if report is not None else DenoiseReport()
         fitted = fitted if fitted is not None else self.fit_noise(x, sigma, noise=noise, use_vst=use_vst,
@@ -349,9 +350,9 @@ class Denoiser:
         ctx = series.SeriesContext(frames, fitted.domains, series.neighbours(n, neighbours, bvals, bvecs),
                                    series.pools(n, bvals))
         report.series_start = {"model": self.series_start or self.name, "sha256": start_sha}
-        report.series_steps = steps if steps is not None else series.default_steps(start_config.model.volumes)
-        model, _ = series.train_on_series(start, start_config, ctx, cfg, slice_axis=axis, on_log=on_log,
-                                          bf16=self.bf16)
+        model, used = series.train_on_series(start, start_config, ctx, cfg, slice_axis=axis, on_log=on_log,
+                                             bf16=self.bf16)
+        report.series_steps = used.train.steps
         report.seconds["training"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = series.denoise_series(model.to(self.device), ctx, slice_axis=axis, batch_size=self.batch_size,

@@ -410,6 +410,14 @@ def _same_noise(a: NoiseDomain, b: NoiseDomain) -> bool:
     return a.sigma == b.sigma
 
 
+def check_start(start_volumes: int, neighbours: int) -> None:
+    """Refuse fewer ``neighbours`` than a start model trained with ``start_volumes`` context volumes takes (its
+    prediction and pooled mean, then its neighbours): a ValueError naming ``series_neighbours``."""
+    if start_volumes > neighbours + 2:
+        raise ValueError(f"series_neighbours: the series start model takes {start_volumes - 2} neighbours; give at "
+                         f"least that many, not {neighbours}")
+
+
 def widen(model: Precond, volumes: int) -> Precond:
     """``model`` taking ``volumes`` context volumes after its target slices: the shipped (or any context-free) network,
     or a start model already trained with fewer context volumes (``scripts/train_series_start.py``), gets the missing
@@ -417,9 +425,7 @@ def widen(model: Precond, volumes: int) -> Precond:
     trained; a model with exactly ``volumes`` is copied as it is. (Starting the prediction channel from half the
     centre slice's weights instead was measured and did not help: the note of 2026-12-03.)"""
     have = model.cfg.volumes
-    if have > volumes:
-        raise ValueError(f"series_neighbours: the start model takes {have} context volumes ({have - 2} neighbours); "
-                         f"give at least {have - 2}, not {volumes - 2}")
+    check_start(have, volumes - 2)
     cfg = dataclasses.replace(model.cfg, volumes=volumes)
     out = Precond(cfg)
     state = copy.deepcopy(model.state_dict())
@@ -476,26 +482,42 @@ def train_on_series(
     volume a training volume, its context as the extra channels), with bf16 autocast when ``bf16`` (the Denoiser's
     precision: where the CPU runs bf16 natively; measured on the DWI phantom: 0.03 dB below fp32, about a third
     faster). Returns the EMA model and the run config used."""
-    from c2s_cli.data import make_train_volume
     from c2s_cli.loop import train
 
     cfg.validate()
     steps = cfg.steps if cfg.steps is not None else default_steps(model.cfg.volumes)
     net = widen(model, cfg.neighbours + 2)
-    rc = dataclasses.replace(
-        run_config, model=net.cfg,
-        train=dataclasses.replace(run_config.train, steps=steps, lr=cfg.lr, warmup=min(50, max(1, steps // 8)),
-                                  val_fraction=0.0, patch_size=64, batch_size=8, ema_halflife=max(5, steps // 8),
-                                  planes=("axial",), seed=cfg.seed, log_every=max(1, steps // 20), add_noise=None,
-                                  invert=0.0, guide_dropout=0.0, distill_planes=0.0, bf16=bf16))
+    rc = series_run_config(run_config, net, steps=steps, lr=cfg.lr, seed=cfg.seed, bf16=bf16)
     if steps == 0:
         return net.eval(), rc
-    vols = []
-    for t, (frame, dom) in enumerate(zip(context.frames, context.domains)):
-        vols.append(make_train_volume(np.asarray(frame, np.float32), dom, slice_axis=slice_axis, planes=("axial",),
-                                      name=f"volume {t}", guides=context(t)))
-    res = train(rc, vols, None, None, data_summary={}, init=net, on_log=on_log)
+    res = train(rc, train_volumes(context, slice_axis=slice_axis), None, None, data_summary={}, init=net,
+                on_log=on_log)
     return res.model.eval(), rc
+
+
+def series_run_config(run_config: RunConfig, net: Precond, *, steps: int, lr: float, seed: int, bf16: bool,
+                      warmup: int | None = None, ema_halflife: int | None = None, log_every: int | None = None
+                      ) -> RunConfig:
+    """The run config of GDSM training with context (:func:`train_on_series`, and the start model's training in
+    ``scripts/train_series_start.py``): ``net``'s model config, batch 8 of 64² axial patches, no validation split, no
+    augmentation beyond flips; warmup, EMA half-life and log interval by default from ``steps`` (1/8, 1/8, 1/20)."""
+    return dataclasses.replace(
+        run_config, model=net.cfg,
+        train=dataclasses.replace(
+            run_config.train, steps=steps, lr=lr, warmup=warmup if warmup is not None else min(50, max(1, steps // 8)),
+            val_fraction=0.0, patch_size=64, batch_size=8,
+            ema_halflife=ema_halflife if ema_halflife is not None else max(5, steps // 8), planes=("axial",),
+            seed=seed, log_every=log_every if log_every is not None else max(1, steps // 20), add_noise=None,
+            invert=0.0, guide_dropout=0.0, distill_planes=0.0, bf16=bf16))
+
+
+def train_volumes(context: SeriesContext, *, slice_axis: int = 2, name: str = "") -> list[Any]:
+    """Every volume of the series as a training volume (axial slices), its context as the extra channels."""
+    from c2s_cli.data import make_train_volume
+
+    return [make_train_volume(np.asarray(frame, np.float32), dom, slice_axis=slice_axis, planes=("axial",),
+                              name=f"{name}volume {t}", guides=context(t))
+            for t, (frame, dom) in enumerate(zip(context.frames, context.domains))]
 
 
 def denoise_series(

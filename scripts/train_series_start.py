@@ -28,7 +28,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -100,7 +99,6 @@ def draw_series(rng: np.random.Generator, t1: np.ndarray, zc: int | None, slices
 def train_volumes(den: Any, s: dict[str, Any], name: str) -> list[Any]:
     """The series' training volumes with their context channels, through the product's noise fit and context."""
     from c2s_cli import series
-    from c2s_cli.data import make_train_volume
 
     if s["kind"] == "dwi-complex":  # as c2s denoise: demodulated real part, σ map from the imaginary part, no VST
         from c2s_cli.complexdata import demodulate, imaginary_sigma_map
@@ -116,8 +114,7 @@ def train_volumes(den: Any, s: dict[str, Any], name: str) -> list[Any]:
     frames = [np.ascontiguousarray(data[..., t]) for t in range(n)]
     ctx = series.SeriesContext(frames, fitted.domains, series.neighbours(n, NEIGHBOURS, s["bvals"], s["bvecs"]),
                                series.pools(n, s["bvals"]))
-    return [make_train_volume(f, d, slice_axis=2, planes=("axial",), name=f"{name} volume {t}", guides=ctx(t))
-            for t, (f, d) in enumerate(zip(frames, fitted.domains))]
+    return series.train_volumes(ctx, slice_axis=2, name=f"{name} ")
 
 
 def main() -> None:
@@ -167,12 +164,8 @@ def main() -> None:
             print(f"[{time.perf_counter() - t0:6.0f} s] {made[-1]}", file=sys.stderr, flush=True)
     net = series.widen(den.model, NEIGHBOURS + 2)
     base = den.config
-    rc = dataclasses.replace(
-        base, model=net.cfg,
-        train=dataclasses.replace(base.train, steps=args.steps, lr=args.lr, warmup=200, val_fraction=0.0,
-                                  patch_size=64, batch_size=8, ema_halflife=max(50, args.steps // 10),
-                                  planes=("axial",), seed=args.seed, log_every=50, add_noise=None, invert=0.0,
-                                  guide_dropout=0.0, distill_planes=0.0, bf16=den.bf16))
+    rc = series.series_run_config(base, net, steps=args.steps, lr=args.lr, seed=args.seed, bf16=den.bf16, warmup=200,
+                                  ema_halflife=max(50, args.steps // 10), log_every=50)
     description = (f"The start model of the series (4-D context) mode: {args.start} (sha256 {den.sha256[:8]}) widened by "
                    f"{NEIGHBOURS + 2} context channels and trained {args.steps} GDSM steps (lr {args.lr:g}, seed "
                    f"{args.seed}, self-supervised) on {len(made)} DWI / fMRI-like series with their context made by "
