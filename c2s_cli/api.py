@@ -236,10 +236,7 @@ class Denoiser:
         name = getattr(x, "path", "input")
         if fitted is not None:  # else fit_noise checks it
             check_volume(data, name, vst_on=self.noise_model(use_vst, coils)[0])
-        if self.config.model.volumes:
-            raise UsageError(f"model: {self.name} is a series start model (it takes {self.config.model.volumes} "
-                             "context volumes): it denoises a 4-D series in the context mode (--series-mode "
-                             "context), not volume by volume", param="model")
+        self.check_volume_by_volume()
         self.check_guides(len(guides or []))
         check_strength(strength)
         check_tta(tta)
@@ -379,6 +376,14 @@ class Denoiser:
                                       f"{cfg.model.guides} guide(s), not {self.config.model.guides}", param="model")
             self._series_model = (model.to(self.device), cfg, expected or sha256(path))
         return self._series_model
+
+    def check_volume_by_volume(self) -> None:
+        """Refuse to denoise volume by volume with a series start model (one that takes context volumes): a
+        UsageError naming ``model``."""
+        if self.config.model.volumes:
+            raise UsageError(f"model: {self.name} is a series start model (it takes {self.config.model.volumes} "
+                             "context volumes): it denoises a 4-D series in the context mode (--series-mode "
+                             "context), not volume by volume", param="model")
 
     def check_guides(self, n: int) -> None:
         """Refuse a guide count the model does not take (a UsageError naming ``guides``)."""

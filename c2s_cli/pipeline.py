@@ -220,6 +220,8 @@ def run_file(
     table = series_gradient_table(vol, src) if series and o.series_mode != "volumes" else None  # before compute
     mode = o.series_mode_for(table is not None) if series else None
     context = mode == "context"
+    if not context:
+        den.check_volume_by_volume()  # before any compute
     if o.save_rank_map is not None and not context:
         raise UsageError(f"save_rank_map: {src} is denoised {'volume by volume' if series else 'as one volume'}; the "
                          "rank map is the series context mode's (a 4-D diffusion series, --series-mode context)",

@@ -208,6 +208,25 @@ def test_a_start_model_with_context_channels(tmp_path, tiny_model) -> None:  # t
     with pytest.raises(UsageError, match="series start model") as e:
         den.denoise(noisy)
     assert e.value.param == "model"
+    # a file, one volume: refused before the noise fit (no compute), nothing written; from the CLI one line naming
+    # --model with the usage exit code
+    import nibabel as nib
+
+    from conftest import c2s, one_error_line
+
+    src, out = tmp_path / "one.nii.gz", tmp_path / "out.nii.gz"
+    nib.save(nib.Nifti1Image(noisy[..., 0], np.eye(4)), str(src))
+
+    def no_fit(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the noise was fitted before the refusal")
+
+    den.fit_noise = no_fit  # type: ignore[method-assign]
+    with pytest.raises(UsageError, match="series start model"):
+        den.denoise_file(src, out)
+    assert not out.exists()
+    r = c2s("denoise", str(src), "-o", str(out), "--model", str(path))
+    one_error_line(r, 2, "--model", "series start model")
+    assert not out.exists()
 
 
 def _write_series(tmp_path, with_table: str = "both"):  # type: ignore[no-untyped-def]
