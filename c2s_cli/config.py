@@ -47,7 +47,10 @@ class ModelConfig:
     ``context`` neighbouring slices on each side enter as extra channels (2.5D); ``volumes`` other volumes of the same
     4-D series (in the target's noise domain, their noise independent of the target's) add one channel each, after
     them (:mod:`c2s_cli.series`); ``guides`` co-registered other contrasts add one channel each, last (multi-contrast
-    C2S). The output is the centre slice of the target.
+    C2S). The output is the centre slice of the target. ``nonlocal_radius`` > 0 adds one more channel, last: a
+    non-local-means estimate of the centre slice from the network's own input (:mod:`c2s_cli.model.nonlocal_means`,
+    searched over ±radius pixels in every target slice), a deterministic function of (x, σ), so the GDSM objective
+    stays exact.
     """
 
     context: int = 1
@@ -60,10 +63,11 @@ class ModelConfig:
     attention: bool = False  # noise-conditioned self-attention at the lowest resolution (NVC-MSA)
     attention_heads: int = 4
     sigma_data: float = 0.5  # std of the normalised clean images, for the EDM preconditioning
+    nonlocal_radius: int = 0  # > 0: a non-local-means channel searched over ±radius pixels (0: none)
 
     @property
     def in_channels(self) -> int:
-        return 2 * self.context + 1 + self.volumes + self.guides
+        return 2 * self.context + 1 + self.volumes + self.guides + (1 if self.nonlocal_radius else 0)
 
     def validate(self) -> None:
         """Refuse values no c2s model can have, before a network is built (a damaged or hostile model file must
@@ -77,6 +81,7 @@ class ModelConfig:
             "emb_dim": 1 <= self.emb_dim <= 1024,
             "attention_heads": 1 <= self.attention_heads <= 64,
             "sigma_data": isinstance(self.sigma_data, (int, float)) and 1e-3 <= float(self.sigma_data) <= 100,
+            "nonlocal_radius": isinstance(self.nonlocal_radius, int) and 0 <= self.nonlocal_radius <= 8,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

@@ -554,3 +554,96 @@ def test_the_node_embeds_the_one_denoise_options_declaration(tmp_path: Path) -> 
     cfg = build({"spool": tmp_path / "s", "output": tmp_path / "o", "strength": 0.8, "tta": 2, "planes": "axial,coronal"})
     assert cfg.denoise_options() == DenoiseOptions(strength=0.8, tta=2, planes=("axial", "coronal"))
     assert build(dict(cfg.__dict__)) == cfg
+
+
+def complex_series(folder: Path, phantom: np.ndarray, *, n: int = 8, seed: int = 11,
+                   series_number: int = 5) -> tuple[list[Path], list[Path]]:
+    """A magnitude series and its phase series (Siemens: stored 0 … 4095, slope 2, intercept −4096, ImageType P,
+    numbered after the magnitude) of one acquisition: same study, frame of reference and slices."""
+    rng = np.random.default_rng(seed)
+    x = phantom[:, :, :n] * 1000
+    yy = np.linspace(-1, 1, x.shape[1])[None, :, None]
+    z = x * np.exp(1j * (0.8 * yy + 0.3)) + 40 * (rng.standard_normal(x.shape) + 1j * rng.standard_normal(x.shape))
+    mag = np.clip(np.rint(np.abs(z)), 0, 4095)
+    pha = np.clip(np.rint((np.angle(z) * 4096 / np.pi + 4096) / 2), 0, 4095)
+    m = sorted(make_series(folder / "mag", mag, series_number=series_number))
+    p = sorted(make_series(folder / "pha", pha, slope=2.0, intercept=-4096.0, series_number=series_number + 1,
+                           image_type=("ORIGINAL", "PRIMARY", "P", "ND")))
+    return m, p
+
+
+def test_complex_partner_matches_one_acquisition_only() -> None:
+    from c2s_cli.serve.node import complex_partner
+
+    def h(part: str, number: int, **kw: Any) -> Any:
+        d = pydicom.Dataset()
+        d.Modality, d.StudyInstanceUID, d.FrameOfReferenceUID = "MR", "1.2.3", "1.2.4"
+        d.Rows, d.Columns, d.SeriesNumber = 64, 64, number
+        d.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        d.ImageType = ["ORIGINAL", "PRIMARY", part, "ND"]
+        for k, v in kw.items():
+            setattr(d, k, v)
+        return d
+
+    mag = h("M", 5)
+    assert complex_partner(mag, 20, [("p6", h("P", 6), 20)]) == "p6"
+    assert complex_partner(h("P", 6), 20, [("m5", mag, 20)]) == "m5"  # and back
+    assert complex_partner(mag, 20, [("m7", h("M", 7), 20)]) is None  # a magnitude is no phase
+    for other in (h("P", 6, FrameOfReferenceUID="9.9"), h("P", 6, Rows=32), h("P", 6, StudyInstanceUID="9.8"),
+                  h("P", 6, ImageOrientationPatient=[0, 1, 0, 0, 0, 1])):
+        assert complex_partner(mag, 20, [("x", other, 20)]) is None
+    assert complex_partner(mag, 20, [("p6", h("P", 6), 19)]) is None  # another number of images
+    assert complex_partner(mag, 20, [("p9", h("P", 9), 20), ("p6", h("P", 6), 20)]) == "p6"  # the nearest number
+    assert complex_partner(mag, 20, [("p4", h("P", 4), 20), ("p6", h("P", 6), 20)]) is None  # ambiguous: no guess
+
+
+def test_pair_phase_denoises_magnitude_with_its_phase_series(tmp_path: Path, phantom: np.ndarray,
+                                                            denoiser: Any) -> None:
+    """With pair_phase, a magnitude series and its phase series sent to the node give the pixels and UIDs of
+    ``c2s denoise MAG --phase PHASE`` — whichever arrives first, and when the phase series was finished before its
+    magnitude arrived — and the phase series is not denoised; a magnitude series without a phase series is denoised
+    alone once stable_seconds more have passed."""
+    from c2s_cli.config import DenoiseOptions
+
+    out = tmp_path / "out"
+    r = Running(build({"spool": tmp_path / "spool", "port": 0, "stable_seconds": 0.5, "poll_seconds": 0.05,
+                       "output": out, "pair_phase": True}), denoiser)
+    try:
+        mag, pha = complex_series(tmp_path / "a", phantom)
+        assert set(send(r.port, pha)) == {0}  # the phase first, finished (ignored) before its magnitude arrives
+        wait_for(lambda: len(r.named("ignored")) == 1, what="the phase series to be passed over")
+        assert set(send(r.port, mag)) == {0}
+        wait_for(lambda: len(r.named("written")) == 1, what="the paired series")
+        assert r.named("denoised")[0].get("complex") == "with its phase series"
+        mag2, pha2 = complex_series(tmp_path / "b", phantom, seed=12, series_number=20)
+        assert set(send(r.port, mag2 + pha2)) == {0}  # both in one association
+        wait_for(lambda: len(r.named("written")) == 2, what="the second paired series")
+        solo = series(tmp_path / "c", phantom, n=6, series_number=40)
+        assert set(send(r.port, solo)) == {0}
+        wait_for(lambda: len(r.named("written")) == 3, what="the magnitude series alone")
+    finally:
+        r.close()
+    assert [e.get("complex") for e in r.named("denoised")] == ["with its phase series"] * 2 + [None]
+    assert len(r.named("no phase series")) == 1 and len(r.named("ignored")) == 2  # the two phase series
+    written = {str(pydicom.dcmread(next(f.iterdir())).SeriesNumber): f for s in out.iterdir() for f in s.iterdir()}
+    assert sorted(written) == ["1005", "1020", "1040"]  # no phase series among the derived ones
+    for folder, (m, p) in (("a", (mag, pha)), ("b", (mag2, pha2))):
+        denoiser.denoise_file(tmp_path / folder / "mag", tmp_path / f"cli_{folder}",
+                              DenoiseOptions(phase=tmp_path / folder / "pha"))
+        local = {str(d.SOPInstanceUID): d for d in (pydicom.dcmread(q) for q in (tmp_path / f"cli_{folder}").iterdir())}
+        got = {str(d.SOPInstanceUID): d for d in (pydicom.dcmread(q) for q in
+                                                   written["1005" if folder == "a" else "1020"].iterdir())}
+        assert set(local) == set(got)  # the same derived UIDs as c2s denoise --phase
+        for uid, d in local.items():
+            np.testing.assert_array_equal(d.pixel_array, got[uid].pixel_array)
+    # and different from the magnitude denoised alone
+    denoiser.denoise_file(tmp_path / "a" / "mag", tmp_path / "alone", DenoiseOptions())
+    alone = sorted(pydicom.dcmread(q).pixel_array.sum() for q in (tmp_path / "alone").iterdir())
+    paired = sorted(pydicom.dcmread(q).pixel_array.sum() for q in written["1005"].iterdir())
+    assert alone != paired
+
+
+def test_pair_phase_refuses_options_complex_data_cannot_take(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="pair_phase") as exc:
+        build({"spool": tmp_path / "spool", "output": tmp_path / "o", "pair_phase": True, "coils": 4})
+    assert exc.value.param == "pair_phase"

@@ -40,6 +40,7 @@ def serve(
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Never denoise series matching this pattern (repeatable).")] = None,
     min_slices: Annotated[Optional[int], typer.Option("--min-slices", help="Denoise only series with at least this many images (default 3).")] = None,
     forward_unmatched: Annotated[Optional[bool], typer.Option("--forward-unmatched/--ignore-unmatched", help="Send series that are not denoised on unchanged (default: ignore them).")] = None,
+    pair_phase: Annotated[Optional[bool], typer.Option("--pair-phase/--no-pair-phase", help="Denoise a magnitude series with the phase series of the same acquisition as complex data (waits up to --stable-seconds more for it).")] = None,
     retry_seconds: Annotated[Optional[float], typer.Option("--retry-seconds", help="First retry delay for a destination that is down; doubles (default 10).")] = None,
     retry_max_seconds: Annotated[Optional[float], typer.Option("--retry-max-seconds", help="Longest retry delay (default 600).")] = None,
     keep_days: Annotated[Optional[float], typer.Option("--keep-days", help="Keep delivered jobs in the spool this long; 0 deletes them once delivered (default 7).")] = None,

@@ -4,16 +4,21 @@
 
 with c_skip = σ_data²/(σ² + σ_data²), c_out = σ·σ_data/√(σ² + σ_data²), c_in = 1/√(σ² + σ_data²),
 c_noise = ln(σ)/4, x_c the centre slice. σ → 0 gives D → identity. The target slices and the series' context
-volumes (in the target's units) are scaled by c_in; guide contrasts (in their own units) pass unscaled. Only the
-target slices are re-corrupted in training (``n_target``). Everything outside the backbone runs in float32.
+volumes (in the target's units) are scaled by c_in; guide contrasts (in their own units) pass unscaled. A model with
+``nonlocal_radius`` > 0 gets one more channel, last: the non-local-means estimate of the scaled centre slice (noise
+std c_in·σ), computed here from the input, so it is part of D. Only the target slices are re-corrupted in training
+(``n_target``). Everything outside the backbone runs in float32.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import Tensor, nn
 
 from c2s_cli.config import ModelConfig
+from c2s_cli.model.nonlocal_means import nonlocal_means
 from c2s_cli.model.unet import UNet
 
 
@@ -30,8 +35,8 @@ def coefficients(sigma: Tensor, sigma_data: float, ndim: int) -> tuple[Tensor, T
 
 
 class Precond(nn.Module):
-    """D(x, σ): x (B, C, H, W) with C = 2·context + 1 target slices, then ``volumes`` context volumes, then guides;
-    σ (B,) > 0 → (B, 1, H, W)."""
+    """D(x, σ): x (B, C, H, W) with C = 2·context + 1 target slices, then ``volumes`` context volumes, then guides
+    (the non-local channel, if any, is computed here, not given); σ (B,) > 0 → (B, 1, H, W)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -44,7 +49,12 @@ class Precond(nn.Module):
         x = x.float()
         c_skip, c_out, c_in, c_noise = coefficients(sigma, self.cfg.sigma_data, x.ndim)
         target = x[:, : self.n_target]
-        inp = torch.cat([c_in * x[:, : self.n_scaled], x[:, self.n_scaled :]], dim=1)
+        parts = [c_in * x[:, : self.n_scaled], x[:, self.n_scaled :]]
+        if self.cfg.nonlocal_radius:
+            noise_std = c_in.reshape(-1) * sigma.float().reshape(-1)
+            parts.append(nonlocal_means(parts[0][:, : self.n_target], self.cfg.context, noise_std,
+                                        self.cfg.nonlocal_radius))
+        inp = torch.cat(parts, dim=1)
         if autocast_bf16:
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
                 f = self.net(inp, c_noise)
@@ -52,3 +62,19 @@ class Precond(nn.Module):
             f = self.net(inp, c_noise)
         centre = target[:, self.cfg.context : self.cfg.context + 1]
         return c_skip * centre + c_out * f.float()
+
+
+def with_nonlocal(model: Precond, radius: int) -> Precond:
+    """``model`` with a non-local-means channel of search radius ``radius`` added as its last input channel, with
+    zero first-layer weights: it computes exactly what ``model`` computes until trained (``c2s train --init``)."""
+    if model.cfg.nonlocal_radius:
+        raise ValueError(f"nonlocal_radius: the model already has a non-local channel (radius {model.cfg.nonlocal_radius})")
+    cfg = dataclasses.replace(model.cfg, nonlocal_radius=radius)
+    cfg.validate()
+    out = Precond(cfg)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    key = "net.down.0.conv1.weight"
+    w = state[key]
+    state[key] = torch.cat([w, w.new_zeros(w.shape[0], cfg.unshuffle**2, *w.shape[2:])], 1)
+    out.load_state_dict(state)
+    return out

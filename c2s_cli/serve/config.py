@@ -46,6 +46,10 @@ class ServeConfig:
     multi-frame object), its SeriesDescription or ProtocolName matches one of ``include`` (shell patterns,
     case-insensitive; empty: everything) and none of ``exclude``. Any other series is ignored, or sent on unchanged
     with ``forward_unmatched``.
+
+    ``pair_phase``: a magnitude series is denoised with the phase series of the same acquisition as complex data (as
+    ``c2s denoise --phase``), once both are complete; the node waits up to ``stable_seconds`` more for a phase
+    series before it denoises a magnitude series alone. The phase series itself is sent on (or ignored) as before.
     """
 
     spool: Path
@@ -62,6 +66,7 @@ class ServeConfig:
     exclude: tuple[str, ...] = ()
     min_slices: int = 3
     forward_unmatched: bool = False
+    pair_phase: bool = False  # denoise magnitude + phase series of one acquisition together (complex data)
     retry_seconds: float = 10.0  # first retry delay; doubles up to retry_max_seconds
     retry_max_seconds: float = 600.0
     keep_days: float = 7.0
@@ -118,6 +123,10 @@ class ServeConfig:
             self.denoise_options().validate()
         except ValueError as exc:
             raise UsageError(str(exc), param=str(exc).split(" ")[0]) from None
+        clash = self.denoise_options().complex_conflict() if self.pair_phase else None
+        if clash:
+            raise UsageError(f"pair_phase: complex data is denoised without the Rician model; {clash} is not "
+                             "allowed with it", param="pair_phase")
 
     def denoise_options(self) -> DenoiseOptions:
         """The :class:`~c2s_cli.config.DenoiseOptions` of every job (σ is chosen per series by the noise policy)."""
@@ -134,7 +143,7 @@ _PATHS = {"spool", "output", "tls_cert", "tls_key", "tls_ca", "send_tls_ca"}
 _LISTS = {"send", "allow", "allow_address", "include", "exclude", "planes"}
 _INTS = {"port", "min_slices", "threads", "tta", "coils"}
 _FLOATS = {"stable_seconds", "retry_seconds", "retry_max_seconds", "keep_days", "strength", "poll_seconds"}
-_BOOLS = {"on_release", "forward_unmatched", "vst", "log_json"}
+_BOOLS = {"on_release", "forward_unmatched", "pair_phase", "vst", "log_json"}
 
 
 def load_toml(path: Path) -> dict[str, Any]:

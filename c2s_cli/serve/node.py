@@ -11,6 +11,7 @@ instead of duplicating them.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 import threading
@@ -66,6 +67,40 @@ def route(cfg: ServeConfig, header: Any, count: int) -> tuple[str, str]:
         if any(fnmatch.fnmatchcase(n, p.lower()) for n in names):
             return unmatched, f"matches exclude pattern {p!r}"
     return "denoise", "MR series"
+
+
+def _same(a: Any, b: Any, tag: str, tol: float = 1e-4) -> bool:
+    """Whether two headers agree on ``tag`` (numbers within ``tol``; both missing counts as agreeing)."""
+    va, vb = a.get(tag, None), b.get(tag, None)
+    if va is None or vb is None:
+        return va is None and vb is None
+    if isinstance(va, (str, bytes)) or isinstance(vb, (str, bytes)) or not hasattr(va, "__len__"):
+        return str(va) == str(vb)
+    try:
+        return len(va) == len(vb) and all(abs(float(x) - float(y)) <= tol for x, y in zip(va, vb))
+    except (TypeError, ValueError):
+        return str(va) == str(vb)
+
+
+def complex_partner(header: Any, count: int, others: list[tuple[str, Any, int]]) -> str | None:
+    """The series among ``others`` ((name, first header, instance count)) that holds the other part — phase for a
+    magnitude series, magnitude for a phase series — of the same acquisition as the series whose first instance has
+    ``header`` and which has ``count`` instances: same study, frame of reference, matrix, orientation and number of
+    instances, the nearest SeriesNumber (Siemens numbers the phase series after its magnitude). None when there is
+    none, or when two are equally near (ambiguous: never guess which phase belongs to a magnitude)."""
+    part = complex_component(header)
+    want = ("magnitude", None) if part == "phase" else ("phase",) if part in ("magnitude", None) else ()
+    found = []
+    for name, other, n in others:
+        if n != count or complex_component(other) not in want or str(other.get("Modality", "")) != "MR":
+            continue
+        if all(_same(header, other, t) for t in ("StudyInstanceUID", "FrameOfReferenceUID", "Rows", "Columns",
+                                                  "ImageOrientationPatient", "NumberOfFrames")):
+            found.append((abs(int(other.get("SeriesNumber", 0) or 0) - int(header.get("SeriesNumber", 0) or 0)), name))
+    found.sort()
+    if not found or (len(found) > 1 and found[0][0] == found[1][0]):
+        return None
+    return found[0][1]
 
 
 class Node:
@@ -162,9 +197,10 @@ class Node:
         now = time.time()
         for job in self.spool.jobs():
             if job.state["stage"] == "claimed":
-                self._process(job)
-                did = True
-                break
+                if self._process(job):
+                    did = True
+                    break
+                continue  # waiting for the other part of complex data (pair_phase)
             if any(self._due(d, now) for d in self._pending(job)):
                 self._deliver(job)
                 did = True
@@ -184,9 +220,45 @@ class Node:
     def _due(self, name: str, now: float) -> bool:
         return bool(self.destinations[name]["next_try"] <= now)
 
-    def _process(self, job: Job) -> None:
-        """Route a claimed job and denoise it (the derived series goes to ``job.output``)."""
-        self.current = job.key[:8]
+    def _pending_series(self, exclude: Job) -> list[tuple[str, Any, int, str]]:
+        """(name, first header, instance count, where) of the other series in the spool that are not finished —
+        waiting in incoming/ ("incoming"), claimed jobs ("claimed", "deliver") — and of kept finished jobs
+        ("done"), for :func:`complex_partner`."""
+        out: list[tuple[str, Any, int, str]] = []
+        folders = [(p, p.name, "incoming") for p in sorted((self.spool.root / "incoming").iterdir())]
+        folders += [(j.input, j.id, str(j.state["stage"])) for j in self.spool.jobs() if j.id != exclude.id]
+        folders += [(p / "input", p.name, "done") for p in sorted((self.spool.root / "done").iterdir())
+                    if (p / "input").is_dir()]
+        for folder, name, where in folders:
+            try:
+                files = sorted(p for p in folder.iterdir() if p.suffix == ".dcm")
+                if files:
+                    out.append((name, read_header(files[0]), len(files), where))
+            except Exception:  # noqa: BLE001 - a series still arriving or unreadable is no partner; routed on its own
+                continue
+        return out
+
+    def _pairing(self, job: Job, header: Any, count: int) -> tuple[str, Path | None]:
+        """With ``pair_phase``: ("wait", None) while the other part of the same acquisition is still to come or
+        still to be used; ("pair", phase series folder) for a magnitude series whose phase series is here;
+        ("alone", None) otherwise (a magnitude series after ``stable_seconds`` more without a phase series)."""
+        others = self._pending_series(job)
+        partner = complex_partner(header, len(job.instances()), [(n, h, c) for n, h, c, _ in others])
+        where = {n: w for n, _, _, w in others}.get(partner or "")
+        if complex_component(header) == "phase":  # kept until its magnitude series has been denoised with it
+            return ("wait", None) if where in ("incoming", "claimed") else ("alone", None)
+        if where == "incoming":
+            return "wait", None
+        if where is not None:
+            folder = (self.spool.root / "jobs" / partner / "input") if where != "done" else \
+                (self.spool.root / "done" / partner / "input")
+            return "pair", folder
+        waited = time.time() - float(job.state.get("created", 0))
+        return ("wait", None) if waited < self.cfg.stable_seconds else ("alone", None)
+
+    def _process(self, job: Job) -> bool:
+        """Route a claimed job and denoise it (the derived series goes to ``job.output``). Returns False when the
+        job waits for the other part of complex data (``pair_phase``), True once it has been handled."""
         files = job.instances()
         try:
             header = read_header(files[0])
@@ -194,7 +266,25 @@ class Node:
             action, reason = route(self.cfg, header, count)
         except Exception as exc:  # noqa: BLE001 - a header the receiver accepted but routing cannot read
             self._failed(job, f"cannot read the series header ({type(exc).__name__})")
-            return
+            return True
+        options = self.cfg.denoise_options()
+        part = complex_component(header)
+        if self.cfg.pair_phase and (action == "denoise" or part == "phase") and not job.output.exists():
+            how, phase = self._pairing(job, header, count)
+            if how == "wait":
+                if not job.state.get("waiting_for_pair"):
+                    job.state["waiting_for_pair"] = time.time()
+                    job.save()
+                    self.event({"event": "waiting for the other part", "series": job.key[:8],
+                                "part": part or "magnitude"})
+                return False
+            if how == "pair":
+                options = dataclasses.replace(options, phase=phase)
+                job.state["phase_series"] = phase.parent.name if phase is not None else None
+            elif action == "denoise":
+                self.event({"event": "no phase series", "series": job.key[:8],
+                            "note": f"none arrived within {self.cfg.stable_seconds:g} s: denoised as magnitude"})
+        self.current = job.key[:8]
         job.state.update(action=action, reason=reason, instances=len(files),
                          last_received=max(p.stat().st_mtime for p in files))
         gone = self.spool.missing_earlier(job) if self.cfg.keep_days == 0 else []
@@ -202,31 +292,33 @@ class Node:
             self._failed(job, f"{len(files)} late instance(s) of a series already delivered and deleted "
                               f"(keep_days 0): its other {len(gone)} instance(s) are gone, so it cannot be denoised "
                               "again; send the whole series again, or keep jobs (keep_days > 0)")
-            return
+            return True
         if action == "ignore":
             self.counts["ignored"] += 1
             self._finish(job, "done")
             self.event({"event": "ignored", "series": job.key[:8], "reason": reason})
-            return
+            self.current = None
+            return True
         if action == "denoise" and not job.output.exists():
             self.event({"event": "denoising", "series": job.key[:8], "instances": len(files)})
             t0 = time.perf_counter()
             try:
-                (done,) = runner.run(self.denoiser, [runner.Job(job.input, job.output, self.cfg.denoise_options())],
+                (done,) = runner.run(self.denoiser, [runner.Job(job.input, job.output, options)],
                                      keep_going=True, message=lambda exc: redact(str(exc)))
             except Exception as exc:  # noqa: BLE001 - one series must not stop the node; never silent: logged, kept
                 self._failed(job, f"internal error: {type(exc).__name__}: {redact(str(exc))}")
-                return
+                return True
             if done.status == "failed":
                 self._failed(job, str(done.error))
-                return
+                return True
             record = done.result or {}
             self.counts["denoised"] += 1
             job.state["seconds"] = round(time.perf_counter() - t0, 3)
             job.state["sigma"] = [f.get("sigma") for f in record.get("noise", [])]
             self.event({"event": "denoised", "series": job.key[:8], "instances": len(files),
                         "seconds": job.state["seconds"], "inference_s": record.get("seconds", {}).get("inference"),
-                        "warnings": len(record.get("warnings", []))})
+                        "warnings": len(record.get("warnings", [])),
+                        **({"complex": "with its phase series"} if options.phase is not None else {})})
         elif action == "forward":
             self.counts["forwarded"] += 1
             self.event({"event": "forwarding unchanged", "series": job.key[:8], "reason": reason})
@@ -234,6 +326,7 @@ class Node:
         job.save()
         self._deliver(job)
         self.current = None
+        return True
 
     def _deliver(self, job: Job) -> None:
         """Send the job's series to every destination (and the --output folder) that has not acknowledged it yet,
