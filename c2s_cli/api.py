@@ -7,6 +7,7 @@ points built on it): every check that can fail runs before the compute, and it r
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -284,6 +285,7 @@ class Denoiser:
         seed: int = 0,
         strength: float = 1.0,
         match_variance: bool = True,
+        floor_spread: float | None = None,
         rank_map: bool = False,
         sigma: float | None = None,
         noise: str = "default",
@@ -307,6 +309,8 @@ class Denoiser:
             strength: multiplies σ_d for the network's conditioning at inference (as in :meth:`denoise`).
             match_variance: with a gradient table, give each shell (of enough volumes for MP-PCA) the directional spread the data
                 show (:func:`c2s_cli.series.match_variance`: undoes the posterior mean's shrinkage of FA).
+            floor_spread: the uncertainty (std, units of σ) the unbiased inverse averages over, so that signals at
+                the Rician floor come out small and positive, not 0 (None: :data:`c2s_cli.series.FLOOR_SPREAD`).
             rank_map: also put the rank of the local low-rank model behind the predictions (X, Y, Z) in
                 ``report.rank_map`` (:func:`c2s_cli.series.local_rank`; as ``dwidenoise -rank``).
         Returns:
@@ -323,7 +327,8 @@ class Denoiser:
             if arr is not None and np.shape(arr) != shape:
                 raise UsageError(f"{name}: {np.shape(arr)} for {n} volumes (want {shape})", param=name)
         check_strength(strength)
-        cfg = series.SeriesConfig(neighbours=neighbours, steps=steps, lr=lr, seed=seed, match_variance=match_variance)
+        cfg = series.SeriesConfig(neighbours=neighbours, steps=steps, lr=lr, seed=seed, match_variance=match_variance,
+                                  floor_spread=series.FLOOR_SPREAD if floor_spread is None else floor_spread)
         try:
             cfg.validate()
         except ValueError as exc:
@@ -344,7 +349,8 @@ class Denoiser:
         report.seconds["noise"] = report.seconds.get("noise", 0.0) + fitted.seconds
         frames = [data[..., t] for t in range(n)]
         t0 = time.perf_counter()
-        ctx = series.SeriesContext(frames, fitted.domains, series.neighbours(n, neighbours, bvals, bvecs),
+        domains = [dataclasses.replace(d, floor_spread=cfg.floor_spread) for d in fitted.domains]
+        ctx = series.SeriesContext(frames, domains, series.neighbours(n, neighbours, bvals, bvecs),
                                    series.pools(n, bvals))
         report.series_start = {"model": self.series_start or self.name, "sha256": start_sha}
         model, used = series.train_on_series(start, start_config, ctx, cfg, slice_axis=axis, on_log=on_log,

@@ -165,3 +165,24 @@ def test_a_partly_zeroed_background_is_used_and_its_artefacts_do_not_pass_for_co
     est = estimate_noise(np.where(half, 0, louder).astype(np.float32))
     assert est.method == "object" and any("partly zeroed" in w for w in est.warnings)
     assert not any("non-central" in w for w in est.warnings)
+
+
+def test_inverse_with_spread_is_the_plain_inverse_above_the_floor_and_positive_at_it() -> None:
+    """``spread`` averages the exact unbiased inverse over the estimate's uncertainty: well above the Rician floor
+    it is the plain inverse (the inverse is linear there), at and below the floor it is small and positive instead
+    of exactly 0, monotone in the estimate, and 0 keeps the plain inverse bit for bit."""
+    floor = float(vst.expected(0.0, 1.0))
+    e = np.linspace(floor - 1.0, floor + 12.0, 400).astype(np.float32)
+    plain = vst.inverse(e, 2.0)
+    np.testing.assert_array_equal(vst.inverse(e, 2.0, spread=0.0), plain)
+    soft = vst.inverse(e, 2.0, spread=0.3)
+    high = e > floor + 6
+    np.testing.assert_allclose(soft[high], plain[high], rtol=2e-3)
+    assert np.all(plain[e <= floor] == 0) and np.all(soft > 0)
+    assert np.all(np.diff(soft) >= -1e-5)
+    at_floor = float(vst.inverse(np.float32(floor), 1.0, spread=0.3))
+    assert 0.05 < at_floor < 1.0  # a fraction of σ, not 0 and not the Rician mean of pure noise (1.25 σ)
+    from c2s_cli.noise.domain import NoiseDomain
+
+    d = NoiseDomain(sigma=2.0, scale=1.0, use_vst=True, floor_spread=0.3)
+    np.testing.assert_array_equal(d.inverse(e), soft)

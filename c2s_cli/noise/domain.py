@@ -51,6 +51,9 @@ class NoiseDomain:
             VST is applied with the local σ (``f_σ(y) = f_1(y/σ(x))``), so the network sees unit-σ noise everywhere
             and one σ_d; without the VST the frame is divided by the relative map σ(x)/σ. ``sigma`` is then the
             map's median over the valid voxels (what reports show).
+        floor_spread: the uncertainty (std, units of σ) the exact unbiased inverse averages over
+            (:func:`c2s_cli.noise.vst.inverse`'s ``spread``): 0, the plain inverse; the series mode sets it
+            (:data:`c2s_cli.series.FLOOR_SPREAD`) so that signals at the Rician floor come out small and positive.
     """
 
     sigma: float
@@ -61,6 +64,7 @@ class NoiseDomain:
     estimate: NoiseEstimate | None = field(default=None, compare=False)
     sigma_map: NDArray[np.float32] | None = field(default=None, compare=False, repr=False)
     source: str | None = field(default=None, compare=False)
+    floor_spread: float = 0.0
 
     @property
     def method(self) -> str:
@@ -185,7 +189,7 @@ class NoiseDomain:
         s = self._sigma(x, sigma)
         e = np.asarray(x, np.float32) * np.float32(self.scale)
         if self.use_vst:
-            return vst.inverse(e, s, self.coils)
+            return vst.inverse(e, s, self.coils, self.floor_spread)
         if self.sigma_map is not None:
             e = e * (np.asarray(s, np.float32) / np.float32(self.sigma))
         return e

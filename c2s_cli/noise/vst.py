@@ -99,18 +99,33 @@ def forward(z: ArrayLike, sigma: ArrayLike, coils: int = 1) -> NDArray[np.float3
     return _uniform(coils, "forward")(x)
 
 
-def inverse(e: ArrayLike, sigma: ArrayLike, coils: int = 1) -> NDArray[np.float32]:
+def inverse(e: ArrayLike, sigma: ArrayLike, coils: int = 1, spread: float = 0.0) -> NDArray[np.float32]:
     """Exact unbiased inverse: the signal ν (image units) whose stabilised mean E[f(z) | ν] equals ``e``.
 
     Args:
         e: an estimate of E[f(z) | ν] (e.g. a denoised stabilised image), units of σ.
         sigma: the σ used by :func:`forward` (scalar or broadcastable).
         coils: the N used by :func:`forward`.
+        spread: > 0: the inverse averaged over a Gaussian of this std (units of σ) around ``e`` — the estimate's own
+            uncertainty — by 9-point Gauss–Hermite quadrature, ν = σ·E_u[EUI(e + spread·u)]. Where the inverse is
+            linear (well above the Rician floor) it is the plain inverse; at the floor, an estimate below
+            E[f | ν = 0] gives a small positive ν instead of exactly 0 (a signal that cannot be told from 0 is not
+            known to be 0 either: a tensor fit reads exact zeros as infinite diffusivity in one direction).
     Returns:
-        float32 array of ν in image units (≥ 0; values below E[f | ν = 0] map to 0).
+        float32 array of ν in image units (≥ 0; with ``spread`` 0, values below E[f | ν = 0] map to 0).
     """
-    nu = _uniform(coils, "inverse")(np.asarray(e, dtype=np.float32))  # the lookup returns a new array
-    return np.maximum(nu, 0, out=nu) * np.asarray(sigma, dtype=np.float32)
+    e = np.asarray(e, dtype=np.float32)
+    table = _uniform(coils, "inverse")
+    if spread > 0:
+        nodes, weights = np.polynomial.hermite_e.hermegauss(9)
+        nu = np.zeros(e.shape, np.float32)
+        for u, w in zip(nodes, weights / weights.sum()):
+            part = table(e + np.float32(spread * u))
+            nu += np.float32(w) * np.maximum(part, 0, out=part)
+    else:
+        nu = table(e)  # the lookup returns a new array
+        np.maximum(nu, 0, out=nu)
+    return nu * np.asarray(sigma, dtype=np.float32)
 
 
 def expected(nu: ArrayLike, sigma: ArrayLike, coils: int = 1) -> NDArray[np.float32]:
