@@ -5,7 +5,7 @@
 # 75 min). Stage 3 ran as a separate script until 2026-12-02 (session 12); `c2s train --distill-planes` is the same
 # objective in the one training loop, with that loop's random draws, so it reproduces the recipe, not the shipped
 # file's bytes. Stage 4 is resumable: rerun the same command with `--resume "$work/run_${name}_long"` after a stop.
-# Stage 3 is registered too, as `series`, and from it `series-context` (scripts/train_series_start.py, ~10 min): the
+# Stage 3 is registered too, as `series`, and from it `series-context`; stage 4 as `hq` (scripts/train_series_start.py, ~10 min): the
 # start model of default's series (4-D context) mode.
 #   scripts/train_default_weights.sh [SOURCE_DIR]                                  # default
 #   NAME=wide CHANNELS=24,48,96,128 CONTEXT=1 DISTILL_STEPS=0 LONG_STEPS=0 scripts/train_default_weights.sh [SOURCE_DIR]  # wide
@@ -62,6 +62,8 @@ if [ "${LONG_STEPS:-30000}" -gt 0 ] && [ "$name" = default ]; then
   # training anatomy (scripts/train_series_start.py, 8,000 steps, noise 2-5 %) it is `series-context`, the start of
   # the series (4-D context) mode
   python scripts/register_weights.py "$work/${name}_stage3.safetensors" --name series
+  # stage 4 ships as `hq`, the model of the high-quality mode (--model hq --planes axial,coronal,sagittal --tta 4)
+  python scripts/register_weights.py "$work/${name}_long.safetensors" --name hq
   python scripts/train_series_start.py --source "$src" --start series --run-dir "$work/run_series_context" \
     --out "$work/series-context.safetensors" --steps 8000 --series 6 --seed 0 --noise-levels 0.02,0.03,0.04,0.05
   python scripts/register_weights.py "$work/series-context.safetensors" --name series-context

@@ -36,7 +36,7 @@ def test_shipped_model(name: str) -> None:
     assert meta["format_version"] == "1" and meta["c2s_version"]
     cfg = json.loads(meta["config"])
     assert cfg["noise"]["vst"] is True
-    assert cfg["model"]["context"] == {"default": 2, "series": 2, "series-context": 2, "wide": 1}[name]  # default: two neighbours each side since 2026-12-02
+    assert cfg["model"]["context"] == {"default": 2, "hq": 2, "series": 2, "series-context": 2, "wide": 1}[name]  # default, hq: two neighbours each side since 2026-12-02
     # series-context: the start model of the series mode, with its context channels (prediction, shell mean, 2
     # neighbours); it denoises a series (here 4 repeats of the phantom, without training on it), never one volume
     assert cfg["model"].get("volumes", 0) == (4 if name == "series-context" else 0)
