@@ -356,6 +356,7 @@ class Denoiser:
         model, used = series.train_on_series(start, start_config, ctx, cfg, slice_axis=axis, on_log=on_log,
                                              bf16=self.bf16)
         report.series_steps = used.train.steps
+        report.series_floor_spread = cfg.floor_spread
         report.seconds["training"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = series.denoise_series(model.to(self.device), ctx, slice_axis=axis, batch_size=self.batch_size,

@@ -334,6 +334,7 @@ def run_file(
         **({"complex": cplx.record(o)} if cplx is not None else {}),
         **({"series_context": {"neighbours_in": f"q-space ({table[2]})" if table else "time",
                                "training_steps": rep.series_steps,
+                               "floor_spread": rep.series_floor_spread,
                                "start_model": rep.series_start}}
            if context else {}),
         "tta": o.tta,

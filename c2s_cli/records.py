@@ -20,6 +20,7 @@ class DenoiseReport:
     rank_map: Any = None  # a series in the context mode, when asked for: the local model's rank (X, Y, Z) int16
     series_start: dict[str, str] | None = None  # the context mode: the model it trained from (name, SHA-256)
     series_steps: int | None = None  # the context mode: its training steps on the series
+    series_floor_spread: float | None = None  # the context mode: the inverse's averaging at the Rician floor (σ units)
 
     @property
     def noise(self) -> list[dict[str, object]]:

@@ -265,6 +265,7 @@ def test_cli_context_mode_reads_the_gradient_table(tmp_path, tiny_model) -> None
     from c2s_cli.checkpoint import sha256
 
     assert rec["series_context"] == {"neighbours_in": "q-space (.bval / .bvec)", "training_steps": 2,
+                                     "floor_spread": 0.5,
                                      "start_model": {"model": tiny_model.stem, "sha256": sha256(tiny_model)}}
     import nibabel as nib
 
