@@ -10,13 +10,11 @@ errors as :func:`c2s_bench.dwi.scores`. One JSON line per row.
 
 from __future__ import annotations
 
-import json
-
 import torch
 
 from c2s_bench.dwi import scores, series_from_t1, t1_2mm, tensor_maps
 from c2s_bench.fetch_data import source_file
-from c2s_bench.harness import parser, run_header
+from c2s_bench.harness import add_row, parser, run_header
 from c2s_cli.api import Denoiser
 
 
@@ -30,16 +28,12 @@ def main() -> None:
     den = Denoiser(args.model, "cpu", threads=args.threads)
     res: dict[str, object] = {**run_header(args.threads), "phantom": "MNI152 2009a at 2 mm, z 0-33 (training "
                               "anatomy), series_from_t1 seed 7", "rows": []}
-    rows: list[dict[str, object]] = res["rows"]  # type: ignore[assignment]
     for noise in (float(v) for v in args.levels.split(",")):
         ph = series_from_t1(mni, 33, noise=noise, seed=7, z_centre=16)
         truth = tensor_maps(ph["clean"], ph["bvals"], ph["bvecs"], ph["brain"])
         for spread in (float(v) for v in args.spreads.split(",")):
             out = den.denoise_series(ph["noisy"], bvals=ph["bvals"], bvecs=ph["bvecs"], floor_spread=spread)
-            rows.append({"noise": noise, "spread": spread, **scores(out, ph, truth)})
-            print(json.dumps(rows[-1]), flush=True)
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(res, indent=1))
+            add_row(res, {"noise": noise, "spread": spread, **scores(out, ph, truth)}, args.json)
 
 
 if __name__ == "__main__":

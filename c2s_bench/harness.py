@@ -118,8 +118,15 @@ def run_rows(res: dict[str, Any], methods: str, run: Any, score: Any, path: Path
         t0 = time.perf_counter()
         out, note = run(name)
         seconds = time.perf_counter() - t0
-        row = {"method": name, **score(out), "seconds": round(seconds, 1), "note": note}
-        res["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(res, indent=1))
+        add_row(res, {"method": name, **score(out), "seconds": round(seconds, 1), "note": note}, path)
+
+
+def add_row(res: dict[str, Any], row: dict[str, Any], path: Path) -> None:
+    """Append ``row`` to ``res["rows"]``, print it as one JSON line and save ``res`` to ``path`` (an interrupted run
+    keeps what it measured)."""
+    import json
+
+    res.setdefault("rows", []).append(row)
+    print(json.dumps(row), flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1))

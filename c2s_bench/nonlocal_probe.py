@@ -15,13 +15,12 @@ subject), to tell whether the gain is the network's or the test subject's.
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 import torch
 
-from c2s_bench.harness import head_mask, load_mni_heldout, metrics, parser, rician, run_header
+from c2s_bench.harness import add_row, head_mask, load_mni_heldout, metrics, parser, rician, run_header
 from c2s_bench.unseen import load_2mm
 from c2s_cli.api import Denoiser
 from c2s_cli.config import PLANES
@@ -51,7 +50,6 @@ def main() -> None:
     den = Denoiser(args.model, "cpu", threads=args.threads)
     res: dict[str, object] = {**run_header(args.threads), "model": den.name, "subject": args.subject,
                               "alphas": list(ALPHAS), "rows": []}
-    rows: list[dict[str, object]] = res["rows"]  # type: ignore[assignment]
     for i, level in enumerate(float(v) for v in args.levels.split(",")):
         noisy = rician(ref, level, seed=200 + i)  # the noise draws of unseen.py
         outs = {"one pass": den.denoise(noisy), "--planes": den.denoise(noisy, planes=PLANES)}
@@ -65,10 +63,7 @@ def main() -> None:
                 scores = [round(metrics((1 - a) * out + a * nl, ref, mask)[0], 3) for a in ALPHAS]
                 row[name] = {"psnr_by_alpha": scores, "best_alpha": ALPHAS[int(np.argmax(scores))],
                              "gain_db": round(max(scores) - scores[0], 3)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(res, indent=1))
+            add_row(res, row, args.json)
 
 
 if __name__ == "__main__":
