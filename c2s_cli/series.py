@@ -25,7 +25,6 @@ of neighbours, one pooled mean and one prediction (``neighbours + 2`` channels).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,6 +35,7 @@ from numpy.typing import NDArray
 
 from c2s_cli.config import RunConfig
 from c2s_cli.model import Precond
+from c2s_cli.model.precond import with_zero_inputs
 from c2s_cli.noise.domain import NoiseDomain
 
 B0_THRESHOLD = 50.0  # s/mm²: b-values at or below are b = 0 volumes (as dipy and MRtrix)
@@ -432,16 +432,7 @@ def widen(model: Precond, volumes: int) -> Precond:
     have = model.cfg.volumes
     check_start(have, volumes - 2)
     cfg = dataclasses.replace(model.cfg, volumes=volumes)
-    out = Precond(cfg)
-    state = copy.deepcopy(model.state_dict())
-    key = "net.down.0.conv1.weight"
-    w = state[key]
-    f2 = model.cfg.unshuffle**2
-    at = (model.n_target + have) * f2
-    new = torch.zeros(w.shape[0], (volumes - have) * f2, *w.shape[2:], dtype=w.dtype)
-    state[key] = torch.cat([w[:, :at], new, w[:, at:]], 1)
-    out.load_state_dict(state)
-    return out
+    return with_zero_inputs(model, cfg, model.n_target + have, volumes - have)
 
 
 # training steps on the series when none are given: from a start model already trained with its context channels

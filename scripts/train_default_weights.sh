@@ -5,8 +5,8 @@
 # 75 min). Stage 3 ran as a separate script until 2026-12-02 (session 12); `c2s train --distill-planes` is the same
 # objective in the one training loop, with that loop's random draws, so it reproduces the recipe, not the shipped
 # file's bytes. Stage 4 is resumable: rerun the same command with `--resume "$work/run_${name}_long"` after a stop.
-# Stage 3 is registered too, as `series`, and from it `series-context`; stage 4 as `hq` (scripts/train_series_start.py, ~10 min): the
-# start model of default's series (4-D context) mode.
+# Stage 3 is registered too, as `series`, and from it `series-context` (scripts/train_series_start.py, ~10 min): the
+# start model of default's series (4-D context) mode. Stage 4 is registered as `hq`, the high-quality mode's model.
 #   scripts/train_default_weights.sh [SOURCE_DIR]                                  # default
 #   NAME=wide CHANNELS=24,48,96,128 CONTEXT=1 DISTILL_STEPS=0 LONG_STEPS=0 scripts/train_default_weights.sh [SOURCE_DIR]  # wide
 # SOURCE_DIR has the layout of shared/data (nifti/, dicom/); without it the sources are downloaded from their

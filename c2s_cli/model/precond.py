@@ -64,6 +64,21 @@ class Precond(nn.Module):
         return c_skip * centre + c_out * f.float()
 
 
+def with_zero_inputs(model: Precond, cfg: ModelConfig, at: int, count: int) -> Precond:
+    """A :class:`Precond` of ``cfg`` holding ``model``'s weights with ``count`` new input channels inserted before
+    input channel ``at`` (× the pixel-unshuffle factor²), their first-layer weights zero: it computes exactly what
+    ``model`` computes until trained. The one way c2s grows a network's input (the series' context volumes, the
+    non-local channel)."""
+    out = Precond(cfg)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    key = "net.down.0.conv1.weight"
+    w = state[key]
+    f2 = cfg.unshuffle**2
+    state[key] = torch.cat([w[:, : at * f2], w.new_zeros(w.shape[0], count * f2, *w.shape[2:]), w[:, at * f2 :]], 1)
+    out.load_state_dict(state)
+    return out
+
+
 def with_nonlocal(model: Precond, radius: int) -> Precond:
     """``model`` with a non-local-means channel of search radius ``radius`` added as its last input channel, with
     zero first-layer weights: it computes exactly what ``model`` computes until trained (``c2s train --init``)."""
@@ -71,10 +86,4 @@ def with_nonlocal(model: Precond, radius: int) -> Precond:
         raise ValueError(f"nonlocal_radius: the model already has a non-local channel (radius {model.cfg.nonlocal_radius})")
     cfg = dataclasses.replace(model.cfg, nonlocal_radius=radius)
     cfg.validate()
-    out = Precond(cfg)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    key = "net.down.0.conv1.weight"
-    w = state[key]
-    state[key] = torch.cat([w, w.new_zeros(w.shape[0], cfg.unshuffle**2, *w.shape[2:])], 1)
-    out.load_state_dict(state)
-    return out
+    return with_zero_inputs(model, cfg, model.cfg.in_channels, 1)

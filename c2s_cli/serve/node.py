@@ -121,6 +121,7 @@ class Node:
         self.destinations: dict[str, dict[str, Any]] = {
             n: {"state": "unknown", "failures": 0, "next_try": 0.0, "last_error": None, "last_ok": None} for n in names}
         self.last_error: dict[str, Any] | None = None
+        self._headers: dict[Path, tuple[int, Any]] = {}  # pair_phase: first headers by spool folder (_pending_series)
         self.counts = {"denoised": 0, "forwarded": 0, "ignored": 0, "failed": 0, "delivered": 0}
         self.current: str | None = None
         self.started = time.time()
@@ -220,38 +221,44 @@ class Node:
     def _due(self, name: str, now: float) -> bool:
         return bool(self.destinations[name]["next_try"] <= now)
 
-    def _pending_series(self, exclude: Job) -> list[tuple[str, Any, int, str]]:
-        """(name, first header, instance count, where) of the other series in the spool that are not finished —
-        waiting in incoming/ ("incoming"), claimed jobs ("claimed", "deliver") — and of kept finished jobs
-        ("done"), for :func:`complex_partner`."""
-        out: list[tuple[str, Any, int, str]] = []
+    def _pending_series(self, exclude: Job) -> list[tuple[str, Any, int, str, Path]]:
+        """(name, first header, instance count, where, folder) of the other series in the spool — waiting in incoming/
+        ("incoming"), claimed jobs (their stage: "claimed", "deliver") and kept finished jobs ("done") — for
+        :func:`complex_partner`. A folder's header is read once and kept while its instance count is unchanged (a
+        job waiting for its partner asks every poll; finished jobs never change)."""
         folders = [(p, p.name, "incoming") for p in sorted((self.spool.root / "incoming").iterdir())]
         folders += [(j.input, j.id, str(j.state["stage"])) for j in self.spool.jobs() if j.id != exclude.id]
         folders += [(p / "input", p.name, "done") for p in sorted((self.spool.root / "done").iterdir())
                     if (p / "input").is_dir()]
+        out: list[tuple[str, Any, int, str, Path]] = []
+        seen: dict[Path, tuple[int, Any]] = {}
         for folder, name, where in folders:
             try:
                 files = sorted(p for p in folder.iterdir() if p.suffix == ".dcm")
-                if files:
-                    out.append((name, read_header(files[0]), len(files), where))
+                if not files:
+                    continue
+                cached = self._headers.get(folder)
+                header = cached[1] if cached is not None and cached[0] == len(files) else read_header(files[0])
             except Exception:  # noqa: BLE001 - a series still arriving or unreadable is no partner; routed on its own
                 continue
+            seen[folder] = (len(files), header)
+            out.append((name, header, len(files), where, folder))
+        self._headers = seen  # folders gone from the spool are forgotten
         return out
 
     def _pairing(self, job: Job, header: Any, count: int) -> tuple[str, Path | None]:
-        """With ``pair_phase``: ("wait", None) while the other part of the same acquisition is still to come or
-        still to be used; ("pair", phase series folder) for a magnitude series whose phase series is here;
-        ("alone", None) otherwise (a magnitude series after ``stable_seconds`` more without a phase series)."""
-        others = self._pending_series(job)
-        partner = complex_partner(header, len(job.instances()), [(n, h, c) for n, h, c, _ in others])
-        where = {n: w for n, _, _, w in others}.get(partner or "")
+        """With ``pair_phase``, for a job of ``count`` instances: ("wait", None) while the other part of the same
+        acquisition is still to come or still to be used; ("pair", phase series folder) for a magnitude series whose
+        phase series is here; ("alone", None) otherwise (a magnitude series after ``stable_seconds`` more without a
+        phase series)."""
+        found = self._pending_series(job)
+        partner = complex_partner(header, count, [(n, h, c) for n, h, c, _, _ in found])
+        where, folder = next(((w, f) for n, _, _, w, f in found if n == partner), (None, None))
         if complex_component(header) == "phase":  # kept until its magnitude series has been denoised with it
             return ("wait", None) if where in ("incoming", "claimed") else ("alone", None)
         if where == "incoming":
             return "wait", None
-        if where is not None:
-            folder = (self.spool.root / "jobs" / partner / "input") if where != "done" else \
-                (self.spool.root / "done" / partner / "input")
+        if folder is not None:
             return "pair", folder
         waited = time.time() - float(job.state.get("created", 0))
         return ("wait", None) if waited < self.cfg.stable_seconds else ("alone", None)
@@ -270,7 +277,7 @@ class Node:
         options = self.cfg.denoise_options()
         part = complex_component(header)
         if self.cfg.pair_phase and (action == "denoise" or part == "phase") and not job.output.exists():
-            how, phase = self._pairing(job, header, count)
+            how, phase = self._pairing(job, header, len(files))
             if how == "wait":
                 if not job.state.get("waiting_for_pair"):
                     job.state["waiting_for_pair"] = time.time()
@@ -278,9 +285,9 @@ class Node:
                     self.event({"event": "waiting for the other part", "series": job.key[:8],
                                 "part": part or "magnitude"})
                 return False
-            if how == "pair":
+            if how == "pair" and phase is not None:
                 options = dataclasses.replace(options, phase=phase)
-                job.state["phase_series"] = phase.parent.name if phase is not None else None
+                job.state["phase_series"] = phase.parent.name
             elif action == "denoise":
                 self.event({"event": "no phase series", "series": job.key[:8],
                             "note": f"none arrived within {self.cfg.stable_seconds:g} s: denoised as magnitude"})
