@@ -21,7 +21,10 @@ def main() -> None:
     ap.add_argument("model", help="a registered name or a .safetensors file")
     ap.add_argument("out", type=Path)
     ap.add_argument("--radius", type=int, default=2, help="search radius in pixels (window 2r+1, in 3 slices)")
+    ap.add_argument("--force", action="store_true", help="replace an existing OUT")
     args = ap.parse_args()
+    if args.out.exists() and not args.force:
+        ap.error(f"out {args.out} exists; give --force to replace it")
     path, sha = resolve_model(args.model)
     model, cfg, meta = load_model(path, expected_sha256=sha)
     wide = with_nonlocal(model, args.radius)
