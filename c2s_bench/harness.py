@@ -63,6 +63,24 @@ def load_mni_heldout(data: Path) -> np.ndarray:
     return (v / float(np.percentile(v[v > 0], 99.5))).astype(np.float32)
 
 
+COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")  # Colin27 (Debian mricron-data): 27 averaged scans, 1 mm
+
+
+def load_colin_2mm(path: Path = COLIN) -> np.ndarray:
+    """Colin27 (MRIcron's ``ch2``, a single subject, 27 averaged 1 mm scans) averaged over 2×2×2 voxels, its central
+    40 coronal slices last (90×90×40), divided by its 99.5th percentile: a clean reference with a real subject's
+    texture, for validation (in no shipped model's training data; ``apt-get install mricron-data``)."""
+    import nibabel as nib
+
+    v = np.asarray(nib.load(str(path)).dataobj, np.float32)
+    n = [s // 2 * 2 for s in v.shape]
+    v = v[: n[0], : n[1], : n[2]].reshape(n[0] // 2, 2, n[1] // 2, 2, n[2] // 2, 2).mean(axis=(1, 3, 5))
+    v = v.transpose(0, 2, 1)  # (x, z, y): coronal slices last, as the unseen subject's
+    mid = v.shape[2] // 2
+    v = v[:, :, mid - 20 : mid + 20]
+    return (v / float(np.percentile(v[v > 0], 99.5))).astype(np.float32)
+
+
 def head_mask(clean: np.ndarray) -> np.ndarray:
     m = ndimage.gaussian_filter(clean, (2, 2, 0)) > 0.08
     return np.stack([ndimage.binary_fill_holes(m[:, :, k]) for k in range(m.shape[2])], axis=2)

@@ -42,6 +42,7 @@ import torch
 
 from c2s_bench.harness import anchor_rows, head_mask, load_mni_heldout, metrics, parser, rician, run_header
 from c2s_cli.api import Denoiser
+from c2s_cli.records import DenoiseReport
 from c2s_cli.config import PLANES
 from c2s_cli.noise.estimate import estimate_noise
 
@@ -124,10 +125,16 @@ def main() -> None:
         anchor_rows(record, noisy, level, want)
         if "c2s" in want:
             t0 = time.perf_counter()
-            out = den.denoise(noisy)
+            rep = DenoiseReport()
+            out = den.denoise(noisy, report=rep)
             dt = time.perf_counter() - t0
             est = estimate_noise(noisy).sigma
-            record("c2s default (σ estimated)", out, dt, note=f"σ̂/σ = {est / level:.3f}")
+            weight = f", self-similarity weight {rep.blends[0].weight:.3f}" if rep.blends else ""
+            record("c2s default (σ estimated)", out, dt, note=f"σ̂/σ = {est / level:.3f}{weight}")
+        if "c2s-off" in want:  # the network's output alone (--no-self-similarity)
+            t0 = time.perf_counter()
+            record("c2s --no-self-similarity (σ estimated)", den.denoise(noisy, self_similarity=False),
+                   time.perf_counter() - t0)
             if "c2s-refine" in want:  # detail refinement at inference: E[x_tg|y] = (1−ρ²)·E[x0|y] + ρ²·y
                 for rho in (float(v) for v in args.refine.split(",")):
                     record(f"c2s detail refinement ρ = σ_tg/σ_d = {rho:g}", (1 - rho**2) * out + rho**2 * noisy, dt)

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 import c2s_cli.config as config
 from c2s_cli.checkpoint import load_model, resolve_model, series_start, sha256
-from c2s_cli.config import DenoiseOptions, check_options
+from c2s_cli.config import SELF_SIMILARITY, DenoiseOptions, check_options
 from c2s_cli.errors import C2SError, CheckpointError, InputError, UsageError
 from c2s_cli.records import DenoiseReport
 from c2s_cli.noise.domain import NoiseDomain
@@ -144,6 +144,12 @@ class Denoiser:
         self.precision = "bf16" if self.bf16 else "fp32"
 
     @property
+    def plain(self) -> bool:
+        """A plain model: no context volumes, guides or NL channel (the self-similarity blend applies)."""
+        m = self.model.cfg
+        return not (m.volumes or m.guides or m.nonlocal_radius)
+
+    @property
     def name(self) -> str:
         return self.path.stem
 
@@ -205,6 +211,7 @@ class Denoiser:
         sigma_map: NDArray[np.floating] | None = None,
         noise: str = "default",
         fitted: NoiseFit | None = None,
+        self_similarity: bool = True,
     ) -> NDArray[np.float32]:
         """Denoise a (X, Y, Z) or (X, Y, Z, T) magnitude volume; returns the same shape in the same units.
 
@@ -228,9 +235,11 @@ class Denoiser:
             tta: test-time augmentation: the mean over 1, 2, 4 or 8 in-plane flips / transposes of each slice.
             planes: denoise slice by slice along each of these planes ("axial" = ``slice_axis``, "coronal" and
                 "sagittal" = the other two axes) and average (in image units, one noise domain per frame).
+            self_similarity: blend each frame's output with its non-local-means estimate by the weight SURE
+                chooses (:mod:`c2s_cli.selfsim`; plain models only, else ignored); False: the network's output alone.
         """
         from c2s_cli.data import plane_axes
-        from c2s_cli.infer import denoise_frame
+        from c2s_cli.infer import denoise_frame, self_similarity as fit_blend
 
         data = x.data if isinstance(x, Volume) else np.asarray(x, dtype=np.float32)
         axis = slice_axis if slice_axis is not None else (x.slice_axis if isinstance(x, Volume) else 2)
@@ -260,10 +269,22 @@ class Denoiser:
                                      slice_axis=axis)
             report.domains.append(dom)
             report.seconds["noise"] += time.perf_counter() - t0
+            blend = normalized = None
+            if self_similarity and self.plain:  # one fit per plane (planes = the mean of the one-plane runs)
+                t0 = time.perf_counter()
+                normalized = dom.forward(v)  # once, for the fits and the passes
+                blend = []
+                for ax in axes:
+                    fit, nl = fit_blend(self.model, v, dom, SELF_SIMILARITY, axis=ax, device=self.device,
+                                        batch_size=self.batch_size, strength=strength, normalized=normalized)
+                    report.blends.append(fit)
+                    blend.append((fit.weight, nl))
+                report.seconds["self-similarity"] = report.seconds.get("self-similarity", 0.0) + time.perf_counter() - t0
             t0 = time.perf_counter()
             res = denoise_frame(self.model, v, dom, axes=axes, guides=gds or None, strength=strength,
                                 batch_size=self.batch_size, device=self.device, bf16=self.bf16,
-                                on_progress=on_progress, tta=tta)
+                                on_progress=on_progress, tta=tta, blend=blend, normalized=normalized)
+            del blend, normalized
             if not all_finite(res):
                 raise C2SError("the network produced NaN or infinite values")
             report.seconds["inference"] = report.seconds.get("inference", 0.0) + time.perf_counter() - t0

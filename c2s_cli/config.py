@@ -155,6 +155,35 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SelfSimilarity:
+    """The self-similarity blend of a plain model's output (:mod:`c2s_cli.selfsim`): f = D + a·(NL − D), with NL
+    the non-local-means estimate of the frame in network units and a chosen per frame by SURE.
+
+    radius / h: NL's in-plane search radius (pixels, in the slice and its two neighbours) and filtering strength
+    (units of σ_d); fit_slices: slices (evenly spaced along the acquisition axis) on which SURE is evaluated, in
+    fp32, with one extra network pass each; epsilon: the Monte-Carlo divergence step (units of σ_d); max_weight:
+    the largest weight; seed: the Rademacher probe's generator seed (the weight is deterministic).
+    """
+
+    radius: int = 2
+    h: float = 1.0
+    fit_slices: int = 12
+    epsilon: float = 0.01
+    max_weight: float = 0.5
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field out of range."""
+        checks = {"radius": 1 <= self.radius <= 4, "h": 0 < self.h <= 10, "fit_slices": 1 <= self.fit_slices <= 256,
+                  "epsilon": 0 < self.epsilon <= 1, "max_weight": 0 <= self.max_weight <= 1}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"SelfSimilarity.{bad[0]} = {getattr(self, bad[0])!r} is out of range")
+
+
+SELF_SIMILARITY = SelfSimilarity()  # the default blend (Denoiser.denoise)
+
+@dataclass(frozen=True)
 class DenoiseOptions:
     """Every option of one denoising job (``Denoiser.denoise_file``; the CLI, ``serve`` and ``bids`` fill it).
 
@@ -202,6 +231,9 @@ class DenoiseOptions:
     phase: Path | None = None
     imaginary: Path | None = None
     complex_out: bool = False
+    # blend a plain model's output with the frame's non-local-means estimate by the weight SURE chooses per frame
+    # (c2s_cli.selfsim, SELF_SIMILARITY); False: the network's output alone (CLI --no-self-similarity)
+    self_similarity: bool = True
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field (before any file is read)."""

@@ -86,7 +86,8 @@ def pixel_options(den: Denoiser, o: DenoiseOptions) -> dict[str, Any]:
             "mask": bool(o.mask), "guides": len(o.guides), "sigma_map": bool(o.sigma_map), "model_sha256": den.sha256,
             **({"sigma_map_auto": True} if o.estimate_sigma_map else {}),
             **({"default_sigma_map": False} if not o.default_sigma_map else {}),
-            **({"precision": "bf16"} if getattr(den, "bf16", False) else {})}
+            **({"precision": "bf16"} if getattr(den, "bf16", False) else {}),
+            "self_similarity": o.self_similarity}
 
 
 def check_outputs(src: Path, dst: Path, o: DenoiseOptions, inputs: Sequence[Path]) -> None:
@@ -274,7 +275,7 @@ def run_file(
         else:
             result = worker.denoise(
                 work, strength=o.strength, use_vst=False if cplx is not None else o.vst, coils=o.coils, slice_axis=axis, guides=guides or None,
-                report=rep, tta=o.tta, planes=o.planes, fitted=fitted,
+                report=rep, tta=o.tta, planes=o.planes, fitted=fitted, self_similarity=o.self_similarity,
                 on_progress=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None,
             )
         seconds.update(rep.seconds)
@@ -339,5 +340,6 @@ def run_file(
            if context else {}),
         "tta": o.tta,
         "planes": list(o.planes),
+        "self_similarity": [b.summary() for b in rep.blends] if rep.blends else None,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }

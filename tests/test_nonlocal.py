@@ -10,7 +10,7 @@ import torch
 
 from c2s_cli.config import ModelConfig
 from c2s_cli.model import Precond
-from c2s_cli.model.nonlocal_means import nonlocal_means
+from c2s_cli.model.nonlocal_means import nonlocal_means, nonlocal_means_volume
 from c2s_cli.model.precond import with_nonlocal
 
 SMALL = ModelConfig(channels=(8, 16, 16), emb_dim=16)
@@ -110,3 +110,53 @@ def test_the_channel_travels_through_a_checkpoint(tmp_path) -> None:  # type: ig
     with torch.no_grad():
         nl.net.down[0].conv1.weight[:, -1].zero_()
     assert not np.allclose(back(x, s).detach().numpy(), nl(x, s).detach().numpy())  # the loaded weight is used
+
+
+def _brute_volume(v: torch.Tensor, s: float, r: int, h: float) -> torch.Tensor:
+    """The definition of nonlocal_means_volume, voxel by voxel: every offset of the (2r+1)² window in the slice and
+    its neighbours (those that exist), 3×3 patches on the reflect-padded volume."""
+    z, hh, ww = v.shape
+    p = r + 1
+    x = torch.nn.functional.pad(v[None], (p,) * 4, mode="reflect")[0].double()
+    out = torch.empty(v.shape, dtype=torch.float64)
+    for k in range(z):
+        for i in range(hh):
+            for j in range(ww):
+                a = x[k, i + p - 1 : i + p + 2, j + p - 1 : j + p + 2]
+                num = den = 0.0
+                for dz in (-1, 0, 1):
+                    if not 0 <= k + dz < z:
+                        continue
+                    for dy in range(-r, r + 1):
+                        for dx in range(-r, r + 1):
+                            b = x[k + dz, i + p + dy - 1 : i + p + dy + 2, j + p + dx - 1 : j + p + dx + 2]
+                            d = float((a - b).pow(2).mean())
+                            w = np.exp(-max(d - 2 * s * s, 0.0) / (h * h * s * s))
+                            num += w * float(x[k + dz, i + p + dy, j + p + dx])
+                            den += w
+                out[k, i, j] = num / den
+    return out.float()
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_the_volume_version_equals_its_definition_whatever_the_chunk(radius: int) -> None:
+    g = torch.Generator().manual_seed(3)
+    v = torch.rand(4, 9, 8, generator=g)
+    want = _brute_volume(v, 0.3, radius, 1.0)
+    for chunk in (1, 3, 8):
+        torch.testing.assert_close(nonlocal_means_volume(v, 0.3, radius, 1.0, chunk=chunk), want, atol=1e-5, rtol=0)
+    # and the slice version's weights: the centre slice of three, searched in all three (away from the borders,
+    # where the slice version's patches are truncated instead of reflected)
+    e = radius + 1
+    torch.testing.assert_close(nonlocal_means_volume(v[:3], 0.3, radius, 0.8)[1, e:-e, e:-e],
+                               nonlocal_means(v[None, :3], 1, torch.tensor([0.3]), radius)[0, 0, e:-e, e:-e],
+                               atol=1e-5, rtol=0)
+
+
+def test_the_volume_version_refuses_what_it_cannot_take() -> None:
+    v = torch.rand(3, 8, 8)
+    for kwargs, name in (({"volume": v[0]}, "volume"), ({"noise_std": 0.0}, "noise_std"), ({"radius": 7}, "radius"),
+                         ({"h": 0.0}, "h")):
+        args = {"volume": v, "noise_std": 0.1, "radius": 1, "h": 1.0, **kwargs}
+        with pytest.raises(ValueError, match=name):
+            nonlocal_means_volume(**args)  # type: ignore[arg-type]

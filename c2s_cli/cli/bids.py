@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from c2s_cli.cli.app import BatchSizeOpt, DeviceOpt, PrecisionOpt, QuietOpt, SeriesModeOpt, SeriesStepsOpt, ThreadsOpt, VerboseOpt, _guarded, _planes, _start, app
+from c2s_cli.cli.app import BatchSizeOpt, DeviceOpt, SelfSimilarityOpt, PrecisionOpt, QuietOpt, SeriesModeOpt, SeriesStepsOpt, ThreadsOpt, VerboseOpt, _guarded, _planes, _start, app
 from c2s_cli.errors import EXIT_PARTIAL, UsageError
 
 
@@ -30,6 +30,7 @@ def bids(
     sigma: Annotated[Optional[float], typer.Option(help="Noise std in image units (default: estimated).")] = None,
     planes: Annotated[str, typer.Option(help="axial,coronal,sagittal: view aggregation.")] = "axial",
     tta: Annotated[int, typer.Option(help="1, 2, 4 or 8 in-plane flips per slice.")] = 1,
+    self_similarity: SelfSimilarityOpt = True,
     series_mode: SeriesModeOpt = "auto",
     series_steps: SeriesStepsOpt = None,
     device: DeviceOpt = "auto",
@@ -60,7 +61,7 @@ def bids(
     from c2s_cli.config import DenoiseOptions
 
     opts = DenoiseOptions(sigma=sigma, planes=_planes(planes), tta=tta, force=force, threads=threads,
-                          series_mode=series_mode, series_steps=series_steps)
+                          series_mode=series_mode, series_steps=series_steps, self_similarity=self_similarity)
     check_options(opts)
     lib.check_dataset(bids_dir)
     lib.check_output_dir(bids_dir, output_dir)

@@ -11,7 +11,7 @@ import typer
 import dataclasses
 
 from c2s_cli._version import __version__
-from c2s_cli.cli.app import BatchSizeOpt, DeviceOpt, PrecisionOpt, QuietOpt, SeriesModeOpt, SeriesOpt, SeriesStepsOpt, ThreadsOpt, VerboseOpt, _guarded, _Log, _message, _planes, _start, app
+from c2s_cli.cli.app import BatchSizeOpt, DeviceOpt, SelfSimilarityOpt, PrecisionOpt, QuietOpt, SeriesModeOpt, SeriesOpt, SeriesStepsOpt, ThreadsOpt, VerboseOpt, _guarded, _Log, _message, _planes, _start, app
 from c2s_cli.errors import EXIT_PARTIAL, UsageError
 
 
@@ -31,6 +31,7 @@ def denoise(
     strength: Annotated[float, typer.Option(help="Multiplies σ for the network (1 = as estimated).")] = 1.0,
     tta: Annotated[int, typer.Option(help="Average over 1, 2, 4 or 8 in-plane flips/transposes per slice (N× time).")] = 1,
     planes: Annotated[str, typer.Option(help="Denoise along these planes and average: axial (acquisition axis), coronal, sagittal (N× time).")] = "axial",
+    self_similarity: SelfSimilarityOpt = True,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     batch_size: BatchSizeOpt = None,
@@ -84,7 +85,7 @@ def denoise(
                           planes=_planes(planes), slice_axis=slice_axis, series=series, dtype=dtype, mask=mask,
                           guides=tuple(guide or ()), adapt=adapt, residual=residual, preview=preview, force=force,
                           threads=threads, series_mode=series_mode, series_steps=series_steps, phase=phase,
-                          imaginary=imaginary, complex_out=complex_out)
+                          imaginary=imaginary, complex_out=complex_out, self_similarity=self_similarity)
     check_options(opts)  # before any input is read
     items = batch.shard(batch.expand(inputs, series, keep_going=keep_going), num_parts, part_id)
     single = len(items) == 1 and len(inputs) == 1 and inputs[0] != "-" and not inputs[0].startswith("@")

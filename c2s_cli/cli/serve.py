@@ -55,6 +55,7 @@ def serve(
     strength: Annotated[Optional[float], typer.Option(help="Multiplies σ for the network.")] = None,
     tta: Annotated[Optional[int], typer.Option(help="1, 2, 4 or 8 in-plane flips per slice.")] = None,
     planes: Annotated[Optional[str], typer.Option(help="axial,coronal,sagittal: view aggregation.")] = None,
+    self_similarity: Annotated[Optional[bool], typer.Option("--self-similarity/--no-self-similarity", help="Blend with the scan's non-local-means estimate by SURE's weight (default on).")] = None,
     log_json: Annotated[Optional[bool], typer.Option("--log-json", help="Log one JSON object per line on stderr.")] = None,
     status: Annotated[bool, typer.Option("--status", help="Print the status of the node using --spool (JSON) and exit.")] = False,
     quiet: QuietOpt = False,

@@ -19,6 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 H_FACTOR = 0.8  # filtering strength h in units of the noise std s
+# the smallest exponent of a weight: e^−30 ≈ 1e−13 is nothing beside the voxel's own weight 1, and it keeps exp
+# and the sums away from denormal floats (which made them ~20× slower)
+EXP_FLOOR = -30.0
 
 
 def nonlocal_means(slices: Tensor, centre: int, noise_std: Tensor, radius: int) -> Tensor:
@@ -47,3 +50,56 @@ def nonlocal_means(slices: Tensor, centre: int, noise_std: Tensor, radius: int) 
                 num.addcmul_(wt, v)
                 den.add_(wt)
     return num.div_(den)
+
+
+def nonlocal_means_volume(volume: Tensor, noise_std: float, radius: int = 1, h: float = 1.0,
+                          chunk: int = 8) -> Tensor:
+    """NL-means estimate of every voxel of ``volume`` (Z, H, W) from the (2·radius + 1)² in-plane offsets in its own
+    slice and the two neighbouring slices, with 3×3 in-plane patches, noise std ``noise_std`` (> 0, the volume's
+    units) and filtering strength ``h`` (units of the noise std) → (Z, H, W) float32.
+
+    The same weights as :func:`nonlocal_means`, w = exp(−max(d − 2s², 0) / (h²·s²)) with d the patch's mean squared
+    difference, here for a whole volume and computed once per pair of voxels: w(p, p + δ) = w(p + δ, p), so only
+    the 13 (radius 1) offsets of one half of the 3 × (2r+1)² window are evaluated and each adds to both voxels
+    (half the work of evaluating every offset). In-plane borders: reflect padding (candidates and their patches);
+    the first and last slices have one neighbouring slice. ``chunk``: slices per step (the result does not depend
+    on it). Memory: two accumulators of the padded volume's size beside a chunk's temporaries.
+    """
+    if volume.ndim != 3:
+        raise ValueError(f"volume must be (Z, H, W), got shape {tuple(volume.shape)}")
+    if not noise_std > 0:
+        raise ValueError(f"noise_std must be > 0, got {noise_std}")
+    z, hh, ww = volume.shape
+    if radius < 1 or radius + 1 >= min(hh, ww):
+        raise ValueError(f"radius must be 1 to {min(hh, ww) - 2} for {hh}×{ww} slices, got {radius}")
+    if not h > 0:
+        raise ValueError(f"h must be > 0, got {h}")
+    p = radius + 1  # padding: the farthest candidate and its patch
+    x = F.pad(volume.float()[None], (p,) * 4, mode="reflect")[0].contiguous()  # (Z, Hp, Wp)
+    hp, wp = x.shape[1], x.shape[2]
+    s2 = float(noise_std) ** 2
+    scale = -1.0 / (9.0 * h * h * s2)  # d = (sum over the 3×3 patch) / 9
+    shift = 2.0 / (h * h)  # −(d − 2s²)/(h²s²) = scale·sum + shift
+    num = x.clone()  # the voxel itself, weight 1
+    den = torch.ones_like(x)
+    offsets = [(0, dy, dx) for dy in range(0, radius + 1) for dx in range(-radius, radius + 1) if (dy, dx) > (0, 0)]
+    offsets += [(1, dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+    for lo in range(0, z, chunk):
+        for dz, dy, dx in offsets:
+            hi = min(lo + chunk, z - dz)
+            if hi <= lo:
+                continue
+            # voxels q (centre of a full 3×3 patch in the padded grid) whose partner q + δ also has one
+            r0, r1 = max(1, 1 - dy), min(hp - 1, hp - 1 - dy)
+            c0, c1 = max(1, 1 - dx), min(wp - 1, wp - 1 - dx)
+            a = x[lo:hi, r0 - 1 : r1 + 1, c0 - 1 : c1 + 1]
+            b = x[lo + dz : hi + dz, r0 - 1 + dy : r1 + 1 + dy, c0 - 1 + dx : c1 + 1 + dx]
+            d = (a - b).square_()
+            d = d[:, :, :-2] + d[:, :, 1:-1] + d[:, :, 2:]
+            d = d[:, :-2] + d[:, 1:-1] + d[:, 2:]
+            w = d.mul_(scale).add_(shift).clamp_(min=EXP_FLOOR, max=0.0).exp_()
+            num[lo:hi, r0:r1, c0:c1].addcmul_(w, b[:, 1:-1, 1:-1])
+            den[lo:hi, r0:r1, c0:c1].add_(w)
+            num[lo + dz : hi + dz, r0 + dy : r1 + dy, c0 + dx : c1 + dx].addcmul_(w, a[:, 1:-1, 1:-1])
+            den[lo + dz : hi + dz, r0 + dy : r1 + dy, c0 + dx : c1 + dx].add_(w)
+    return num.div_(den)[:, p:-p, p:-p].contiguous()

@@ -202,6 +202,13 @@ class NoiseDomain:
         s = self._sigma(signal, None)
         return (vst.expected(signal, s, self.coils) / np.float32(self.scale)).astype(np.float32)
 
+    def level(self, snr: float) -> float:
+        """E[forward(y) | ν = snr·σ] in network units: the same at every voxel, also with a σ map (the VST with
+        the local σ is f_1(y/σ(x)); without the VST the map divides by σ(x)/σ)."""
+        if not self.use_vst:
+            return float(snr * self.sigma / self.scale)
+        return float(vst.expected(np.array([snr], np.float32), 1.0, self.coils)[0] / self.scale)
+
     def passthrough(self, data: NDArray[np.floating]) -> NDArray[np.bool_]:
         """Voxels returned unchanged: exact zeros, non-finite and saturated voxels (part of this frame allowed)."""
         return ~valid_mask(data, self.saturation)

@@ -78,7 +78,8 @@ class ServeConfig:
     device: str = "auto"
     precision: str = "auto"
     # how every series is denoised: the one declaration of these options (config.DenoiseOptions); in the TOML file
-    # and on the command line they are flat settings (strength, tta, planes, vst, coils, threads), as for c2s denoise
+    # and on the command line they are flat settings (strength, tta, planes, vst, coils, threads, self_similarity), as
+    # for c2s denoise
     denoise: DenoiseOptions = dataclasses.field(default_factory=DenoiseOptions)
     log_json: bool = False
     poll_seconds: float = 0.5
@@ -134,7 +135,7 @@ class ServeConfig:
 
 
 # the DenoiseOptions a node takes as flat settings (flags and TOML keys)
-DENOISE_SETTINGS = ("strength", "tta", "planes", "vst", "coils", "threads")
+DENOISE_SETTINGS = ("strength", "tta", "planes", "vst", "coils", "threads", "self_similarity")
 # every flat setting: the node's own and the denoise ones
 SETTINGS = tuple(f.name for f in dataclasses.fields(ServeConfig) if f.name != "denoise") + DENOISE_SETTINGS
 
@@ -143,7 +144,7 @@ _PATHS = {"spool", "output", "tls_cert", "tls_key", "tls_ca", "send_tls_ca"}
 _LISTS = {"send", "allow", "allow_address", "include", "exclude", "planes"}
 _INTS = {"port", "min_slices", "threads", "tta", "coils"}
 _FLOATS = {"stable_seconds", "retry_seconds", "retry_max_seconds", "keep_days", "strength", "poll_seconds"}
-_BOOLS = {"on_release", "forward_unmatched", "pair_phase", "vst", "log_json"}
+_BOOLS = {"on_release", "forward_unmatched", "pair_phase", "vst", "log_json", "self_similarity"}
 
 
 def load_toml(path: Path) -> dict[str, Any]:

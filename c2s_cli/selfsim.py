@@ -1,0 +1,91 @@
+"""The self-similarity blend: the network's output moved towards a non-local-means estimate by a weight that
+Stein's unbiased risk estimate (SURE) chooses per scan (issue 32).
+
+The network's one pass D(y) is a posterior mean under the prior it learned; a non-local-means estimate NL(y)
+(:func:`c2s_cli.model.nonlocal_means.nonlocal_means_volume`) draws on the scan's own repeated structure. Their
+errors differ, so a blend f_a = D + a·(NL − D) can beat both — by how much depends on the scan (a fine-textured
+head gains more than a smooth template; ``benchmarks/README.md``). The weight is therefore fitted on the scan itself,
+in network units where the noise is close to Gaussian with std σ_d (after the variance-stabilising transform), by
+minimising SURE (Stein 1981) over a:
+
+    SURE(a) = ‖f_a − y‖² − N·σ_d² + 2σ_d²·div f_a,       div f_a = (1 − a)·div D + a·div NL
+
+    ⇒  a* = (⟨NL − D, y − D⟩ − σ_d²·(div NL − div D)) / ‖NL − D‖²,
+
+clipped to [0, ``max_weight``]. The divergences are Monte-Carlo estimates (Ramani, Blu & Unser 2008): with b a
+Rademacher vector and a small ε, div f ≈ ⟨b, f(y + ε·b) − f(y)⟩ / ε. SURE is unbiased for the MSE on any fixed set of
+voxels; the sums run over the object (voxels whose estimate is above the stabilised level of a signal of
+``MASK_SNR``·σ), where the stabilised noise is close to Gaussian — the background's is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+MASK_SNR = 3.0  # the object for SURE's sums: D above the stabilised level of a signal of MASK_SNR·σ
+
+
+@dataclass(frozen=True)
+class BlendFit:
+    """The blend weight of one 3-D frame and what SURE saw.
+
+    Attributes:
+        weight: a in f = D + a·(NL − D), in [0, max_weight].
+        raw: SURE's minimiser before clipping.
+        voxels: how many voxels the sums ran over (0: none; the weight is then 0).
+        div_d, div_nl: the divergences per voxel of D and NL (Monte-Carlo estimates).
+    """
+
+    weight: float
+    raw: float
+    voxels: int
+    div_d: float
+    div_nl: float
+
+    def summary(self) -> dict[str, object]:
+        return {"weight": round(self.weight, 4), "sure_minimiser": round(self.raw, 4), "voxels": self.voxels,
+                "div_d": round(self.div_d, 4), "div_nl": round(self.div_nl, 4)}
+
+
+def sure_weight(
+    y: NDArray[np.floating], d: NDArray[np.floating], nl: NDArray[np.floating],
+    d_moved: NDArray[np.floating], nl_moved: NDArray[np.floating], probe: NDArray[np.floating], epsilon: float,
+    sigma_d: float, max_weight: float, mask_level: float,
+) -> BlendFit:
+    """SURE's blend weight from estimates on the same voxels (any equal shapes, network units).
+
+    Args:
+        y: the noisy input; d, nl: the network's and the NL estimate of it.
+        d_moved, nl_moved: the same estimates of ``y + epsilon·probe``.
+        probe: the Rademacher vector (±1) that moved the input.
+        epsilon: the step (network units, > 0).
+        sigma_d: the noise std in network units (> 0).
+        max_weight: the largest weight returned (0 … 1).
+        mask_level: the sums run over the voxels where ``d`` > mask_level (network units; the object).
+    """
+    if not epsilon > 0 or not sigma_d > 0:
+        raise ValueError(f"epsilon and sigma_d must be > 0, got {epsilon} and {sigma_d}")
+    if not 0 <= max_weight <= 1:
+        raise ValueError(f"max_weight must be in [0, 1], got {max_weight}")
+    arrays = [np.asarray(a, np.float64) for a in (y, d, nl, d_moved, nl_moved, probe)]
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError("y, d, nl, d_moved, nl_moved and probe must have one shape")
+    y64, d64, nl64, dm, nlm, b = arrays
+    mask = d64 > mask_level
+    n = int(mask.sum())
+    if n == 0:
+        return BlendFit(0.0, 0.0, 0, 0.0, 0.0)
+    div_d = float(np.sum((b * (dm - d64))[mask])) / epsilon
+    div_nl = float(np.sum((b * (nlm - nl64))[mask])) / epsilon
+    u = (nl64 - d64)[mask]
+    v = (y64 - d64)[mask]
+    uu = float(u @ u)
+    if uu == 0.0:
+        return BlendFit(0.0, 0.0, n, div_d / n, div_nl / n)
+    raw = (float(u @ v) - sigma_d**2 * (div_nl - div_d)) / uu
+    if not np.isfinite(raw):
+        raise ValueError("SURE's blend weight is not finite (NaN or infinite estimates)")
+    return BlendFit(float(np.clip(raw, 0.0, max_weight)), raw, n, div_d / n, div_nl / n)

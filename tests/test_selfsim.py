@@ -1,0 +1,128 @@
+"""The self-similarity blend: SURE's weight (c2s_cli.selfsim), its fit on a frame (c2s_cli.infer.self_similarity)
+and what Denoiser.denoise does with it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from c2s_cli.api import Denoiser
+from c2s_cli.config import SELF_SIMILARITY, ModelConfig, SelfSimilarity
+from c2s_cli.infer import denoise_frame, self_similarity
+from c2s_cli.model import Precond
+from c2s_cli.noise.domain import NoiseDomain
+from c2s_cli.records import DenoiseReport
+from c2s_cli.selfsim import sure_weight
+from tests.conftest import rician
+
+
+def _scene(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """A smooth image with texture, its Gaussian-noisy copy and a Rademacher probe (64×64×8)."""
+    rng = np.random.default_rng(seed)
+    x = ndimage.gaussian_filter(rng.random((64, 64, 8)), (3, 3, 1)) * 4 + 0.1 * rng.random((64, 64, 8))
+    sigma = 0.08
+    y = x + sigma * rng.standard_normal(x.shape)
+    probe = rng.choice([-1.0, 1.0], size=x.shape)
+    return x, y, probe, sigma
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sure_weight_finds_the_blend_the_clean_image_would_choose(seed: int) -> None:
+    # two linear estimators with different bias and variance; SURE sees only y, the oracle sees x
+    x, y, probe, sigma = _scene(seed)
+    d_of = lambda v: ndimage.gaussian_filter(v, (1.6, 1.6, 0), mode="wrap")  # noqa: E731
+    nl_of = lambda v: ndimage.gaussian_filter(v, (0.6, 0.6, 0), mode="wrap")  # noqa: E731
+    eps = 0.01 * sigma
+    d, nl = d_of(y), nl_of(y)
+    fit = sure_weight(y, d, nl, d_of(y + eps * probe), nl_of(y + eps * probe), probe, eps, sigma, 1.0, -np.inf)
+    grid = np.linspace(0, 1, 201)
+    oracle = grid[np.argmin([np.mean((d + a * (nl - d) - x) ** 2) for a in grid])]
+    assert 0.05 < oracle < 0.95  # the case is one where blending pays
+    assert abs(fit.weight - oracle) < 0.05
+    assert fit.voxels == x.size
+    # the divergence per voxel of a Gaussian filter: the kernel's centre weight (two 1-D kernels' product)
+    centre = lambda s: ndimage.gaussian_filter1d(np.eye(1, 33, 16)[0], s)[16]  # noqa: E731
+    assert fit.div_d == pytest.approx(centre(1.6) ** 2, rel=0.05)
+    assert fit.div_nl == pytest.approx(centre(0.6) ** 2, rel=0.05)
+
+
+def test_sure_weight_clips_masks_and_refuses() -> None:
+    x, y, probe, sigma = _scene(0)
+    same = sure_weight(y, y, y, y, y, probe, 0.001, sigma, 0.5, -np.inf)  # NL = D: nothing to blend
+    assert same.weight == 0.0
+    noisy_nl = sure_weight(x, x, y, x, y + 0.001 * probe, probe, 0.001, sigma, 0.5, -np.inf)  # NL = the noise
+    assert noisy_nl.weight == 0.0 and noisy_nl.raw < 0  # SURE says: never blend it in
+    d = ndimage.gaussian_filter(y, (1.6, 1.6, 0))
+    moved = ndimage.gaussian_filter(y + 0.001 * probe, (1.6, 1.6, 0))
+    capped = sure_weight(y, d, x, moved, x, probe, 0.001, sigma, 0.2, -np.inf)  # NL = the clean image: a* ≈ 1
+    assert capped.raw == pytest.approx(1.0, abs=0.1) and capped.weight == 0.2
+    assert sure_weight(y, d, x, d, x, probe, 0.001, sigma, 0.5, 1e9).voxels == 0  # an empty object: no blend
+    with pytest.raises(ValueError, match="one shape"):
+        sure_weight(y, d, x[:-1], d, x, probe, 0.001, sigma, 0.5, 0.0)
+    with pytest.raises(ValueError, match="epsilon"):
+        sure_weight(y, d, x, d, x, probe, 0.0, sigma, 0.5, 0.0)
+    with pytest.raises(ValueError, match="max_weight"):
+        sure_weight(y, d, x, d, x, probe, 0.001, sigma, 1.5, 0.0)
+
+
+def test_the_config_refuses_out_of_range_values() -> None:
+    SELF_SIMILARITY.validate()
+    for name, value in (("radius", 0), ("h", 0.0), ("fit_slices", 0), ("epsilon", 0.0), ("max_weight", 2.0)):
+        with pytest.raises(ValueError, match=f"SelfSimilarity.{name}"):
+            dataclasses.replace(SelfSimilarity(), **{name: value}).validate()
+
+
+@pytest.fixture(scope="module")
+def scan(phantom: np.ndarray) -> np.ndarray:
+    return rician(phantom * 1000, 40.0, seed=11).astype(np.float32)
+
+
+def test_the_fit_is_deterministic_and_the_blend_is_what_it_says(tiny_model: Path, scan: np.ndarray) -> None:
+    den = Denoiser(str(tiny_model), "cpu", precision="fp32")
+    dom = den.fit_noise(scan).domains[0]
+    fit, nl = self_similarity(den.model, scan, dom, SELF_SIMILARITY)
+    again, nl2 = self_similarity(den.model, scan, dom, SELF_SIMILARITY)
+    assert fit == again and np.array_equal(nl, nl2)
+    assert nl.shape == scan.shape and 0.0 <= fit.weight <= SELF_SIMILARITY.max_weight and fit.voxels > 0
+    # the blend is D + a·(NL − D) in network units, then the inverse: a = 0 gives the network's output alone
+    plain = denoise_frame(den.model, scan, dom)
+    # the frame normalised once by the caller gives the same output as normalising slab by slab
+    assert np.array_equal(denoise_frame(den.model, scan, dom, normalized=dom.forward(scan)), plain)
+    assert np.array_equal(denoise_frame(den.model, scan, dom, blend=[(0.0, nl)]), plain)
+    half = denoise_frame(den.model, scan, dom, blend=[(0.5, nl)], passthrough=False)
+    d_net = dom.expected(denoise_frame(den.model, scan, dom, passthrough=False))  # D (expected inverts inverse)
+    want = dom.inverse(d_net + 0.5 * (nl - d_net))
+    inside = scan > 200
+    np.testing.assert_allclose(half[inside], want[inside], rtol=2e-3)
+
+
+def test_denoise_applies_it_to_plain_models_and_records_the_weight(tiny_model: Path, scan: np.ndarray) -> None:
+    den = Denoiser(str(tiny_model), "cpu", precision="fp32")
+    rep = DenoiseReport()
+    on = den.denoise(scan, report=rep)
+    off_rep = DenoiseReport()
+    off = den.denoise(scan, self_similarity=False, report=off_rep)
+    assert len(rep.blends) == 1 and not off_rep.blends and "self-similarity" in rep.seconds
+    assert rep.blends[0].weight > 0  # an untrained network: the NL estimate is worth blending in
+    assert not np.array_equal(on, off)
+    # 4-D: one fit per volume
+    rep4 = DenoiseReport()
+    den.denoise(np.stack([scan, scan * 1.2], axis=3), report=rep4)
+    assert len(rep4.blends) == 2
+    # --planes: one fit per plane
+    rep3 = DenoiseReport()
+    den.denoise(scan, planes=("axial", "coronal", "sagittal"), report=rep3)
+    assert len(rep3.blends) == 3 and len({b.raw for b in rep3.blends}) == 3  # fitted along each axis
+
+
+def test_it_refuses_models_that_are_not_plain(scan: np.ndarray) -> None:
+    model = Precond(ModelConfig(channels=(8, 8), emb_dim=8, guides=1))
+    dom = NoiseDomain.fit(scan)
+    with pytest.raises(ValueError, match="plain models"):
+        self_similarity(model, scan, dom, SELF_SIMILARITY)
+
