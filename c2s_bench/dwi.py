@@ -246,12 +246,13 @@ def run_method(name: str, ph: dict[str, Any], args: Any) -> tuple[np.ndarray, st
         den = Denoiser(args.model, "cpu", threads=args.threads)
         fitted = den.fit_noise(noisy)
         return den.denoise(noisy, fitted=fitted), f"{fitted.uses}"
-    if name == "c2s-series":
+    if name in ("c2s-series", "c2s-series-noss"):  # -noss: without the self-similarity blend (the default since session 19)
         from c2s_cli.api import Denoiser
 
         den = Denoiser(args.model, "cpu", threads=args.threads)
         return den.denoise_series(noisy, bvals=bvals, bvecs=ph["bvecs"], steps=args.series_steps,
-                                  neighbours=args.series_neighbours), \
+                                  neighbours=args.series_neighbours,
+                                  self_similarity=not name.endswith("-noss")), \
             f"{args.series_steps if args.series_steps is not None else 'default'} steps, {args.series_neighbours} neighbours"
     if name == "c2s-series-complex":  # the product path: a complex NIfTI with its .bval / .bvec, c2s's defaults
         import nibabel as nib

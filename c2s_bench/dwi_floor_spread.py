@@ -6,6 +6,10 @@ unbiased inverse averaged over spread 0, 0.25, 0.5 and 1 (units of σ), at 5 and
 errors as :func:`c2s_bench.dwi.scores`. One JSON line per row.
 
   python -m c2s_bench.dwi_floor_spread --threads 2
+  python -m c2s_bench.dwi_floor_spread --threads 2 --spreads 0.5 --self-similarity off,on   # session 19
+
+``--self-similarity off,on``: each spread also with the self-similarity blend (``Denoiser.denoise_series``'s
+``self_similarity``; the validation of whether the series mode takes it).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ def main() -> None:
     ap = parser(__doc__, "dwi_floor_spread")
     ap.add_argument("--spreads", default="0,0.25,0.5,1")
     ap.add_argument("--levels", default="0.05,0.10")
+    ap.add_argument("--self-similarity", default="off", help="off, on, or off,on")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     mni = t1_2mm(source_file(args.data, "mni152_2009a_t1_1mm.nii.gz"))
@@ -32,8 +37,11 @@ def main() -> None:
         ph = series_from_t1(mni, 33, noise=noise, seed=7, z_centre=16)
         truth = tensor_maps(ph["clean"], ph["bvals"], ph["bvecs"], ph["brain"])
         for spread in (float(v) for v in args.spreads.split(",")):
-            out = den.denoise_series(ph["noisy"], bvals=ph["bvals"], bvecs=ph["bvecs"], floor_spread=spread)
-            add_row(res, {"noise": noise, "spread": spread, **scores(out, ph, truth)}, args.json)
+            for ss in args.self_similarity.split(","):
+                out = den.denoise_series(ph["noisy"], bvals=ph["bvals"], bvecs=ph["bvecs"], floor_spread=spread,
+                                         self_similarity=ss == "on")
+                add_row(res, {"noise": noise, "spread": spread, "self_similarity": ss, **scores(out, ph, truth)},
+                        args.json)
 
 
 if __name__ == "__main__":

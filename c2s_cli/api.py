@@ -269,22 +269,17 @@ class Denoiser:
                                      slice_axis=axis)
             report.domains.append(dom)
             report.seconds["noise"] += time.perf_counter() - t0
-            blend = normalized = None
+            blend = None
             if self_similarity and self.plain:  # one fit per plane (planes = the mean of the one-plane runs)
                 t0 = time.perf_counter()
-                normalized = dom.forward(v)  # once, for the fits and the passes
-                blend = []
-                for ax in axes:
-                    fit, nl = fit_blend(self.model, v, dom, SELF_SIMILARITY, axis=ax, device=self.device,
-                                        batch_size=self.batch_size, strength=strength, normalized=normalized)
-                    report.blends.append(fit)
-                    blend.append((fit.weight, nl))
+                blend = [fit_blend(self.model, v, dom, SELF_SIMILARITY, axis=ax, device=self.device,
+                                   batch_size=self.batch_size, strength=strength) for ax in axes]
+                report.blends.extend(blend)
                 report.seconds["self-similarity"] = report.seconds.get("self-similarity", 0.0) + time.perf_counter() - t0
             t0 = time.perf_counter()
             res = denoise_frame(self.model, v, dom, axes=axes, guides=gds or None, strength=strength,
                                 batch_size=self.batch_size, device=self.device, bf16=self.bf16,
-                                on_progress=on_progress, tta=tta, blend=blend, normalized=normalized)
-            del blend, normalized
+                                on_progress=on_progress, tta=tta, blend=blend)
             if not all_finite(res):
                 raise C2SError("the network produced NaN or infinite values")
             report.seconds["inference"] = report.seconds.get("inference", 0.0) + time.perf_counter() - t0
@@ -308,6 +303,7 @@ class Denoiser:
         match_variance: bool = True,
         floor_spread: float | None = None,
         rank_map: bool = False,
+        self_similarity: bool = True,
         sigma: float | None = None,
         noise: str = "default",
         use_vst: bool | None = None,
@@ -334,6 +330,9 @@ class Denoiser:
                 the Rician floor come out small and positive, not 0 (None: :data:`c2s_cli.series.FLOOR_SPREAD`).
             rank_map: also put the rank of the local low-rank model behind the predictions (X, Y, Z) in
                 ``report.rank_map`` (:func:`c2s_cli.series.local_rank`; as ``dwidenoise -rank``).
+            self_similarity: blend each volume's output with its NL-means estimate by SURE's weight (as
+                :meth:`denoise` does; the context volumes as unmoved extra channels). Chosen on the validation phantom
+                of the training anatomy (``c2s_bench.dwi_floor_spread --self-similarity off,on``, session 19).
         Returns:
             (X, Y, Z, T) float32 in image units.
         """
@@ -381,7 +380,9 @@ class Denoiser:
         report.seconds["training"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = series.denoise_series(model.to(self.device), ctx, slice_axis=axis, batch_size=self.batch_size,
-                                    device=self.device, bf16=self.bf16, on_volume=on_volume, strength=strength)
+                                    device=self.device, bf16=self.bf16, on_volume=on_volume, strength=strength,
+                                    self_similarity=series.self_similarity() if self_similarity else None,
+                                    fits=report.blends)
         if cfg.match_variance and bvals is not None:
             series.match_variance(out, ctx, series.shell_groups(bvals))
         if rank_map:

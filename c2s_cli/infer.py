@@ -19,7 +19,7 @@ from c2s_cli.config import SelfSimilarity, check_tta
 from c2s_cli.model import Precond
 from c2s_cli.model.nonlocal_means import nonlocal_means_volume
 from c2s_cli.noise.domain import NoiseDomain
-from c2s_cli.selfsim import MASK_SNR, BlendFit, sure_weight
+from c2s_cli.selfsim import MASK_SNR, BlendFit, SureSums
 
 
 def pick_device(spec: str = "auto") -> torch.device:
@@ -120,8 +120,7 @@ def denoise_frame(
     on_progress: Callable[[int, int], None] | None = None,
     tta: int = 1,
     passthrough: bool = True,
-    blend: Sequence[tuple[float, NDArray[np.float32]]] | None = None,
-    normalized: NDArray[np.float32] | None = None,
+    blend: Sequence[BlendFit] | None = None,
 ) -> NDArray[np.float32]:
     """x̂ = D(y, σ_d) (C2S Eq. 11) for one (X, Y, Z) frame in image units; returns image units, same shape.
 
@@ -135,13 +134,13 @@ def denoise_frame(
         tta: the mean over 1, 2, 4 or 8 in-plane flips / transposes of each slice (that many passes).
         passthrough: return exact zeros and saturated voxels unchanged (False for callers working in network units
             with an identity domain).
-        blend: per axis of ``axes``, (a, NL) from :func:`self_similarity` along that axis: every view's estimate
-            becomes D + a·(NL − D) in network units before the inverse (NL: the frame's shape, network units).
-        normalized: ``domain.forward(data)`` when the caller has it (the frame in network units): used instead of
-            normalising slab by slab (the same values: the transform is voxel-wise).
+        blend: per axis of ``axes``, the :class:`~c2s_cli.selfsim.BlendFit` of :func:`self_similarity` along that
+            axis: every view's estimate becomes D + a·(NL − D) in network units before the inverse, NL computed
+            slab by slab from the normalised slices (:func:`~c2s_cli.model.nonlocal_means.nonlocal_means_volume`,
+            exact: every slice it is used for has both neighbours in the slab).
     Every view (plane × TTA transform) is mapped back to image units by the exact unbiased inverse and the views are
     averaged there (see :mod:`c2s_cli.noise.domain` for why and what it measured).
-    Memory: the input, the output (the accumulator) and a slab of normalised slices.
+    Memory: the input, the output (the accumulator) and a slab of normalised slices (and its NL estimate).
     """
     device = device or torch.device("cpu")
     check_tta(tta)
@@ -155,14 +154,13 @@ def denoise_frame(
     model = model.to(device).to(memory_format=torch.channels_last)
     sigma_d = float(domain.sigma_d * strength)
     if blend is not None and len(blend) != len(axes):
-        raise ValueError(f"blend: one (weight, NL) per axis, got {len(blend)} for {len(axes)} axes")
+        raise ValueError(f"blend: one fit per axis, got {len(blend)} for {len(axes)} axes")
     for i, axis in enumerate(axes):
         progress = on_progress if on_progress is None or len(axes) == 1 else (
             lambda done, total, i=i: on_progress(i * total + done, len(axes) * total))
         _accumulate(model, data, domain, axis, guides or [], acc, first=i == 0, sigma_d=sigma_d,
                     batch_size=batch_size, device=device, bf16=bf16, on_progress=progress, tta=tta,
-                    last=i == len(axes) - 1, views=len(axes) * tta, passthrough=passthrough, blend=blend[i] if blend else None,
-                    normalized=normalized)
+                    last=i == len(axes) - 1, views=len(axes) * tta, passthrough=passthrough, blend=blend[i] if blend else None)
     return acc
 
 
@@ -171,7 +169,7 @@ def _accumulate(
     guides: list[tuple[NDArray[np.floating], NoiseDomain]], acc: NDArray[np.float32], *, first: bool, sigma_d: float,
     batch_size: int | None, device: torch.device, bf16: bool, on_progress: Callable[[int, int], None] | None, tta: int,
     last: bool = True, views: int = 1, passthrough: bool = True,
-    blend: tuple[float, NDArray[np.float32]] | None = None, normalized: NDArray[np.float32] | None = None,
+    blend: BlendFit | None = None,
 ) -> None:
     """Add (or, when ``first``, store) the image-unit estimate of every TTA view for slices along ``axis`` into
     ``acc``; on the ``last`` axis also divide by the number of ``views`` and restore the pass-through voxels, batch
@@ -179,9 +177,9 @@ def _accumulate(
     vol = np.moveaxis(data, axis, 0)  # a view: (Z, H, W)
     acc_view = np.moveaxis(acc, axis, 0)
     gvols = [(np.moveaxis(np.asarray(g, np.float32), axis, 0), gd) for g, gd in guides]
-    weight, nl_vol = (np.float32(blend[0]), np.moveaxis(blend[1], axis, 0)) if blend and blend[0] > 0 else (None, None)
-    norm_vol = np.moveaxis(normalized, axis, 0) if normalized is not None else None
+    weight = np.float32(blend.weight) if blend is not None and blend.weight > 0 else None
     c = model.cfg.context
+    margin = max(c, 1) if weight is not None else c  # NL of a slice needs both its neighbours in the slab
     n = vol.shape[0]
     if batch_size is None:  # about one 256² slice per pass: the fastest on CPUs (benchmarks/README.md, speed)
         batch_size = max(1, int(256 * 256 // (vol.shape[1] * vol.shape[2])))
@@ -193,11 +191,13 @@ def _accumulate(
     with torch.inference_mode():
         for s in range(0, n, batch_size):
             k = np.arange(s, min(n, s + batch_size))
-            need_lo, need_hi = max(0, s - c), min(n, int(k[-1]) + c + 1)
+            need_lo, need_hi = max(0, s - margin), min(n, int(k[-1]) + margin + 1)
             if need_lo < lo or need_hi > hi:  # the normalised slab [lo, hi) does not cover this batch's inputs
-                lo, hi = need_lo, max(need_hi, min(n, need_lo + chunk + 2 * c))
-                slab = (np.ascontiguousarray(norm_vol[lo:hi]) if norm_vol is not None
-                        else domain.forward(vol[lo:hi], domain.local(axis, slice(lo, hi))))
+                lo, hi = need_lo, max(need_hi, min(n, need_lo + chunk + 2 * margin))
+                slab = domain.forward(vol[lo:hi], domain.local(axis, slice(lo, hi)))
+                if weight is not None and blend is not None:
+                    nl_slab = nonlocal_means_volume(torch.from_numpy(slab), float(domain.sigma_d), blend.radius,
+                                                    blend.h).numpy()
             idx = np.clip(k[:, None] + np.arange(-c, c + 1)[None, :], 0, n - 1) - lo
             stack = slab[idx]
             if gvols:
@@ -212,7 +212,7 @@ def _accumulate(
                     view = np.ascontiguousarray(_dihedral(stack, t))
                     pred = _dihedral(_forward(model, view, sigma_d, device, bf16), t, inverse=True)
                 if weight is not None:
-                    pred = pred + weight * (nl_vol[k] - pred)
+                    pred = pred + weight * (nl_slab[k - lo] - pred)
                 est = domain.inverse(pred, local)
                 if first and t == 0:
                     acc_view[k] = est
@@ -234,54 +234,60 @@ def _accumulate(
 def self_similarity(
     model: Precond, data: NDArray[np.floating], domain: NoiseDomain, cfg: SelfSimilarity, *, axis: int = 2,
     device: torch.device | None = None, batch_size: int | None = None, strength: float = 1.0,
-    normalized: NDArray[np.float32] | None = None,
-) -> tuple[BlendFit, NDArray[np.float32]]:
-    """The self-similarity blend of one (X, Y, Z) frame (:mod:`c2s_cli.selfsim`): the NL-means estimate of the
-    whole frame in network units (slices along ``axis``; returned in the frame's shape) and SURE's weight, fitted
-    on ``cfg.fit_slices`` evenly spaced slices (at most a quarter of them) with the network in fp32 (its
-    Monte-Carlo divergence needs differences of ε·σ_d), conditioned as :func:`denoise_frame` conditions it
-    (``strength``·σ_d). For a plain model (no context volumes or guides). ``normalized``: ``domain.forward(data)``
-    when the caller has it."""
-    if model.cfg.volumes or model.cfg.guides or model.cfg.nonlocal_radius:
-        raise ValueError("the self-similarity blend is for plain models (no context volumes, guides or NL channel)")
+    guides: list[tuple[NDArray[np.floating], NoiseDomain]] | None = None,
+) -> BlendFit:
+    """SURE's weight of the self-similarity blend of one (X, Y, Z) frame (:mod:`c2s_cli.selfsim`), slices along
+    ``axis``, fitted on ``cfg.fit_slices`` evenly spaced slices (at most a quarter of them): for each, the normalised
+    slices around it, the network in fp32 (its Monte-Carlo divergence needs differences of ε·σ_d), conditioned as
+    :func:`denoise_frame` conditions it (``strength``·σ_d), and the NL estimate, on the input and on the input moved
+    by ε times a seeded Rademacher probe. ``guides``: as for :func:`denoise_frame` (a series model's context volumes,
+    a multi-contrast model's guides): extra input channels, not moved — their noise is independent of the target's,
+    so SURE stays unbiased for the target. Not for a model with an NL channel. Memory: a few slices."""
+    if model.cfg.nonlocal_radius:
+        raise ValueError("the self-similarity blend is not for a model with an NL channel (it has one inside)")
+    want = model.cfg.volumes + model.cfg.guides
+    if len(guides or []) != want:
+        raise ValueError(f"model expects {want} context volume(s) / guide(s), got {len(guides or [])}")
     cfg.validate()
     device = device or torch.device("cpu")
     sd = float(domain.sigma_d)
-    z = np.ascontiguousarray(np.moveaxis(domain.forward(data) if normalized is None else normalized, axis, 0))
-    zt = torch.from_numpy(z)
-    nl = nonlocal_means_volume(zt, sd, cfg.radius, cfg.h).numpy()
-    n, c = z.shape[0], model.cfg.context
+    vol = np.moveaxis(np.asarray(data, np.float32), axis, 0)  # a view: (Z, H, W)
+    gvols = [(np.moveaxis(np.asarray(g, np.float32), axis, 0), gd) for g, gd in guides or []]
+    n, c = vol.shape[0], model.cfg.context
     count = max(1, min(cfg.fit_slices, -(-n // 4)))
     ks = np.unique(np.linspace(0, n - 1, count + 2)[1:-1].round().astype(int)) if n > 2 else np.arange(n)
     gen = torch.Generator().manual_seed(cfg.seed)
     eps = cfg.epsilon * sd
     half = max(c, 1)
-    rows: list[list[NDArray[np.float32]]] = [[] for _ in range(6)]  # y, D, NL, D moved, NL moved, probe
+    sums = SureSums(domain.level(MASK_SNR))
     model = model.to(device).to(memory_format=torch.channels_last)
-    step = batch_size or max(1, int(256 * 256 // (z.shape[1] * z.shape[2])))
+    step = batch_size or max(1, int(256 * 256 // (vol.shape[1] * vol.shape[2])))
     with torch.inference_mode():
         for s in range(0, len(ks), step):
             batch = ks[s : s + step]
-            plain, moved, probes = [], [], []
+            plain, moved, rows = [], [], []
             for k in batch:
                 lo, hi = max(0, k - half), min(n, k + half + 1)
-                b = (torch.randint(0, 2, (hi - lo, *z.shape[1:]), generator=gen, dtype=torch.int8) * 2 - 1).float()
-                sub = zt[lo:hi]
+                sub = torch.from_numpy(domain.forward(vol[lo:hi], domain.local(axis, slice(lo, hi))))
+                b = (torch.randint(0, 2, tuple(sub.shape), generator=gen, dtype=torch.int8) * 2 - 1).float()
                 mv = sub + eps * b
                 idx = torch.from_numpy(np.clip(k + np.arange(-c, c + 1), 0, n - 1) - lo)
                 plain.append(sub[idx].numpy())
                 moved.append(mv[idx].numpy())
-                probes.append(b[k - lo].numpy())
-                a0, a1 = max(0, k - 1) - lo, min(n, k + 2) - lo
-                rows[4].append(nonlocal_means_volume(mv[a0:a1], sd, cfg.radius, cfg.h)[k - lo - a0].numpy())
-            rows[1].extend(_forward(model, np.ascontiguousarray(np.stack(plain)), sd * strength, device, False))
-            rows[3].extend(_forward(model, np.ascontiguousarray(np.stack(moved)), sd * strength, device, False))
-            rows[0].extend(z[batch])
-            rows[2].extend(nl[batch])
-            rows[5].extend(probes)
-    y, d, nlk, dm, nlm, probe = (np.stack(r) for r in rows)
-    fit = sure_weight(y, d, nlk, dm, nlm, probe, eps, sd, cfg.max_weight, domain.level(MASK_SNR))
-    return fit, np.moveaxis(nl, 0, axis)
+                a0, a1 = max(0, k - 1) - lo, min(n, k + 2) - lo  # NL of slice k: it and its neighbours suffice
+                rows.append((sub[k - lo].numpy(),
+                             nonlocal_means_volume(sub[a0:a1], sd, cfg.radius, cfg.h)[k - lo - a0].numpy(),
+                             nonlocal_means_volume(mv[a0:a1], sd, cfg.radius, cfg.h)[k - lo - a0].numpy(),
+                             b[k - lo].numpy()))
+            plain_s, moved_s = np.stack(plain), np.stack(moved)
+            if gvols:
+                extra = np.stack([gd.forward(gv[batch], gd.local(axis, batch)) for gv, gd in gvols], axis=1)
+                plain_s, moved_s = (np.concatenate([a, extra], axis=1) for a in (plain_s, moved_s))
+            d = _forward(model, np.ascontiguousarray(plain_s), sd * strength, device, False)
+            dm = _forward(model, np.ascontiguousarray(moved_s), sd * strength, device, False)
+            for j, (y, nl, nlm, probe) in enumerate(rows):
+                sums.add(y, d[j], nl, dm[j], nlm, probe)
+    return sums.fit(eps, sd, cfg.max_weight, radius=cfg.radius, h=cfg.h)
 
 
 def denoise_network_units(

@@ -269,6 +269,7 @@ def run_file(
             result = worker.denoise_series(
                 work, bvals=table[0] if table else None, bvecs=table[1] if table else None, steps=o.series_steps,
                 strength=o.strength, slice_axis=axis, fitted=fitted, report=rep, rank_map=o.save_rank_map is not None,
+                self_similarity=o.self_similarity,
                 on_log=(lambda r: on_progress("train", r["step"], r["total_steps"])) if on_progress
                 else None,
                 on_volume=(lambda d, n: on_progress("denoise", d, n)) if on_progress else None)

@@ -37,6 +37,7 @@ class BlendFit:
         raw: SURE's minimiser before clipping.
         voxels: how many voxels the sums ran over (0: none; the weight is then 0).
         div_d, div_nl: the divergences per voxel of D and NL (Monte-Carlo estimates).
+        radius, h: the NL estimate the weight is for (:class:`c2s_cli.config.SelfSimilarity`).
     """
 
     weight: float
@@ -44,18 +45,69 @@ class BlendFit:
     voxels: int
     div_d: float
     div_nl: float
+    radius: int = 2
+    h: float = 1.0
 
     def summary(self) -> dict[str, object]:
         return {"weight": round(self.weight, 4), "sure_minimiser": round(self.raw, 4), "voxels": self.voxels,
-                "div_d": round(self.div_d, 4), "div_nl": round(self.div_nl, 4)}
+                "div_d": round(self.div_d, 4), "div_nl": round(self.div_nl, 4), "radius": self.radius, "h": self.h}
+
+
+@dataclass
+class SureSums:
+    """The sums SURE's weight needs, accumulated part by part (float64 scalars; memory: one part's temporaries).
+
+    For the object voxels (``d`` > ``mask_level``) of every part added: their count, ⟨NL − D, y − D⟩, ‖NL − D‖² and
+    the two divergence sums ⟨b, D(y + εb) − D(y)⟩, ⟨b, NL(y + εb) − NL(y)⟩ (not yet divided by ε)."""
+
+    mask_level: float
+    voxels: int = 0
+    uv: float = 0.0
+    uu: float = 0.0
+    div_d: float = 0.0
+    div_nl: float = 0.0
+
+    def add(self, y: NDArray[np.floating], d: NDArray[np.floating], nl: NDArray[np.floating],
+            d_moved: NDArray[np.floating], nl_moved: NDArray[np.floating], probe: NDArray[np.floating]) -> None:
+        """Add the voxels of one part (any equal shapes, network units): see :func:`sure_weight`."""
+        arrays = [np.asarray(a) for a in (y, d, nl, d_moved, nl_moved, probe)]
+        if len({a.shape for a in arrays}) != 1:
+            raise ValueError("y, d, nl, d_moved, nl_moved and probe must have one shape")
+        y, d, nl, dm, nlm, b = arrays
+        mask = d > self.mask_level
+        u = (nl[mask] - d[mask]).astype(np.float64)
+        self.voxels += int(u.size)
+        self.uv += float(u @ (y[mask] - d[mask]).astype(np.float64))
+        self.uu += float(u @ u)
+        bm = b[mask].astype(np.float64)
+        self.div_d += float(bm @ (dm[mask] - d[mask]).astype(np.float64))
+        self.div_nl += float(bm @ (nlm[mask] - nl[mask]).astype(np.float64))
+
+    def fit(self, epsilon: float, sigma_d: float, max_weight: float, *, radius: int = 2, h: float = 1.0) -> BlendFit:
+        """SURE's minimiser a* from the sums, clipped to [0, ``max_weight``] (see the module docstring)."""
+        if not epsilon > 0 or not sigma_d > 0:
+            raise ValueError(f"epsilon and sigma_d must be > 0, got {epsilon} and {sigma_d}")
+        if not 0 <= max_weight <= 1:
+            raise ValueError(f"max_weight must be in [0, 1], got {max_weight}")
+        n = self.voxels
+        if n == 0:
+            return BlendFit(0.0, 0.0, 0, 0.0, 0.0, radius, h)
+        div_d, div_nl = self.div_d / epsilon, self.div_nl / epsilon
+        if self.uu == 0.0:
+            return BlendFit(0.0, 0.0, n, div_d / n, div_nl / n, radius, h)
+        raw = (self.uv - sigma_d**2 * (div_nl - div_d)) / self.uu
+        if not np.isfinite(raw):
+            raise ValueError("SURE's blend weight is not finite (NaN or infinite estimates)")
+        return BlendFit(float(np.clip(raw, 0.0, max_weight)), raw, n, div_d / n, div_nl / n, radius, h)
 
 
 def sure_weight(
     y: NDArray[np.floating], d: NDArray[np.floating], nl: NDArray[np.floating],
     d_moved: NDArray[np.floating], nl_moved: NDArray[np.floating], probe: NDArray[np.floating], epsilon: float,
-    sigma_d: float, max_weight: float, mask_level: float,
+    sigma_d: float, max_weight: float, mask_level: float, *, radius: int = 2, h: float = 1.0,
 ) -> BlendFit:
-    """SURE's blend weight from estimates on the same voxels (any equal shapes, network units).
+    """SURE's blend weight from estimates on the same voxels (any equal shapes, network units): one
+    :class:`SureSums` part.
 
     Args:
         y: the noisy input; d, nl: the network's and the NL estimate of it.
@@ -65,27 +117,10 @@ def sure_weight(
         sigma_d: the noise std in network units (> 0).
         max_weight: the largest weight returned (0 … 1).
         mask_level: the sums run over the voxels where ``d`` > mask_level (network units; the object).
+        radius, h: recorded in the fit (the NL estimate it is for).
     """
     if not epsilon > 0 or not sigma_d > 0:
         raise ValueError(f"epsilon and sigma_d must be > 0, got {epsilon} and {sigma_d}")
-    if not 0 <= max_weight <= 1:
-        raise ValueError(f"max_weight must be in [0, 1], got {max_weight}")
-    arrays = [np.asarray(a, np.float64) for a in (y, d, nl, d_moved, nl_moved, probe)]
-    if len({a.shape for a in arrays}) != 1:
-        raise ValueError("y, d, nl, d_moved, nl_moved and probe must have one shape")
-    y64, d64, nl64, dm, nlm, b = arrays
-    mask = d64 > mask_level
-    n = int(mask.sum())
-    if n == 0:
-        return BlendFit(0.0, 0.0, 0, 0.0, 0.0)
-    div_d = float(np.sum((b * (dm - d64))[mask])) / epsilon
-    div_nl = float(np.sum((b * (nlm - nl64))[mask])) / epsilon
-    u = (nl64 - d64)[mask]
-    v = (y64 - d64)[mask]
-    uu = float(u @ u)
-    if uu == 0.0:
-        return BlendFit(0.0, 0.0, n, div_d / n, div_nl / n)
-    raw = (float(u @ v) - sigma_d**2 * (div_nl - div_d)) / uu
-    if not np.isfinite(raw):
-        raise ValueError("SURE's blend weight is not finite (NaN or infinite estimates)")
-    return BlendFit(float(np.clip(raw, 0.0, max_weight)), raw, n, div_d / n, div_nl / n)
+    sums = SureSums(mask_level)
+    sums.add(y, d, nl, d_moved, nl_moved, probe)
+    return sums.fit(epsilon, sigma_d, max_weight, radius=radius, h=h)

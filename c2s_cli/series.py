@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from c2s_cli.config import RunConfig
+from c2s_cli.config import RunConfig, SelfSimilarity
 from c2s_cli.model import Precond
 from c2s_cli.model.precond import with_zero_inputs
 from c2s_cli.noise.domain import NoiseDomain
@@ -527,21 +527,56 @@ def train_volumes(context: SeriesContext, *, slice_axis: int = 2, name: str = ""
             for t, (frame, dom) in enumerate(zip(context.frames, context.domains))]
 
 
+# SURE's fit slices in the series mode (one fit per shell; session 19: 3 and 9 slices gave the same scores on the
+# validation phantom)
+SELF_SIMILARITY_FIT_SLICES = 3
+SELF_SIMILARITY_RADIUS = 1  # NL's search radius in the series mode (radius 2 of a single volume: 1 s more per 65 volumes)
+
+
+def self_similarity() -> SelfSimilarity:
+    """The self-similarity blend of the series mode: the default's, fitted on fewer slices per volume."""
+    from c2s_cli.config import SELF_SIMILARITY
+
+    return dataclasses.replace(SELF_SIMILARITY, fit_slices=SELF_SIMILARITY_FIT_SLICES, radius=SELF_SIMILARITY_RADIUS)
+
+
 def denoise_series(
     model: Precond, context: SeriesContext, *, slice_axis: int = 2, batch_size: int | None = None,
     device: torch.device | None = None, bf16: bool = False, on_volume: Callable[[int, int], None] | None = None,
-    strength: float = 1.0,
+    strength: float = 1.0, self_similarity: SelfSimilarity | None = None, fits: list[Any] | None = None,
 ) -> NDArray[np.float32]:
-    """x̂_t = D(y_t, context_t, strength·σ_d) for every volume of the series (image units, (X, Y, Z, T))."""
-    from c2s_cli.infer import denoise_frame
+    """x̂_t = D(y_t, context_t, strength·σ_d) for every volume of the series (image units, (X, Y, Z, T)).
+    ``self_similarity``: blend each volume's output with its NL-means estimate by SURE's weight
+    (:func:`c2s_cli.infer.self_similarity`, the context as extra channels), one weight per shell fitted on its middle
+    volume; each shell's fit is appended to ``fits``."""
+    from c2s_cli.infer import denoise_frame, self_similarity as fit_blend
 
     frames = context.frames
     out = np.empty(np.shape(frames[0]) + (len(frames),), np.float32)
     unit = NoiseDomain.identity(1.0)  # the context is already in the target's network units
+    # one weight per shell (the volumes that pool each other; the whole series without a gradient table), fitted on
+    # the shell's middle volume: SURE's weight follows the SNR, which the volumes of a shell share
+    shell_of = [min(int(t), *(int(i) for i in context.pool[t])) for t in range(len(frames))]
+    members: dict[int, list[int]] = {}
+    for t, key in enumerate(shell_of):
+        members.setdefault(key, []).append(t)
+    shell_fit: dict[int, Any] = {}
     for t, (frame, dom) in enumerate(zip(frames, context.domains)):
         guides = [(c, unit) for c in context(t)]
+        blend = None
+        if self_similarity is not None:
+            key = shell_of[t]
+            if key not in shell_fit:
+                group = members[key]
+                m = group[len(group) // 2]
+                shell_fit[key] = fit_blend(model, frames[m], context.domains[m], self_similarity, axis=slice_axis,
+                                           device=device, batch_size=batch_size, strength=strength,
+                                           guides=[(c, unit) for c in context(m)])
+                if fits is not None:
+                    fits.append(shell_fit[key])
+            blend = [shell_fit[key]]
         out[..., t] = denoise_frame(model, frame, dom, axes=(slice_axis,), guides=guides, batch_size=batch_size,
-                                    device=device, bf16=bf16, strength=strength)
+                                    device=device, bf16=bf16, strength=strength, blend=blend)
         if on_volume:
             on_volume(t + 1, len(frames))
     return out

@@ -17,7 +17,8 @@ from c2s_cli.infer import denoise_frame, self_similarity
 from c2s_cli.model import Precond
 from c2s_cli.noise.domain import NoiseDomain
 from c2s_cli.records import DenoiseReport
-from c2s_cli.selfsim import sure_weight
+from c2s_cli.model.nonlocal_means import nonlocal_means_volume
+from c2s_cli.selfsim import SureSums, sure_weight
 from tests.conftest import rician
 
 
@@ -49,6 +50,21 @@ def test_sure_weight_finds_the_blend_the_clean_image_would_choose(seed: int) -> 
     centre = lambda s: ndimage.gaussian_filter1d(np.eye(1, 33, 16)[0], s)[16]  # noqa: E731
     assert fit.div_d == pytest.approx(centre(1.6) ** 2, rel=0.05)
     assert fit.div_nl == pytest.approx(centre(0.6) ** 2, rel=0.05)
+
+
+def test_the_sums_add_up_part_by_part() -> None:
+    x, y, probe, sigma = _scene(2)
+    d_of = lambda v: ndimage.gaussian_filter(v, (1.6, 1.6, 0), mode="wrap")  # noqa: E731
+    eps = 0.01 * sigma
+    arrays = (y, d_of(y), x, d_of(y + eps * probe), x, probe)
+    level = float(np.median(arrays[1]))
+    whole = sure_weight(*arrays, eps, sigma, 1.0, level)
+    sums = SureSums(level)
+    for part in (slice(0, 3), slice(3, 8)):
+        sums.add(*(a[..., part] for a in arrays))
+    parts = sums.fit(eps, sigma, 1.0)
+    assert parts.voxels == whole.voxels < x.size  # the mask level took some voxels out
+    assert parts.raw == pytest.approx(whole.raw, rel=1e-9) and parts.div_d == pytest.approx(whole.div_d, rel=1e-9)
 
 
 def test_sure_weight_clips_masks_and_refuses() -> None:
@@ -85,20 +101,25 @@ def scan(phantom: np.ndarray) -> np.ndarray:
 def test_the_fit_is_deterministic_and_the_blend_is_what_it_says(tiny_model: Path, scan: np.ndarray) -> None:
     den = Denoiser(str(tiny_model), "cpu", precision="fp32")
     dom = den.fit_noise(scan).domains[0]
-    fit, nl = self_similarity(den.model, scan, dom, SELF_SIMILARITY)
-    again, nl2 = self_similarity(den.model, scan, dom, SELF_SIMILARITY)
-    assert fit == again and np.array_equal(nl, nl2)
-    assert nl.shape == scan.shape and 0.0 <= fit.weight <= SELF_SIMILARITY.max_weight and fit.voxels > 0
-    # the blend is D + a·(NL − D) in network units, then the inverse: a = 0 gives the network's output alone
+    fit = self_similarity(den.model, scan, dom, SELF_SIMILARITY)
+    assert self_similarity(den.model, scan, dom, SELF_SIMILARITY) == fit
+    assert 0.0 <= fit.weight <= SELF_SIMILARITY.max_weight and fit.voxels > 0
+    assert (fit.radius, fit.h) == (SELF_SIMILARITY.radius, SELF_SIMILARITY.h)
+    # the blend is D + a·(NL − D) in network units, then the inverse; NL of the whole frame (computed slab by slab
+    # in denoise_frame, whatever the batch size); a = 0 gives the network's output alone
     plain = denoise_frame(den.model, scan, dom)
-    # the frame normalised once by the caller gives the same output as normalising slab by slab
-    assert np.array_equal(denoise_frame(den.model, scan, dom, normalized=dom.forward(scan)), plain)
-    assert np.array_equal(denoise_frame(den.model, scan, dom, blend=[(0.0, nl)]), plain)
-    half = denoise_frame(den.model, scan, dom, blend=[(0.5, nl)], passthrough=False)
+    assert np.array_equal(denoise_frame(den.model, scan, dom, blend=[dataclasses.replace(fit, weight=0.0)]), plain)
+    half = dataclasses.replace(fit, weight=0.5)
+    got = denoise_frame(den.model, scan, dom, blend=[half], passthrough=False)
+    np.testing.assert_array_equal(got, denoise_frame(den.model, scan, dom, blend=[half], passthrough=False,
+                                                     batch_size=3))
+    z = dom.forward(scan)
+    nl = np.moveaxis(nonlocal_means_volume(torch.from_numpy(np.moveaxis(z, 2, 0).copy()), dom.sigma_d,
+                                           fit.radius, fit.h).numpy(), 0, 2)
     d_net = dom.expected(denoise_frame(den.model, scan, dom, passthrough=False))  # D (expected inverts inverse)
     want = dom.inverse(d_net + 0.5 * (nl - d_net))
     inside = scan > 200
-    np.testing.assert_allclose(half[inside], want[inside], rtol=2e-3)
+    np.testing.assert_allclose(got[inside], want[inside], rtol=2e-3)
 
 
 def test_denoise_applies_it_to_plain_models_and_records_the_weight(tiny_model: Path, scan: np.ndarray) -> None:
@@ -120,9 +141,17 @@ def test_denoise_applies_it_to_plain_models_and_records_the_weight(tiny_model: P
     assert len(rep3.blends) == 3 and len({b.raw for b in rep3.blends}) == 3  # fitted along each axis
 
 
-def test_it_refuses_models_that_are_not_plain(scan: np.ndarray) -> None:
-    model = Precond(ModelConfig(channels=(8, 8), emb_dim=8, guides=1))
+def test_guides_enter_as_channels_and_an_nl_channel_model_is_refused(scan: np.ndarray) -> None:
+    torch.manual_seed(0)
+    model = Precond(ModelConfig(channels=(8, 8), emb_dim=8, guides=1)).eval()
     dom = NoiseDomain.fit(scan)
-    with pytest.raises(ValueError, match="plain models"):
+    with pytest.raises(ValueError, match="expects 1"):
         self_similarity(model, scan, dom, SELF_SIMILARITY)
-
+    guide = (scan[::-1].copy(), NoiseDomain.fit(scan[::-1].copy()))
+    fit = self_similarity(model, scan, dom, SELF_SIMILARITY, guides=[guide])
+    assert 0.0 <= fit.weight <= SELF_SIMILARITY.max_weight and fit.voxels > 0
+    out = denoise_frame(model, scan, dom, guides=[guide], blend=[fit])
+    assert out.shape == scan.shape and np.isfinite(out).all()
+    with pytest.raises(ValueError, match="NL channel"):
+        self_similarity(Precond(ModelConfig(channels=(8, 8), emb_dim=8, nonlocal_radius=1)), scan, dom,
+                        SELF_SIMILARITY)

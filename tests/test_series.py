@@ -153,12 +153,24 @@ def test_denoise_series_without_training_is_volume_by_volume(tiny_model) -> None
 
     _, noisy = _series(t=4)
     den = Denoiser(str(tiny_model), "cpu")
-    ref = den.denoise(noisy)
-    out = den.denoise_series(noisy, steps=0, floor_spread=0.0)
+    ref = den.denoise(noisy, self_similarity=False)
+    out = den.denoise_series(noisy, steps=0, floor_spread=0.0, self_similarity=False)
     assert out.shape == noisy.shape and np.array_equal(out, ref)
+    # with the self-similarity blend (the default): one SURE fit per shell (no gradient table: one for the series),
+    # NL radius 1 (series.self_similarity)
+    from c2s_cli.records import DenoiseReport
+
+    rep = DenoiseReport()
+    blended = den.denoise_series(noisy, steps=0, floor_spread=0.0, report=rep)
+    assert len(rep.blends) == 1 and rep.blends[0].radius == 1 and 0.0 <= rep.blends[0].weight <= 0.5
+    assert not np.array_equal(blended, out) or rep.blends[0].weight == 0.0
+    rep3 = DenoiseReport()
+    den.denoise_series(noisy, steps=0, bvals=np.array([0, 1000, 1000, 1000.0]),
+                       bvecs=np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1.0]]), report=rep3)
+    assert len(rep3.blends) == 2  # b 0 and b 1000
     # the series mode's inverse averages over the estimate's uncertainty at the Rician floor (FLOOR_SPREAD): the same
     # values well above the floor, small positive ones instead of exact zeros at it
-    soft = den.denoise_series(noisy, steps=0)
+    soft = den.denoise_series(noisy, steps=0, self_similarity=False)
     high = ref > 10 * den.fit_noise(noisy).domains[0].sigma
     np.testing.assert_allclose(soft[high], ref[high], rtol=2e-3)
     floor = (ref == 0) & (noisy > 0)  # estimates at the floor (zeros of the input pass through unchanged)
@@ -384,8 +396,8 @@ def test_series_strength_is_passed_and_checked(tiny_model) -> None:  # type: ign
 
     _, noisy = _series(t=4)
     den = Denoiser(str(tiny_model), "cpu")
-    assert np.array_equal(den.denoise_series(noisy, steps=0, strength=0.7, floor_spread=0.0),
-                          den.denoise(noisy, strength=0.7))
+    assert np.array_equal(den.denoise_series(noisy, steps=0, strength=0.7, floor_spread=0.0, self_similarity=False),
+                          den.denoise(noisy, strength=0.7, self_similarity=False))
     with pytest.raises(UsageError, match="strength") as e:
         den.denoise_series(noisy, steps=0, strength=0)
     assert e.value.param == "strength"
