@@ -381,7 +381,7 @@ class Denoiser:
         t0 = time.perf_counter()
         out = series.denoise_series(model.to(self.device), ctx, slice_axis=axis, batch_size=self.batch_size,
                                     device=self.device, bf16=self.bf16, on_volume=on_volume, strength=strength,
-                                    self_similarity=series.self_similarity() if self_similarity else None,
+                                    self_similarity=config.SERIES_SELF_SIMILARITY if self_similarity else None,
                                     fits=report.blends)
         if cfg.match_variance and bvals is not None:
             series.match_variance(out, ctx, series.shell_groups(bvals))

@@ -119,8 +119,6 @@ def sure_weight(
         mask_level: the sums run over the voxels where ``d`` > mask_level (network units; the object).
         radius, h: recorded in the fit (the NL estimate it is for).
     """
-    if not epsilon > 0 or not sigma_d > 0:
-        raise ValueError(f"epsilon and sigma_d must be > 0, got {epsilon} and {sigma_d}")
     sums = SureSums(mask_level)
     sums.add(y, d, nl, d_moved, nl_moved, probe)
     return sums.fit(epsilon, sigma_d, max_weight, radius=radius, h=h)

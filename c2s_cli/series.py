@@ -527,19 +527,6 @@ def train_volumes(context: SeriesContext, *, slice_axis: int = 2, name: str = ""
             for t, (frame, dom) in enumerate(zip(context.frames, context.domains))]
 
 
-# SURE's fit slices in the series mode (one fit per shell; session 19: 3 and 9 slices gave the same scores on the
-# validation phantom)
-SELF_SIMILARITY_FIT_SLICES = 3
-SELF_SIMILARITY_RADIUS = 1  # NL's search radius in the series mode (radius 2 of a single volume: 1 s more per 65 volumes)
-
-
-def self_similarity() -> SelfSimilarity:
-    """The self-similarity blend of the series mode: the default's, fitted on fewer slices per volume."""
-    from c2s_cli.config import SELF_SIMILARITY
-
-    return dataclasses.replace(SELF_SIMILARITY, fit_slices=SELF_SIMILARITY_FIT_SLICES, radius=SELF_SIMILARITY_RADIUS)
-
-
 def denoise_series(
     model: Precond, context: SeriesContext, *, slice_axis: int = 2, batch_size: int | None = None,
     device: torch.device | None = None, bf16: bool = False, on_volume: Callable[[int, int], None] | None = None,

@@ -157,7 +157,7 @@ def test_denoise_series_without_training_is_volume_by_volume(tiny_model) -> None
     out = den.denoise_series(noisy, steps=0, floor_spread=0.0, self_similarity=False)
     assert out.shape == noisy.shape and np.array_equal(out, ref)
     # with the self-similarity blend (the default): one SURE fit per shell (no gradient table: one for the series),
-    # NL radius 1 (series.self_similarity)
+    # NL radius 1 (config.SERIES_SELF_SIMILARITY)
     from c2s_cli.records import DenoiseReport
 
     rep = DenoiseReport()
