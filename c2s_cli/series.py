@@ -196,28 +196,35 @@ class _Blocks:
         level = float(np.mean(np.asarray(noise_var, np.float64)))
         level = level if level > 0 else 1.0  # noiseless frames: the unit threshold (above rounding's components)
         v = self.cut(valid.astype(np.float32))  # (B, n)
-        self.a = np.concatenate([self.cut(stab) * v[:, None, :], np.sqrt(level) * v[:, None, :]], 1).astype(np.float64)
+        # a = [frames × v; √level · v] in float64, written once (torch: no float32 temporaries, both cores)
+        frames, vt = torch.from_numpy(self.cut(stab)), torch.from_numpy(v)[:, None, :]
+        a = torch.empty((frames.shape[0], self.t_n + 1, frames.shape[2]), dtype=torch.float64)
+        torch.mul(frames, vt, out=a[:, : self.t_n])
+        torch.mul(vt[:, 0], float(np.sqrt(level)), out=a[:, self.t_n])
+        self.a = a.numpy()
         self.n_valid = np.maximum(v.sum(1), 1.0).astype(np.float64)
         self.nvar = np.append(np.asarray(noise_var, np.float64), 0.0)  # the constant row has no noise
         # the Marchenko–Pastur spread of pure noise above its floor
         t_n, nv = self.t_n, self.n_valid
         self.thr = (margin * level * nv * (2 * np.sqrt(t_n / nv) + t_n / nv))[:, None]
 
+    # cut and join are pure copies; torch's permute-and-copy runs them 3-4× faster than numpy's on two cores
+    # (0.30 → 0.08 s for 65 volumes of 90×106×36: they took 2.4 of the series mode's 25 s on the DWI phantom)
     def cut(self, x: NDArray[Any]) -> NDArray[Any]:
-        """(..., X, Y, Z) → (blocks, ..., block³)."""
-        b, lead = self.block, x.shape[:-3]
-        x = np.pad(x, [(0, 0)] * len(lead) + self.pad)
-        x = x.reshape(*lead, self.nb[0], b, self.nb[1], b, self.nb[2], b)
-        k = len(lead)
-        x = x.transpose(k, k + 2, k + 4, *range(k), k + 1, k + 3, k + 5)
-        return x.reshape(-1, *lead, b**3)
+        """(..., X, Y, Z) → (blocks, ..., block³), zero-padded to whole blocks."""
+        b, lead, k = self.block, x.shape[:-3], x.ndim - 3
+        t = torch.nn.functional.pad(torch.from_numpy(np.ascontiguousarray(x)),
+                                    [0, self.pad[2][1], 0, self.pad[1][1], 0, self.pad[0][1]])
+        t = t.reshape(*lead, self.nb[0], b, self.nb[1], b, self.nb[2], b)
+        t = t.permute(k, k + 2, k + 4, *range(k), k + 1, k + 3, k + 5)
+        return t.reshape(-1, *lead, b**3).numpy()
 
     def join(self, x: NDArray[Any]) -> NDArray[Any]:
         """(blocks, T, block³) → (T, X, Y, Z), the inverse of :meth:`cut`."""
         b, nb, t = self.block, self.nb, x.shape[1]
-        x = x.reshape(nb[0], nb[1], nb[2], t, b, b, b).transpose(3, 0, 4, 1, 5, 2, 6)
-        x = x.reshape(t, nb[0] * b, nb[1] * b, nb[2] * b)
-        return np.ascontiguousarray(x[:, : self.shape[0], : self.shape[1], : self.shape[2]])
+        y = torch.from_numpy(np.ascontiguousarray(x)).reshape(nb[0], nb[1], nb[2], t, b, b, b)
+        y = y.permute(3, 0, 4, 1, 5, 2, 6).reshape(t, nb[0] * b, nb[1] * b, nb[2] * b)
+        return y[:, : self.shape[0], : self.shape[1], : self.shape[2]].contiguous().numpy()
 
 
 def local_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating],

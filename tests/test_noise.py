@@ -186,3 +186,27 @@ def test_inverse_with_spread_is_the_plain_inverse_above_the_floor_and_positive_a
 
     d = NoiseDomain(sigma=2.0, scale=1.0, use_vst=True, floor_spread=0.3)
     np.testing.assert_array_equal(d.inverse(e), soft)
+
+
+@pytest.mark.parametrize("spread", [0.3, 0.5, 1.5])
+def test_the_tabulated_averaged_inverse_equals_the_quadrature(spread: float) -> None:
+    """``inverse(spread=s)`` looks up one table of g(e) = Σ w_k·max(EUI(e + s·u_k), 0); it equals the nine lookups
+    of the Gauss–Hermite quadrature to 1e-5 σ everywhere (far below the floor, where every node clamps, in the
+    table, past its end on the slope-1 extension and far past it) except where a node reaches the first steps of
+    the table, the inverse's square-root kink at the Rician floor: there to 3e-3 σ (the interpolation of g between
+    grid points; the quadrature itself is coarser there); NaN stays NaN."""
+    base = vst._uniform(1, "inverse")
+    top = base.x0 + (base.ys.size - 1) / base.inv_h
+    e = np.concatenate([np.linspace(base.x0 - 10, top + 10, 200001), [base.x0, top, top + 1e3]]).astype(np.float32)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(9)
+    quad = np.zeros(e.shape, np.float64)
+    for u, w in zip(nodes, weights / weights.sum()):
+        quad += w * np.maximum(base(e + np.float32(spread * u)).astype(np.float64), 0)
+    got = vst.inverse(e, 1.0, spread=spread)
+    kink = np.abs(e - base.x0) <= spread * np.abs(nodes).max() + 1e-3
+    assert kink.sum() > 100 and (~kink).sum() > 10000
+    np.testing.assert_allclose(got[~kink], quad[~kink], rtol=1e-6, atol=1e-5)  # rtol: float32 far past the table
+    np.testing.assert_allclose(got[kink], quad[kink], rtol=0, atol=3e-3)
+    assert np.isnan(vst.inverse(np.float32(np.nan), 1.0, spread=spread))
+    with pytest.raises(ValueError, match="spread"):
+        vst.inverse(e, 1.0, spread=-0.1)

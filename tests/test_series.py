@@ -542,3 +542,23 @@ def test_offset_grids_lower_the_prediction_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(series, "PREDICTION_GRIDS", 1)
     one = np.sqrt(np.mean((series.local_predictions(noisy, valid, np.ones(t), block=8) - clean) ** 2))
     assert four < one, (four, one)
+
+
+@pytest.mark.parametrize("shape", [(16, 8, 8), (13, 10, 7)])
+def test_blocks_cut_and_join_are_exact_inverse_copies(shape: tuple[int, int, int]) -> None:
+    """_Blocks.cut takes every block³ block (zero-padded to whole blocks) in C order of the block grid, voxels in
+    C order inside the block, for any leading axes; join puts (blocks, T, block³) back on the (T, X, Y, Z) grid."""
+    rng = np.random.default_rng(0)
+    t, b = 3, 4
+    stab = rng.standard_normal((t, *shape)).astype(np.float32)
+    bl = series._Blocks(stab, np.ones(shape, bool), np.ones(t), b, 1.0)
+    cut = bl.cut(stab)
+    padded = np.pad(stab, [(0, 0)] + [(0, (-n) % b) for n in shape])
+    grid = [range(0, n, b) for n in padded.shape[1:]]
+    blocks = [padded[:, i:i + b, j:j + b, k:k + b].reshape(t, -1) for i in grid[0] for j in grid[1] for k in grid[2]]
+    np.testing.assert_array_equal(cut, np.stack(blocks))
+    np.testing.assert_array_equal(bl.cut(stab[0]), np.stack(blocks)[:, 0])
+    np.testing.assert_array_equal(bl.join(cut), stab)
+    assert bl.join(cut).flags.c_contiguous and bl.join(cut).dtype == np.float32
+    # a, the model's rows: the frames × the valid mask, then the constant row √(mean noise variance)
+    assert bl.a.dtype == np.float64 and bl.a.shape == (len(blocks), t + 1, b**3)
