@@ -302,6 +302,7 @@ class Denoiser:
         strength: float = 1.0,
         match_variance: bool = True,
         floor_spread: float | None = None,
+        prediction_weight: float | None = None,
         rank_map: bool = False,
         self_similarity: bool = True,
         sigma: float | None = None,
@@ -328,6 +329,8 @@ class Denoiser:
                 show (:func:`c2s_cli.series.match_variance`: undoes the posterior mean's shrinkage of FA).
             floor_spread: the uncertainty (std, units of σ) the unbiased inverse averages over, so that signals at
                 the Rician floor come out small and positive, not 0 (None: :data:`c2s_cli.series.FLOOR_SPREAD`).
+            prediction_weight: move each volume's estimate towards its prediction from the other volumes by this
+                weight in network units (None: :data:`c2s_cli.series.PREDICTION_WEIGHT`).
             rank_map: also put the rank of the local low-rank model behind the predictions (X, Y, Z) in
                 ``report.rank_map`` (:func:`c2s_cli.series.local_rank`; as ``dwidenoise -rank``).
             self_similarity: blend each volume's output with its NL-means estimate by SURE's weight (as
@@ -348,7 +351,9 @@ class Denoiser:
                 raise UsageError(f"{name}: {np.shape(arr)} for {n} volumes (want {shape})", param=name)
         check_strength(strength)
         cfg = series.SeriesConfig(neighbours=neighbours, steps=steps, lr=lr, seed=seed, match_variance=match_variance,
-                                  floor_spread=series.FLOOR_SPREAD if floor_spread is None else floor_spread)
+                                  floor_spread=series.FLOOR_SPREAD if floor_spread is None else floor_spread,
+                                  prediction_weight=series.PREDICTION_WEIGHT if prediction_weight is None
+                                  else prediction_weight)
         try:
             cfg.validate()
         except ValueError as exc:
@@ -377,12 +382,13 @@ class Denoiser:
                                              bf16=self.bf16)
         report.series_steps = used.train.steps
         report.series_floor_spread = cfg.floor_spread
+        report.series_prediction_weight = cfg.prediction_weight
         report.seconds["training"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = series.denoise_series(model.to(self.device), ctx, slice_axis=axis, batch_size=self.batch_size,
                                     device=self.device, bf16=self.bf16, on_volume=on_volume, strength=strength,
                                     self_similarity=config.SERIES_SELF_SIMILARITY if self_similarity else None,
-                                    fits=report.blends)
+                                    fits=report.blends, prediction_weight=cfg.prediction_weight)
         if cfg.match_variance and bvals is not None:
             series.match_variance(out, ctx, series.shell_groups(bvals))
         if rank_map:

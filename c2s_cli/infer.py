@@ -121,6 +121,7 @@ def denoise_frame(
     tta: int = 1,
     passthrough: bool = True,
     blend: Sequence[BlendFit] | None = None,
+    context_weight: float = 0.0,
 ) -> NDArray[np.float32]:
     """x̂ = D(y, σ_d) (C2S Eq. 11) for one (X, Y, Z) frame in image units; returns image units, same shape.
 
@@ -138,6 +139,9 @@ def denoise_frame(
             axis: every view's estimate becomes D + a·(NL − D) in network units before the inverse, NL computed
             slab by slab from the normalised slices (:func:`~c2s_cli.model.nonlocal_means.nonlocal_means_volume`,
             exact: every slice it is used for has both neighbours in the slab).
+        context_weight: a series model (``volumes`` > 0) only: every view's estimate (after ``blend``) moved
+            towards the first context channel (the volume's prediction from the other volumes, in the target's
+            network units) by this weight, f ← f + w·(P − f), before the inverse.
     Every view (plane × TTA transform) is mapped back to image units by the exact unbiased inverse and the views are
     averaged there (see :mod:`c2s_cli.noise.domain` for why and what it measured).
     Memory: the input, the output (the accumulator) and a slab of normalised slices (and its NL estimate).
@@ -155,12 +159,17 @@ def denoise_frame(
     sigma_d = float(domain.sigma_d * strength)
     if blend is not None and len(blend) != len(axes):
         raise ValueError(f"blend: one fit per axis, got {len(blend)} for {len(axes)} axes")
+    if not 0 <= context_weight <= 1:
+        raise ValueError(f"context_weight must be 0 to 1, got {context_weight}")
+    if context_weight and not model.cfg.volumes:
+        raise ValueError("context_weight needs a series model (context volumes)")
     for i, axis in enumerate(axes):
         progress = on_progress if on_progress is None or len(axes) == 1 else (
             lambda done, total, i=i: on_progress(i * total + done, len(axes) * total))
         _accumulate(model, data, domain, axis, guides or [], acc, first=i == 0, sigma_d=sigma_d,
                     batch_size=batch_size, device=device, bf16=bf16, on_progress=progress, tta=tta,
-                    last=i == len(axes) - 1, views=len(axes) * tta, passthrough=passthrough, blend=blend[i] if blend else None)
+                    last=i == len(axes) - 1, views=len(axes) * tta, passthrough=passthrough, blend=blend[i] if blend else None,
+                    context_weight=context_weight)
     return acc
 
 
@@ -169,7 +178,7 @@ def _accumulate(
     guides: list[tuple[NDArray[np.floating], NoiseDomain]], acc: NDArray[np.float32], *, first: bool, sigma_d: float,
     batch_size: int | None, device: torch.device, bf16: bool, on_progress: Callable[[int, int], None] | None, tta: int,
     last: bool = True, views: int = 1, passthrough: bool = True,
-    blend: BlendFit | None = None,
+    blend: BlendFit | None = None, context_weight: float = 0.0,
 ) -> None:
     """Add (or, when ``first``, store) the image-unit estimate of every TTA view for slices along ``axis`` into
     ``acc``; on the ``last`` axis also divide by the number of ``views`` and restore the pass-through voxels, batch
@@ -213,6 +222,8 @@ def _accumulate(
                     pred = _dihedral(_forward(model, view, sigma_d, device, bf16), t, inverse=True)
                 if weight is not None:
                     pred = pred + weight * (nl_slab[k - lo] - pred)
+                if context_weight:  # the first context channel: the prediction from the other volumes
+                    pred = pred + np.float32(context_weight) * (stack[:, 2 * c + 1] - pred)
                 est = domain.inverse(pred, local)
                 if first and t == 0:
                     acc_view[k] = est

@@ -337,6 +337,7 @@ def run_file(
         **({"series_context": {"neighbours_in": f"q-space ({table[2]})" if table else "time",
                                "training_steps": rep.series_steps,
                                "floor_spread": rep.series_floor_spread,
+                               "prediction_weight": rep.series_prediction_weight,
                                "start_model": rep.series_start}}
            if context else {}),
         "tta": o.tta,

@@ -21,6 +21,7 @@ class DenoiseReport:
     series_start: dict[str, str] | None = None  # the context mode: the model it trained from (name, SHA-256)
     series_steps: int | None = None  # the context mode: its training steps on the series
     series_floor_spread: float | None = None  # the context mode: the inverse's averaging at the Rician floor (σ units)
+    series_prediction_weight: float | None = None  # the context mode: the move towards the prediction from the others
     blends: list[Any] = field(default_factory=list)  # per frame: the self-similarity blend's fit (selfsim.BlendFit)
 
     @property

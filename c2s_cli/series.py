@@ -456,6 +456,12 @@ STEPS_FRESH_START = 400
 # 0 / 0.25 / 0.5 / 1: DW 34.13 / 34.40 / 34.59 / 34.36 dB, FA RMSE brain 0.122 / 0.087 / 0.082 / 0.077, WM 0.050 /
 # 0.046 / 0.045 / 0.047 at 5 % noise; DW 27.14 / 27.58 / 27.94 / 27.53, FA brain 0.214 / 0.150 / 0.142 / 0.153 at 10 %
 FLOOR_SPREAD = 0.5
+# the series mode's estimate moved towards each volume's prediction from the other volumes (the first context channel)
+# by this weight, in network units before the inverse (SeriesConfig.prediction_weight). Measured on the validation
+# phantom of the training anatomy (c2s_bench.dwi_prediction_weight, session 20) at w 0 / 0.1 / 0.15 / 0.2: b0 +0.05 to
+# +0.16 dB, DW +0.05 to +0.21 dB, but FA RMSE in the brain flat (mean 0.0981 / 0.0981 / 0.0981 / 0.0982), in white
+# matter +0.0002 to +0.0005, MD +0.0003 to +0.0015: by the rule written before (the lowest FA brain) it stays 0
+PREDICTION_WEIGHT = 0.0
 
 
 def default_steps(start_volumes: int) -> int:
@@ -476,6 +482,7 @@ class SeriesConfig:
     seed: int = 0
     match_variance: bool = True  # restore each diffusion shell's directional spread (match_variance)
     floor_spread: float = FLOOR_SPREAD  # the inverse's averaging at the Rician floor (NoiseDomain.floor_spread)
+    prediction_weight: float = PREDICTION_WEIGHT  # f = D + w·(P − D), P the prediction from the other volumes
 
     def validate(self) -> None:
         if not 0 <= self.neighbours <= 14:
@@ -486,6 +493,8 @@ class SeriesConfig:
             raise ValueError(f"series_lr must be > 0, got {self.lr}")
         if not 0 <= self.floor_spread <= 2:
             raise ValueError(f"series_floor_spread must be 0 to 2, got {self.floor_spread}")
+        if not 0 <= self.prediction_weight <= 1:
+            raise ValueError(f"series_prediction_weight must be 0 to 1, got {self.prediction_weight}")
 
 
 def train_on_series(
@@ -538,11 +547,14 @@ def denoise_series(
     model: Precond, context: SeriesContext, *, slice_axis: int = 2, batch_size: int | None = None,
     device: torch.device | None = None, bf16: bool = False, on_volume: Callable[[int, int], None] | None = None,
     strength: float = 1.0, self_similarity: SelfSimilarity | None = None, fits: list[Any] | None = None,
+    prediction_weight: float = 0.0,
 ) -> NDArray[np.float32]:
     """x̂_t = D(y_t, context_t, strength·σ_d) for every volume of the series (image units, (X, Y, Z, T)).
     ``self_similarity``: blend each volume's output with its NL-means estimate by SURE's weight
     (:func:`c2s_cli.infer.self_similarity`, the context as extra channels), one weight per shell fitted on its middle
-    volume; each shell's fit is appended to ``fits``."""
+    volume; each shell's fit is appended to ``fits``. ``prediction_weight`` w: then move it towards the volume's
+    prediction from the other volumes P (the first context channel), f ← f + w·(P − f) in network units
+    (:func:`c2s_cli.infer.denoise_frame`'s ``context_weight``)."""
     from c2s_cli.infer import denoise_frame, self_similarity as fit_blend
 
     frames = context.frames
@@ -570,7 +582,8 @@ def denoise_series(
                     fits.append(shell_fit[key])
             blend = [shell_fit[key]]
         out[..., t] = denoise_frame(model, frame, dom, axes=(slice_axis,), guides=guides, batch_size=batch_size,
-                                    device=device, bf16=bf16, strength=strength, blend=blend)
+                                    device=device, bf16=bf16, strength=strength, blend=blend,
+                                    context_weight=prediction_weight)
         if on_volume:
             on_volume(t + 1, len(frames))
     return out

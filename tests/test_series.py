@@ -277,7 +277,7 @@ def test_cli_context_mode_reads_the_gradient_table(tmp_path, tiny_model) -> None
     from c2s_cli.checkpoint import sha256
 
     assert rec["series_context"] == {"neighbours_in": "q-space (.bval / .bvec)", "training_steps": 2,
-                                     "floor_spread": 0.5,
+                                     "floor_spread": 0.5, "prediction_weight": 0.0,
                                      "start_model": {"model": tiny_model.stem, "sha256": sha256(tiny_model)}}
     import nibabel as nib
 
@@ -562,3 +562,35 @@ def test_blocks_cut_and_join_are_exact_inverse_copies(shape: tuple[int, int, int
     assert bl.join(cut).flags.c_contiguous and bl.join(cut).dtype == np.float32
     # a, the model's rows: the frames × the valid mask, then the constant row √(mean noise variance)
     assert bl.a.dtype == np.float64 and bl.a.shape == (len(blocks), t + 1, b**3)
+
+
+def test_prediction_weight_moves_the_estimate_towards_the_prediction_in_network_units() -> None:
+    """denoise_frame's ``context_weight`` w: f = D + w·(P − D) in network units, P the first context channel. Without
+    the VST (network units are image units / scale) the output is linear in w: w = 1 gives P itself (whatever the
+    network), w = 0.5 the mean of w = 0 and w = 1; w = 0 is the plain output bit for bit; refusals name the
+    parameter."""
+    from c2s_cli.infer import denoise_frame
+
+    torch.manual_seed(0)
+    base = Precond(ModelConfig(context=1, channels=(8, 16), emb_dim=16)).eval()
+    for p in base.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    model = series.widen(base, 2).eval()
+    rng = np.random.default_rng(0)
+    data = (rng.random((12, 10, 6)) * 50 + 10).astype(np.float32)
+    dom = NoiseDomain(sigma=2.0, scale=25.0, use_vst=False)
+    unit = NoiseDomain.identity(1.0)
+    pred = (rng.random(data.shape) * 2).astype(np.float32)  # network units
+    guides = [(pred, unit), (rng.random(data.shape).astype(np.float32), unit)]
+    run = lambda w: denoise_frame(model, data, dom, guides=guides, context_weight=w, passthrough=False)  # noqa: E731
+    plain = denoise_frame(model, data, dom, guides=guides, passthrough=False)
+    assert np.array_equal(run(0.0), plain)
+    np.testing.assert_allclose(run(1.0), dom.inverse(pred), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(run(0.5), (plain + run(1.0)) / 2, rtol=1e-5, atol=1e-4)
+    assert not np.allclose(plain, run(1.0), atol=1e-2)
+    with pytest.raises(ValueError, match="context_weight"):
+        run(1.5)
+    with pytest.raises(ValueError, match="context_weight"):
+        denoise_frame(base, data, dom, context_weight=0.2)
+    with pytest.raises(ValueError, match="series_prediction_weight"):
+        series.SeriesConfig(prediction_weight=-0.1).validate()
