@@ -22,6 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from c2s_bench.fetch_data import HELD_OUT_MNI, source_file
+from c2s_cli.noise.synth import rician
 
 LEVELS = (0.01, 0.15)
 ORDER = 3
@@ -41,10 +42,6 @@ def bias_field(shape: tuple[int, int, int], mask: np.ndarray, span: float, rng: 
     inside = log_b[mask]
     log_b = (log_b - inside.mean()) * span / max(float(np.ptp(inside)), 1e-12)
     return np.exp(log_b)
-
-
-def rician(data: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    return np.sqrt((data + sigma * rng.standard_normal(data.shape)) ** 2 + (sigma * rng.standard_normal(data.shape)) ** 2)
 
 
 def main() -> None:
@@ -70,7 +67,7 @@ def main() -> None:
             b = bias_field(pdata.shape, pdata > 0.1 * ref, args.span, rng)
             frac = float(np.exp(rng.uniform(np.log(LEVELS[0]), np.log(LEVELS[1]))))
             path = args.out / f"mni_bias_{part}_n{c}_{100 * frac:.1f}pct.nii.gz"
-            out = nib.Nifti1Image(rician(pdata * b, frac * ref, rng).astype(np.float32), affine)
+            out = nib.Nifti1Image(rician(pdata * b, frac * ref, rng), affine)
             out.set_sform(affine, 1)
             out.set_qform(affine, 1)
             nib.save(out, str(path))

@@ -95,6 +95,13 @@ def phantom(data: Path, slices: int = 36, noise: float = 0.05, seed: int = 31, g
     return series_from_t1(t1_2mm(data / "nifti" / "pycortex_s1_t1_1mm.nii.gz"), slices, noise, seed, gfactor=gfactor)
 
 
+def validation_phantom(mni_2mm: np.ndarray, noise: float = 0.05, gfactor: float = 1.0) -> dict[str, Any]:
+    """The phantom of the **training** anatomy on which the series mode's settings are chosen (never the benchmark's
+    subject): :func:`series_from_t1` of the MNI template at 2 mm (``t1_2mm`` of it), the axial slab z 0–33 (outside
+    its held-out band), noise seed 7."""
+    return series_from_t1(mni_2mm, 33, noise=noise, seed=7, z_centre=16, gfactor=gfactor)
+
+
 def g_map(shape: tuple[int, ...], peak: float) -> np.ndarray:
     """A g-factor-like noise multiplier (X, Y, Z): 1 at the edges of each slice, ``peak`` at its centre, a Gaussian
     bump of 0.35 × the half-width in plane (parallel imaging: σ highest in the middle of the head), the same in

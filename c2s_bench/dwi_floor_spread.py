@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from c2s_bench.dwi import scores, series_from_t1, t1_2mm, tensor_maps
+from c2s_bench.dwi import scores, t1_2mm, tensor_maps, validation_phantom
 from c2s_bench.fetch_data import source_file
 from c2s_bench.harness import add_row, parser, run_header
 from c2s_cli.api import Denoiser
@@ -34,7 +34,7 @@ def main() -> None:
     res: dict[str, object] = {**run_header(args.threads), "phantom": "MNI152 2009a at 2 mm, z 0-33 (training "
                               "anatomy), series_from_t1 seed 7", "rows": []}
     for noise in (float(v) for v in args.levels.split(",")):
-        ph = series_from_t1(mni, 33, noise=noise, seed=7, z_centre=16)
+        ph = validation_phantom(mni, noise)
         truth = tensor_maps(ph["clean"], ph["bvals"], ph["bvecs"], ph["brain"])
         for spread in (float(v) for v in args.spreads.split(",")):
             for ss in args.self_similarity.split(","):

@@ -2,7 +2,7 @@
 
 The context mode's estimate moved towards each volume's prediction from the other volumes P (the first context
 channel: the local low-rank model's leave-one-out prediction), f ← f + w·(P − f) in network units before the
-inverse. Scored on the DWI phantom of the **training** anatomy (:func:`c2s_bench.dwi.series_from_t1` of the MNI
+inverse. Scored on the DWI phantom of the **training** anatomy (:func:`c2s_bench.dwi.validation_phantom`: the MNI
 template at 2 mm, slab z 0–33, noise seed 7; never the benchmark's subject) at 5 % and 10 % Rician noise and with
 g-factor-like noise (3 % → 7.5 %), with :func:`c2s_bench.dwi.scores`. One JSON line per row.
 
@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from c2s_bench.dwi import scores, series_from_t1, t1_2mm, tensor_maps
+from c2s_bench.dwi import scores, t1_2mm, tensor_maps, validation_phantom
 from c2s_bench.fetch_data import source_file
 from c2s_bench.harness import parser, run_header
 from c2s_cli.api import Denoiser
@@ -38,7 +38,7 @@ def main() -> None:
     den = Denoiser(args.model, "cpu", threads=args.threads)
     print(json.dumps(run_header(args.threads)), flush=True)
     for noise, g in CASES:
-        ph = series_from_t1(mni, 33, noise=noise, seed=7, z_centre=16, gfactor=g)
+        ph = validation_phantom(mni, noise, g)
         truth = tensor_maps(ph["clean"], ph["bvals"], ph["bvecs"], ph["brain"])
         for w in (float(v) for v in args.weights.split(",")):
             t0 = time.perf_counter()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 import c2s_bench.fmri as F
-from c2s_bench.dwi import t1_2mm
+from c2s_bench.dwi import t1_2mm, validation_phantom
 from c2s_bench.fetch_data import source_file
 from c2s_bench.harness import SHARED_DATA
 from c2s_cli import series
@@ -25,8 +25,7 @@ from c2s_cli.records import DenoiseReport
 def main() -> None:
     torch.set_num_threads(2)
     mni = t1_2mm(source_file(SHARED_DATA, "mni152_2009a_t1_1mm.nii.gz"))
-    orig = F.series_from_t1
-    F.series_from_t1 = lambda t, noise=0.0: orig(mni, 33, noise=0.0, seed=7, z_centre=16)
+    F.series_from_t1 = lambda t, noise=0.0: validation_phantom(mni, 0.0)
     ph = F.phantom(SHARED_DATA)
     print("active voxels", int(ph["active"].sum()), flush=True)
     den = Denoiser("default", "cpu", threads=2)
