@@ -31,16 +31,20 @@ def command() -> str:
 
 
 def run_header(threads: int) -> dict[str, object]:
-    """date, machine (architecture, CPUs, torch version and ``get_cpu_capability()``), threads and command line."""
+    """date, machine (architecture, CPUs, torch version and ``get_cpu_capability()``), threads, command line and, where
+    set, ``$C2S_WEIGHTS`` (the folder named models were looked up in first)."""
     import torch
 
-    return {
+    head: dict[str, object] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                    f"cpu capability {torch.backends.cpu.get_cpu_capability()}",
         "threads": threads,
         "command": command(),
     }
+    if os.environ.get("C2S_WEIGHTS"):  # named models came from another folder first (a candidate's registry)
+        head["c2s_weights"] = os.environ["C2S_WEIGHTS"]
+    return head
 
 
 def parser(doc: str | None, name: str) -> argparse.ArgumentParser:

@@ -82,7 +82,12 @@ def main() -> None:
     ap.add_argument("--refine", default="0.1,0.2,0.3",
                     help="c2s-refine rows (with c2s): ρ = σ_tg/σ_d of detail refinement, applied at inference")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, … (the GPU rows: scripts/gpu_check.sh)")
+    ap.add_argument("--draws", type=int, default=1,
+                    help="noise draws per level (seed 200 + level index + 100·draw; draw 0 is every earlier table's); "
+                         "with more than one, the summary pairs each method with BM4D on the same draw")
     args = ap.parse_args()
+    if args.draws < 1:
+        ap.error(f"--draws must be >= 1, got {args.draws}")
     torch.set_num_threads(args.threads)
     want = set(args.methods.split(","))
     if args.subject == "unseen":
@@ -110,14 +115,20 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=1))
 
-    for i, level in enumerate(float(v) for v in args.levels.split(",")):
-        noisy = rician(ref, level, seed=200 + i)
+    levels = [float(v) for v in args.levels.split(",")]
+    for i, level, draw in ((i, lv, d) for i, lv in enumerate(levels) for d in range(args.draws)):
+        seed = 200 + i + 100 * draw
+        noisy = rician(ref, level, seed=seed)
 
         def record(method: str, out: np.ndarray, seconds: float, note: str = "") -> None:
             p, s = metrics(np.asarray(out, np.float32), ref, mask)
-            rows.append({"level": level, "method": method, "psnr": round(p, 2), "ssim": round(s, 4),
-                         "seconds": round(seconds, 1), "note": note})
-            print(f"  {100 * level:4.0f} %  {method:<40} PSNR {p:6.2f}  SSIM {s:.4f}  {seconds:7.1f} s  {note}",
+            row = {"level": level, "method": method, "psnr": round(p, 2), "ssim": round(s, 4),
+                   "seconds": round(seconds, 1), "note": note}
+            if args.draws > 1:
+                row.update({"draw": draw, "seed": seed, "psnr_full": p, "ssim_full": s})
+            rows.append(row)
+            tag = f" d{draw}" if args.draws > 1 else ""
+            print(f"  {100 * level:4.0f} %{tag}  {method:<40} PSNR {p:6.2f}  SSIM {s:.4f}  {seconds:7.1f} s  {note}",
                   flush=True)
             save()
 
@@ -166,8 +177,38 @@ def main() -> None:
             t0 = time.perf_counter()
             record("c2s --planes axial,coronal,sagittal --tta 4", den.denoise(noisy, planes=PLANES, tta=4),
                    time.perf_counter() - t0)
+    if args.draws > 1:
+        res["paired_with_bm4d"] = paired_summary(rows)
+        for r in res["paired_with_bm4d"]:  # type: ignore[attr-defined]
+            print(f"  {100 * r['level']:4.0f} %  {r['method']:<40} mean over {r['draws']} draws PSNR {r['psnr_mean']:.3f} "
+                  f"SSIM {r['ssim_mean']:.5f}; − BM4D: {r['psnr_diff_mean']:+.3f} ± {r['psnr_diff_se']:.3f} dB, "
+                  f"SSIM {r['ssim_diff_mean']:+.5f} ± {r['ssim_diff_se']:.5f}", flush=True)
     save()
     print(json.dumps(res, indent=1))
+
+
+def paired_summary(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Per level and method: the mean PSNR / SSIM over the noise draws and the mean (± standard error) of its
+    difference to BM4D on the same draw (rows with ``draw``; unrounded scores)."""
+    out: list[dict[str, object]] = []
+    anchor = {(r["level"], r["draw"]): r for r in rows if str(r["method"]).startswith("BM4D")}
+    keys = list(dict.fromkeys((r["level"], r["method"]) for r in rows))
+    for level, method in keys:
+        mine = [r for r in rows if r["level"] == level and r["method"] == method]
+        pairs = [(r, anchor[(level, r["draw"])]) for r in mine if (level, r["draw"]) in anchor]
+        entry: dict[str, object] = {"level": level, "method": method, "draws": len(mine),
+                                    "psnr_mean": float(np.mean([r["psnr_full"] for r in mine])),
+                                    "ssim_mean": float(np.mean([r["ssim_full"] for r in mine]))}
+        if len(pairs) >= 2:
+            for k in ("psnr", "ssim"):
+                d = np.array([float(a[f"{k}_full"]) - float(b[f"{k}_full"]) for a, b in pairs])  # type: ignore[arg-type]
+                entry[f"{k}_diff_mean"] = float(d.mean())
+                entry[f"{k}_diff_se"] = float(d.std(ddof=1) / np.sqrt(len(d)))
+        else:
+            entry.update({"psnr_diff_mean": float("nan"), "psnr_diff_se": float("nan"),
+                          "ssim_diff_mean": float("nan"), "ssim_diff_se": float("nan")})
+        out.append(entry)
+    return out
 
 
 if __name__ == "__main__":
