@@ -303,6 +303,7 @@ class Denoiser:
         match_variance: bool = True,
         floor_spread: float | None = None,
         prediction_weight: float | None = None,
+        subspace_weight: float | None = None,
         rank_map: bool = False,
         self_similarity: bool = True,
         sigma: float | None = None,
@@ -331,6 +332,9 @@ class Denoiser:
                 the Rician floor come out small and positive, not 0 (None: :data:`c2s_cli.series.FLOOR_SPREAD`).
             prediction_weight: move each volume's estimate towards its prediction from the other volumes by this
                 weight in network units (None: :data:`c2s_cli.series.PREDICTION_WEIGHT`).
+            subspace_weight: with a gradient table, move the estimate towards its projection on the noisy series'
+                local low-rank subspace by this weight, before ``match_variance``
+                (:func:`c2s_cli.series.project_subspace`; None: :data:`c2s_cli.series.SUBSPACE_WEIGHT`; 0: off).
             rank_map: also put the rank of the local low-rank model behind the predictions (X, Y, Z) in
                 ``report.rank_map`` (:func:`c2s_cli.series.local_rank`; as ``dwidenoise -rank``).
             self_similarity: blend each volume's output with its NL-means estimate by SURE's weight (as
@@ -353,7 +357,8 @@ class Denoiser:
         cfg = series.SeriesConfig(neighbours=neighbours, steps=steps, lr=lr, seed=seed, match_variance=match_variance,
                                   floor_spread=series.FLOOR_SPREAD if floor_spread is None else floor_spread,
                                   prediction_weight=series.PREDICTION_WEIGHT if prediction_weight is None
-                                  else prediction_weight)
+                                  else prediction_weight,
+                                  subspace_weight=series.SUBSPACE_WEIGHT if subspace_weight is None else subspace_weight)
         try:
             cfg.validate()
         except ValueError as exc:
@@ -389,6 +394,9 @@ class Denoiser:
                                     device=self.device, bf16=self.bf16, on_volume=on_volume, strength=strength,
                                     self_similarity=config.SERIES_SELF_SIMILARITY if self_similarity else None,
                                     fits=report.blends, prediction_weight=cfg.prediction_weight)
+        report.series_subspace_weight = cfg.subspace_weight if bvals is not None else 0.0
+        if bvals is not None and cfg.subspace_weight > 0:
+            series.project_subspace(out, ctx, cfg.subspace_weight)
         if cfg.match_variance and bvals is not None:
             series.match_variance(out, ctx, series.shell_groups(bvals))
         if rank_map:

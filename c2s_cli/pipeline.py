@@ -338,6 +338,7 @@ def run_file(
                                "training_steps": rep.series_steps,
                                "floor_spread": rep.series_floor_spread,
                                "prediction_weight": rep.series_prediction_weight,
+                               "subspace_weight": rep.series_subspace_weight,
                                "start_model": rep.series_start}}
            if context else {}),
         "tta": o.tta,

@@ -22,6 +22,7 @@ class DenoiseReport:
     series_steps: int | None = None  # the context mode: its training steps on the series
     series_floor_spread: float | None = None  # the context mode: the inverse's averaging at the Rician floor (σ units)
     series_prediction_weight: float | None = None  # the context mode: the move towards the prediction from the others
+    series_subspace_weight: float | None = None  # the context mode: a diffusion series' move towards its local subspace
     blends: list[Any] = field(default_factory=list)  # per frame: the self-similarity blend's fit (selfsim.BlendFit)
 
     @property

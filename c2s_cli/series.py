@@ -182,8 +182,8 @@ EIV_MAX_VOLUMES = 32  # up to this many volumes the per-target regression; above
 
 class _Blocks:
     """A series cut into ``block``³ blocks for the local low-rank model (:func:`local_predictions`, :func:`local_rank`):
-    ``a`` (B, T + 1, N) the blocks' frames and the constant row (the valid mask × √v̄), ``n_valid`` (B,) their valid
-    voxels, ``nvar`` (T + 1,) the rows' noise variances, ``thr`` (B, 1) the eigenvalue threshold."""
+    ``a`` (B, T + 1, N) the blocks' frames and the constant row (the valid mask × √v̄), ``v`` (B, N) the valid mask,
+    ``n_valid`` (B,) their valid voxels, ``nvar`` (T + 1,) the rows' noise variances, ``thr`` (B, 1) the eigenvalue threshold."""
 
     def __init__(self, stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating],
                  block: int, margin: float) -> None:
@@ -202,6 +202,7 @@ class _Blocks:
         torch.mul(frames, vt, out=a[:, : self.t_n])
         torch.mul(vt[:, 0], float(np.sqrt(level)), out=a[:, self.t_n])
         self.a = a.numpy()
+        self.v = v  # (B, N) the valid mask per block
         self.n_valid = np.maximum(v.sum(1), 1.0).astype(np.float64)
         self.nvar = np.append(np.asarray(noise_var, np.float64), 0.0)  # the constant row has no noise
         # the Marchenko–Pastur spread of pure noise above its floor
@@ -238,14 +239,27 @@ def local_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise
     (regression) against 0.26 σ (leave-one-out); with 40, 0.089 against 0.099 σ; on the 65-volume DWI phantom the
     two give the same context-mode scores (b0 32.6, DW 34.53 dB, FA WM 0.078) in 54 s against 7 s (1 thread).
     The predictions of :data:`PREDICTION_GRIDS` block grids, offset along every axis, are averaged."""
+
+    def predict(bl: _Blocks, pad: list[tuple[int, int]]) -> NDArray[np.float32]:
+        fn = _eiv_predictions if bl.t_n <= EIV_MAX_VOLUMES else _loo_predictions
+        return fn(bl.a, bl.n_valid, bl.nvar, bl.thr)
+
+    return _over_grids(stab, valid, noise_var, block, margin, predict)
+
+
+def _over_grids(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating], block: int,
+                margin: float, fn: Callable[[_Blocks, list[tuple[int, int]]], NDArray[np.float32]]
+                ) -> NDArray[np.float32]:
+    """The mean over :data:`PREDICTION_GRIDS` block grids, offset by a fraction of the block along every axis, of
+    ``fn(blocks, pad)`` → (B, T, block³), ``blocks`` the series cut on that grid after padding by ``pad``; joined
+    back to (T, X, Y, Z)."""
     total: NDArray[np.float32] | None = None
     weight: NDArray[np.float32] | None = None
     for k in range(PREDICTION_GRIDS):
         o = k * block // PREDICTION_GRIDS  # each grid offset by a fraction of the block along every axis
         pad = [(0, 0)] + [(o, 0)] * 3
         bl = _Blocks(np.pad(stab, pad), np.pad(valid, pad[1:]), noise_var, block, margin)
-        fn = _eiv_predictions if bl.t_n <= EIV_MAX_VOLUMES else _loo_predictions
-        out = bl.join(fn(bl.a, bl.n_valid, bl.nvar, bl.thr))[:, o:, o:, o:]
+        out = bl.join(fn(bl, pad))[:, o:, o:, o:]
         if k == 0:  # the aligned grid counts everywhere; an offset one only where its block is at least half full
             total, weight = out, None
             continue
@@ -256,6 +270,53 @@ def local_predictions(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise
         weight = (1.0 + w) if weight is None else weight + w
     assert total is not None
     return total if weight is None else (total / weight).astype(np.float32)
+
+
+def project_subspace(out: NDArray[np.float32], context: SeriesContext, weight: float, *, margin: float = 1.0
+                     ) -> NDArray[np.float32]:
+    """Move each volume's estimate towards its projection on the series' local low-rank subspace: in stabilised
+    units (ẑ_t = expected(x̂_t)·scale_t, as :func:`match_variance`), per ``block``³ block,
+
+        ẑ ← ẑ + w·(U·Uᵀ·ẑ − ẑ),
+
+    with U the eigenvectors of the **noisy** block's noise-corrected Gram matrix (its frames and the constant row)
+    that stand clear of the noise — the subspace :func:`local_predictions` predicts in (MP-PCA's model, Veraart et
+    al. 2016) — averaged over the :data:`PREDICTION_GRIDS` offset grids, then inverted (``inverse(ẑ / scale)``).
+    The network denoises each volume with the others as context, but what it leaves of the noise is independent from
+    volume to volume, so most of it lies outside the series' subspace; U is a function of the noisy series alone (no
+    clean data). Where a block's subspace misses a weak component (a direction's contrast in white matter), the
+    projection shrinks it, which :func:`match_variance` (run after it) gives back where the data show it.
+
+    ``out`` (X, Y, Z, T) image units, changed in place and returned; ``weight`` w in [0, 1] (0: unchanged);
+    ``margin``: the eigenvalue threshold's factor, as :func:`local_predictions`. Memory: the series twice in float64
+    per grid (as the predictions).
+    """
+    if not 0 <= weight <= 1:
+        raise ValueError(f"series_subspace_weight must be 0 to 1, got {weight}")
+    if weight == 0:
+        return out
+    t_n = out.shape[-1]
+    doms = context.domains
+    stab, noise_var = context._model_inputs()
+    zh = np.stack([d.expected(out[..., t]) * np.float32(d.scale) for t, d in enumerate(doms)], 0).astype(np.float32)
+
+    def project(bl: _Blocks, pad: list[tuple[int, int]]) -> NDArray[np.float32]:
+        at = torch.from_numpy(bl.a)
+        gram = at @ at.mT - torch.from_numpy(bl.n_valid)[:, None, None] * torch.diag(torch.from_numpy(bl.nvar))[None]
+        vals, vecs = torch.linalg.eigh(gram)
+        u = (vecs * (vals > torch.from_numpy(bl.thr))[:, None, :]).float()  # float32 from here: 2× faster, ~1e-7
+        b = torch.empty((at.shape[0], t_n + 1, at.shape[2]), dtype=torch.float32)
+        v = torch.from_numpy(bl.v)
+        torch.mul(torch.from_numpy(bl.cut(np.pad(zh, pad))), v[:, None, :], out=b[:, :t_n])  # the estimate's rows
+        b[:, t_n] = at[:, t_n]  # the same constant row
+        return (u[:, :t_n] @ (u.mT @ b)).numpy()
+
+    proj = _over_grids(stab, context.valid, noise_var, context.block, margin, project)
+    w = np.float32(weight)
+    for t, d in enumerate(doms):
+        z = (zh[t] + w * (proj[t] - zh[t])) / np.float32(d.scale)
+        out[..., t] = np.where(context.valid, d.inverse(z.astype(np.float32)), out[..., t])
+    return out
 
 
 def local_rank(stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating],
@@ -462,6 +523,11 @@ FLOOR_SPREAD = 0.5
 # +0.16 dB, DW +0.05 to +0.21 dB, but FA RMSE in the brain flat (mean 0.0981 / 0.0981 / 0.0981 / 0.0982), in white
 # matter +0.0002 to +0.0005, MD +0.0003 to +0.0015: by the rule written before (the lowest FA brain) it stays 0
 PREDICTION_WEIGHT = 0.0
+# a diffusion series' estimate moved towards its projection on the noisy series' local low-rank subspace by this
+# weight (project_subspace), before match_variance (SeriesConfig.subspace_weight). Chosen on the validation phantom of
+# the training anatomy (c2s_bench.dwi_project_probe, session 21) by a rule written before the unseen phantom was run:
+# see benchmarks/notes/2026-12-04-session-21-the-series-subspace.md
+SUBSPACE_WEIGHT = 1.0
 
 
 def default_steps(start_volumes: int) -> int:
@@ -474,7 +540,8 @@ class SeriesConfig:
     """The series mode's settings: ``neighbours`` nearest volumes (plus one pooled mean and one prediction) as
     context; ``steps`` of self-supervised training on the series (batch 8, 64² patches, axial; None: the start
     model's :func:`default_steps`), learning rate ``lr``; ``seed``; ``match_variance``: give each diffusion shell the
-    directional spread the data show (:func:`match_variance`)."""
+    directional spread the data show (:func:`match_variance`); ``subspace_weight``: before that, move a diffusion
+    series' estimate towards its projection on the series' local subspace (:func:`project_subspace`)."""
 
     neighbours: int = 2
     steps: int | None = None
@@ -483,6 +550,7 @@ class SeriesConfig:
     match_variance: bool = True  # restore each diffusion shell's directional spread (match_variance)
     floor_spread: float = FLOOR_SPREAD  # the inverse's averaging at the Rician floor (NoiseDomain.floor_spread)
     prediction_weight: float = PREDICTION_WEIGHT  # f = D + w·(P − D), P the prediction from the other volumes
+    subspace_weight: float = SUBSPACE_WEIGHT  # a diffusion series: the move towards the local subspace (project_subspace)
 
     def validate(self) -> None:
         if not 0 <= self.neighbours <= 14:
@@ -495,6 +563,8 @@ class SeriesConfig:
             raise ValueError(f"series_floor_spread must be 0 to 2, got {self.floor_spread}")
         if not 0 <= self.prediction_weight <= 1:
             raise ValueError(f"series_prediction_weight must be 0 to 1, got {self.prediction_weight}")
+        if not 0 <= self.subspace_weight <= 1:
+            raise ValueError(f"series_subspace_weight must be 0 to 1, got {self.subspace_weight}")
 
 
 def train_on_series(
