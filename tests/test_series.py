@@ -403,16 +403,24 @@ def test_series_strength_is_passed_and_checked(tiny_model) -> None:  # type: ign
     assert e.value.param == "strength"
 
 
+def _directional_series(rng: np.random.Generator, n: int, shape: tuple[int, int, int], seed: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """A shell of ``n`` directions: base·(1 + 0.25·cos(2θ + φ)) with a per-voxel orientation φ (X, Y, Z, n), and its
+    base (X, Y, Z): rank 3 across the volumes, plus the offset."""
+    base = 400.0 + 200.0 * head_phantom(shape, seed=seed)
+    theta = np.linspace(0, np.pi, n, endpoint=False)
+    phi = rng.random(shape) * np.pi
+    clean = np.stack([base * (1 + 0.25 * np.cos(2 * theta[k] + phi)) for k in range(n)], 3).astype(np.float32)
+    return clean, base
+
+
 def test_match_variance_undoes_shrinkage_only() -> None:
     """A shell whose estimate was shrunk towards its mean (×0.6) gets the data's directional spread back (ratio to
     the true spread ≈ 1) with its mean unchanged; a shell without directional signal is left nearly as it is (α
     clipped at 1: it never shrinks and puts no noise back); a group too small for MP-PCA is left bit for bit."""
     rng = np.random.default_rng(3)
     n, shape, sigma = 24, (32, 32, 12), 20.0
-    base = 400.0 + 200.0 * head_phantom(shape, seed=1)
-    theta = np.linspace(0, np.pi, n, endpoint=False)
-    phi = rng.random(shape) * np.pi
-    clean = np.stack([base * (1 + 0.25 * np.cos(2 * theta[k] + phi)) for k in range(n)], 3).astype(np.float32)
+    clean, base = _directional_series(rng, n, shape, seed=1)
     flat = np.repeat(base[..., None], n, 3).astype(np.float32)
     for truth, expect_gain in ((clean, True), (flat, False)):
         noisy = np.stack([rician(truth[..., k], sigma, seed=10 + k) for k in range(n)], 3).astype(np.float32)
@@ -603,10 +611,7 @@ def test_project_subspace_removes_what_lies_outside_the_series_subspace() -> Non
     refused."""
     rng = np.random.default_rng(5)
     n, shape, sigma = 24, (32, 32, 12), 20.0
-    base = 400.0 + 200.0 * head_phantom(shape, seed=2)
-    theta = np.linspace(0, np.pi, n, endpoint=False)
-    phi = rng.random(shape) * np.pi
-    clean = np.stack([base * (1 + 0.25 * np.cos(2 * theta[k] + phi)) for k in range(n)], 3).astype(np.float32)
+    clean, _ = _directional_series(rng, n, shape, seed=2)
     noisy = np.stack([rician(clean[..., k], sigma, seed=40 + k) for k in range(n)], 3).astype(np.float32)
     frames = [noisy[..., k] for k in range(n)]
     doms = [NoiseDomain.fit(f, sigma) for f in frames]
