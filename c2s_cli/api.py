@@ -358,7 +358,8 @@ class Denoiser:
                                   floor_spread=series.FLOOR_SPREAD if floor_spread is None else floor_spread,
                                   prediction_weight=series.PREDICTION_WEIGHT if prediction_weight is None
                                   else prediction_weight,
-                                  subspace_weight=series.SUBSPACE_WEIGHT if subspace_weight is None else subspace_weight)
+                                  subspace_weight=series.SUBSPACE_WEIGHT if subspace_weight is None
+                                  else subspace_weight)
         try:
             cfg.validate()
         except ValueError as exc:

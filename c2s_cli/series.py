@@ -183,7 +183,8 @@ EIV_MAX_VOLUMES = 32  # up to this many volumes the per-target regression; above
 class _Blocks:
     """A series cut into ``block``³ blocks for the local low-rank model (:func:`local_predictions`, :func:`local_rank`):
     ``a`` (B, T + 1, N) the blocks' frames and the constant row (the valid mask × √v̄), ``v`` (B, N) the valid mask,
-    ``n_valid`` (B,) their valid voxels, ``nvar`` (T + 1,) the rows' noise variances, ``thr`` (B, 1) the eigenvalue threshold."""
+    ``n_valid`` (B,) their valid voxels, ``nvar`` (T + 1,) the rows' noise variances, ``thr`` (B, 1) the eigenvalue
+    threshold."""
 
     def __init__(self, stab: NDArray[np.float32], valid: NDArray[np.bool_], noise_var: NDArray[np.floating],
                  block: int, margin: float) -> None:
