@@ -201,6 +201,30 @@ def test_denoise_series_trains_deterministically(tiny_model) -> None:  # type: i
         den.denoise_series(noisy, neighbours=20, steps=0)
 
 
+def test_subspace_projection_applies_to_diffusion_series_only(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    """With a gradient table the context mode projects on the series' subspace (SUBSPACE_WEIGHT, recorded) and
+    ``subspace_weight=0`` gives the estimate without it; without a table nothing is projected (recorded as 0); a
+    weight outside [0, 1] is a usage error naming the parameter, raised before any compute."""
+    from c2s_cli.api import Denoiser
+    from c2s_cli.records import DenoiseReport
+
+    _, noisy = _series(t=4)
+    bvals = np.array([0, 1000, 1000, 1000.0])
+    bvecs = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1.0]])
+    den = Denoiser(str(tiny_model), "cpu")
+    rep, rep0, rep_t = DenoiseReport(), DenoiseReport(), DenoiseReport()
+    on = den.denoise_series(noisy, bvals=bvals, bvecs=bvecs, steps=0, self_similarity=False, report=rep)
+    off = den.denoise_series(noisy, bvals=bvals, bvecs=bvecs, steps=0, self_similarity=False, subspace_weight=0,
+                             report=rep0)
+    assert rep.series_subspace_weight == series.SUBSPACE_WEIGHT == 1.0 and rep0.series_subspace_weight == 0.0
+    assert not np.array_equal(on, off) and np.isfinite(on).all()
+    den.denoise_series(noisy, steps=0, self_similarity=False, report=rep_t)
+    assert rep_t.series_subspace_weight == 0.0
+    with pytest.raises(UsageError, match="series_subspace_weight") as e:
+        den.denoise_series(noisy, bvals=bvals, bvecs=bvecs, steps=0, subspace_weight=1.5)
+    assert e.value.param == "series_subspace_weight"
+
+
 def test_a_start_model_with_context_channels(tmp_path, tiny_model) -> None:  # type: ignore[no-untyped-def]
     """A start model already trained with context (scripts/train_series_start.py) is used as it is by the series
     mode (with 0 steps: its own output), refuses fewer neighbours than it takes, and is no volume-by-volume model."""
