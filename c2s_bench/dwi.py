@@ -296,7 +296,8 @@ def main() -> None:
     ph = phantom(args.data, args.slices, args.noise, seed=args.seed, gfactor=args.gfactor)
     truth = tensor_maps(ph["clean"], ph["bvals"], ph["bvecs"], ph["brain"])
     res: dict[str, Any] = {**run_header(args.threads), "shape": list(ph["noisy"].shape), "sigma": ph["sigma"],
-                           "noise_fraction": args.noise, "gfactor": args.gfactor, "seed": args.seed, "brain_voxels": int(ph["brain"].sum()),
+                           "noise_fraction": args.noise, "gfactor": args.gfactor, "seed": args.seed,
+                           "brain_voxels": int(ph["brain"].sum()),
                            "wm_voxels": int((ph["brain"] & (truth[0] > 0.3)).sum()), "rows": []}
     print(f"phantom {ph['noisy'].shape}, σ {ph['sigma']:.2f}, brain {res['brain_voxels']} voxels, "
           f"WM (FA > 0.3) {res['wm_voxels']}", flush=True)

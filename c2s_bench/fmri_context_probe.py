@@ -16,8 +16,7 @@ import torch
 import c2s_bench.fmri as F
 from c2s_bench.dwi import t1_2mm, validation_phantom
 from c2s_bench.fetch_data import source_file
-from c2s_bench.harness import SHARED_DATA
-from c2s_cli import series
+from c2s_bench.harness import SHARED_DATA, keep_series_context
 from c2s_cli.api import Denoiser
 from c2s_cli.records import DenoiseReport
 
@@ -29,18 +28,12 @@ def main() -> None:
     ph = F.phantom(SHARED_DATA)
     print("active voxels", int(ph["active"].sum()), flush=True)
     den = Denoiser("default", "cpu", threads=2)
-    cap = {}
-    orig_ds = series.denoise_series
-    def ds(model, ctx, **kw):  # keep the series context the run built
-        out = orig_ds(model, ctx, **kw)
-        cap["ctx"] = ctx
-        return out
-    series.denoise_series = ds
     def row(name, out):
         print(json.dumps({"row": name, **F.scores(out, ph)}), flush=True)
     row("noisy", ph["noisy"])
     rep = DenoiseReport()
-    out = den.denoise_series(ph["noisy"], report=rep)
+    with keep_series_context() as cap:  # the series context the run built
+        out = den.denoise_series(ph["noisy"], report=rep)
     row("context default", out)
     print("blend fits", [b.summary() for b in rep.blends], flush=True)
     ctx = cap["ctx"]

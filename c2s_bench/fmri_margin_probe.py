@@ -22,7 +22,7 @@ import torch
 import c2s_bench.fmri as F
 from c2s_bench.dwi import t1_2mm, validation_phantom
 from c2s_bench.fetch_data import source_file
-from c2s_bench.harness import SHARED_DATA
+from c2s_bench.harness import SHARED_DATA, keep_series_context
 from c2s_cli import series
 from c2s_cli.api import Denoiser
 
@@ -50,31 +50,23 @@ def main() -> None:
     row("noisy", ph["noisy"])
     den = Denoiser("default", "cpu", threads=args.threads)
     original = series.local_predictions
-    cap: dict[str, object] = {}
-    orig_ds = series.denoise_series
-
-    def keep(model, ctx, **kw):  # type: ignore[no-untyped-def]
-        cap["ctx"] = ctx
-        return orig_ds(model, ctx, **kw)
-
-    series.denoise_series = keep
-    try:
-        for m in (float(v) for v in args.margins.split(",")):
-            series.local_predictions = functools.partial(original, margin=m)
-            t0 = time.perf_counter()
-            out = den.denoise_series(ph["noisy"]) if args.context else None
-            dt = time.perf_counter() - t0
-            if out is None:
-                den.denoise_series(ph["noisy"], steps=0, self_similarity=False)
-            ctx = cap["ctx"]
-            p = np.stack([d.inverse(ctx.predict(t) / np.float32(d.scale))  # type: ignore[attr-defined]
-                          for t, d in enumerate(ctx.domains)], -1)  # type: ignore[attr-defined]
-            row(f"prediction alone, margin {m:g}", p)
-            if out is not None:
-                row(f"context mode, margin {m:g}", out, dt)
-    finally:
-        series.local_predictions = original
-        series.denoise_series = orig_ds
+    with keep_series_context() as cap:
+        try:
+            for m in (float(v) for v in args.margins.split(",")):
+                series.local_predictions = functools.partial(original, margin=m)
+                t0 = time.perf_counter()
+                out = den.denoise_series(ph["noisy"]) if args.context else None
+                dt = time.perf_counter() - t0
+                if out is None:
+                    den.denoise_series(ph["noisy"], steps=0, self_similarity=False)
+                ctx = cap["ctx"]
+                p = np.stack([d.inverse(ctx.predict(t) / np.float32(d.scale))  # type: ignore[attr-defined]
+                              for t, d in enumerate(ctx.domains)], -1)  # type: ignore[attr-defined]
+                row(f"prediction alone, margin {m:g}", p)
+                if out is not None:
+                    row(f"context mode, margin {m:g}", out, dt)
+        finally:
+            series.local_predictions = original
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"command": "python -m c2s_bench.fmri_margin_probe " + " ".join(

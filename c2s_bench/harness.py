@@ -5,11 +5,13 @@ the noise, mask and metrics every quality table uses."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,26 @@ def run_header(threads: int) -> dict[str, object]:
     if os.environ.get("C2S_WEIGHTS"):  # named models came from another folder first (a candidate's registry)
         head["c2s_weights"] = os.environ["C2S_WEIGHTS"]
     return head
+
+
+@contextlib.contextmanager
+def keep_series_context() -> Iterator[dict[str, Any]]:
+    """While open, every ``c2s_cli.series.denoise_series`` call leaves the series context it ran with in the yielded
+    dict (``"ctx"``: the last one) — for probes that score the context's own parts (its predictions, its subspace)."""
+    from c2s_cli import series
+
+    kept: dict[str, Any] = {}
+    original = series.denoise_series
+
+    def keep(model: Any, ctx: Any, **kw: Any) -> Any:
+        kept["ctx"] = ctx
+        return original(model, ctx, **kw)
+
+    series.denoise_series = keep
+    try:
+        yield kept
+    finally:
+        series.denoise_series = original
 
 
 def parser(doc: str | None, name: str) -> argparse.ArgumentParser:

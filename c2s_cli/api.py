@@ -396,8 +396,8 @@ class Denoiser:
                                     self_similarity=config.SERIES_SELF_SIMILARITY if self_similarity else None,
                                     fits=report.blends, prediction_weight=cfg.prediction_weight)
         report.series_subspace_weight = cfg.subspace_weight if bvals is not None else 0.0
-        if bvals is not None and cfg.subspace_weight > 0:
-            series.project_subspace(out, ctx, cfg.subspace_weight)
+        if bvals is not None:
+            series.project_subspace(out, ctx, cfg.subspace_weight)  # weight 0: unchanged
         if cfg.match_variance and bvals is not None:
             series.match_variance(out, ctx, series.shell_groups(bvals))
         if rank_map:

@@ -303,9 +303,7 @@ def project_subspace(out: NDArray[np.float32], context: SeriesContext, weight: f
 
     def project(bl: _Blocks, pad: list[tuple[int, int]]) -> NDArray[np.float32]:
         at = torch.from_numpy(bl.a)
-        gram = at @ at.mT - torch.from_numpy(bl.n_valid)[:, None, None] * torch.diag(torch.from_numpy(bl.nvar))[None]
-        vals, vecs = torch.linalg.eigh(gram)
-        u = (vecs * (vals > torch.from_numpy(bl.thr))[:, None, :]).float()  # float32 from here: 2× faster, ~1e-7
+        u = _signal_subspace(at, bl.n_valid, bl.nvar, bl.thr).float()  # float32 from here: 2× faster, ~1e-7
         b = torch.empty((at.shape[0], t_n + 1, at.shape[2]), dtype=torch.float32)
         v = torch.from_numpy(bl.v)
         torch.mul(torch.from_numpy(bl.cut(np.pad(zh, pad))), v[:, None, :], out=b[:, :t_n])  # the estimate's rows
@@ -390,14 +388,22 @@ def _loo_predictions(a: NDArray[np.float64], n_valid: NDArray[np.float64], nvar:
     """
     t_n = a.shape[1] - 1
     at = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
-    gram = at @ at.mT - torch.from_numpy(n_valid)[:, None, None] * torch.diag(torch.from_numpy(nvar))[None]
-    vals, vecs = torch.linalg.eigh(gram)
-    u = vecs * (vals > torch.from_numpy(np.asarray(thr, np.float64)))[:, None, :]
+    u = _signal_subspace(at, n_valid, nvar, thr)
     hat = (u @ u.mT)[:, :t_n]  # rows: the frames; columns: the frames and the constant
     idx = torch.arange(t_n)
     diag = hat[:, idx, idx].clone()
     hat[:, idx, idx] = 0.0
     return ((hat @ at) / torch.clamp(1.0 - diag, min=0.1)[:, :, None]).float().numpy()
+
+
+def _signal_subspace(at: torch.Tensor, n_valid: NDArray[np.float64], nvar: NDArray[np.float64],
+                     thr: NDArray[np.float64]) -> torch.Tensor:
+    """(B, p, p) float64: each block's eigenvectors of its noise-corrected Gram matrix G − N·diag(v) (``at`` (B, p, N)
+    float64 rows, arguments as :func:`_eiv_predictions`) whose eigenvalues exceed the threshold, the others zeroed:
+    the local low-rank model's subspace (MP-PCA's, Veraart et al. 2016)."""
+    gram = at @ at.mT - torch.from_numpy(n_valid)[:, None, None] * torch.diag(torch.from_numpy(nvar))[None]
+    vals, vecs = torch.linalg.eigh(gram)
+    return vecs * (vals > torch.from_numpy(np.asarray(thr, np.float64)))[:, None, :]
 
 
 def _gram(a: NDArray[np.float64]) -> NDArray[np.float64]:
