@@ -512,7 +512,9 @@ def test_late_instances_after_keep_days_0_fail_loudly(tmp_path: Path, phantom: n
         assert set(send(r.port, files[5:])) == {0}
         wait_for(lambda: len(r.named("failed")) == 1, 180, what="the late instance's job")
         assert not r.named("ignored") and "already delivered and deleted" in r.named("failed")[0]["error"]
-        st = json.loads((r.node.spool.root / "status.json").read_text())
+        status = r.node.spool.root / "status.json"  # written at the end of the step that logged the failure
+        wait_for(lambda: json.loads(status.read_text())["last_error"] is not None, 60, what="status.json's last error")
+        st = json.loads(status.read_text())
         assert "send the whole series again" in st["last_error"]["message"]
         assert set(send(r.port, files)) == {0}
         wait_for(lambda: len(r.named("sent")) == 2, 180, what="the complete re-send")
