@@ -8,6 +8,7 @@ variant: the largest mean PSNR gain over the 5 % and 10 % cases of both referenc
 gain there is ≥ 0.
 
   python -m c2s_bench.selfsim --threads 2 [--colin PATH] [--variants 2:0.8,2:1.0,2:1.2,3:0.8,3:1.0,3:1.2]
+      (radius:h[:depths[:max_weight]]; session 22 added the patch depths and the weight's cap)
       [--subjects mni-heldout,colin-2mm] [--levels 0.05,0.10,0.03,0.15]
 
 ``--subjects unseen-2mm`` scores the test subject (the clean 2 mm reference of ``unseen.py``); the quality table with
@@ -32,7 +33,9 @@ from c2s_cli.records import DenoiseReport
 def main() -> None:
     ap = parser(__doc__, "selfsim_validation")
     ap.add_argument("--colin", type=Path, default=COLIN)
-    ap.add_argument("--variants", default="2:0.8,2:1.0,2:1.2,3:0.8,3:1.0,3:1.2", help="radius:h, comma-separated")
+    ap.add_argument("--variants", default="2:0.8,2:1.0,2:1.2,3:0.8,3:1.0,3:1.2",
+                    help="radius:h[:depths[:max_weight]] (depths 1: 3×3 patches, 3: 3×3×3, 13: SURE chooses), "
+                         "comma-separated")
     ap.add_argument("--subjects", default="mni-heldout,colin-2mm")
     ap.add_argument("--levels", default="0.05,0.10,0.03,0.15")
     args = ap.parse_args()
@@ -51,8 +54,11 @@ def main() -> None:
             add_row(res, {"subject": subject, "level": level, "variant": "off", "psnr": round(p0, 3),
                           "ssim": round(s0, 4), "seconds": round(time.perf_counter() - t0, 2)}, args.json)
             for spec in args.variants.split(","):
-                radius, h = spec.split(":")
-                api.SELF_SIMILARITY = dataclasses.replace(default, radius=int(radius), h=float(h))
+                radius, h, *more = spec.split(":")  # radius:h[:depths[:max_weight]]
+                # depths as digits: 1 (3×3 patches), 3 (3×3×3), 13 (SURE chooses per scan)
+                extra = dict(zip(("depths", "max_weight"), (tuple(int(c) for c in more[0]), float(more[1]))
+                                 if len(more) > 1 else (tuple(int(c) for c in more[0]),) if more else ()))
+                api.SELF_SIMILARITY = dataclasses.replace(default, radius=int(radius), h=float(h), **extra)
                 rep = DenoiseReport()
                 t0 = time.perf_counter()
                 p, s = metrics(den.denoise(noisy, report=rep), ref, mask)

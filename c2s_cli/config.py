@@ -160,13 +160,15 @@ class SelfSimilarity:
     the non-local-means estimate of the frame in network units and a chosen per frame by SURE.
 
     radius / h: NL's in-plane search radius (pixels, in the slice and its two neighbours) and filtering strength
-    (units of σ_d); fit_slices: slices (evenly spaced along the acquisition axis) on which SURE is evaluated, in
+    (units of σ_d); depths: NL's patches, 3×3 in-plane (1) and/or 3×3×3 (3): SURE fits a weight for each and
+    keeps the one it expects to remove more error (session 22); fit_slices: slices (evenly spaced along the acquisition axis) on which SURE is evaluated, in
     fp32, with one extra network pass each; epsilon: the Monte-Carlo divergence step (units of σ_d); max_weight:
     the largest weight; seed: the Rademacher probe's generator seed (the weight is deterministic).
     """
 
     radius: int = 2
     h: float = 1.0
+    depths: tuple[int, ...] = (1, 3)
     fit_slices: int = 12
     epsilon: float = 0.01
     max_weight: float = 0.5
@@ -174,7 +176,9 @@ class SelfSimilarity:
 
     def validate(self) -> None:
         """Raise ValueError naming the first field out of range."""
-        checks = {"radius": 1 <= self.radius <= 4, "h": 0 < self.h <= 10, "fit_slices": 1 <= self.fit_slices <= 256,
+        checks = {"radius": 1 <= self.radius <= 4, "h": 0 < self.h <= 10, "depths": len(self.depths) > 0 and len(set(self.depths)) == len(self.depths)
+                  and all(d in (1, 3) for d in self.depths),
+                  "fit_slices": 1 <= self.fit_slices <= 256,
                   "epsilon": 0 < self.epsilon <= 1, "max_weight": 0 <= self.max_weight <= 1}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -184,7 +188,7 @@ class SelfSimilarity:
 SELF_SIMILARITY = SelfSimilarity()  # the default blend (Denoiser.denoise)
 # the series (context) mode's: one fit per shell on 3 slices, NL radius 1 (session 19, chosen on the validation phantom
 # of the training anatomy: 3 and 9 fit slices scored the same; radius 1 saved 1 s per 65 volumes)
-SERIES_SELF_SIMILARITY = SelfSimilarity(radius=1, fit_slices=3)
+SERIES_SELF_SIMILARITY = SelfSimilarity(radius=1, depths=(1,), fit_slices=3)
 
 @dataclass(frozen=True)
 class DenoiseOptions:

@@ -6,6 +6,7 @@ Exact zeros and saturated voxels are returned unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from numpy.typing import NDArray
 
 from c2s_cli.config import SelfSimilarity, check_tta
 from c2s_cli.model import Precond
-from c2s_cli.model.nonlocal_means import nonlocal_means_volume
+from c2s_cli.model.nonlocal_means import nl_reach, nonlocal_means_centre, nonlocal_means_volume
 from c2s_cli.noise.domain import NoiseDomain
 from c2s_cli.selfsim import MASK_SNR, BlendFit, SureSums
 
@@ -138,7 +139,8 @@ def denoise_frame(
         blend: per axis of ``axes``, the :class:`~c2s_cli.selfsim.BlendFit` of :func:`self_similarity` along that
             axis: every view's estimate becomes D + a·(NL − D) in network units before the inverse, NL computed
             slab by slab from the normalised slices (:func:`~c2s_cli.model.nonlocal_means.nonlocal_means_volume`,
-            exact: every slice it is used for has both neighbours in the slab).
+            exact: every slice it is used for has all the slices its NL reads in the slab,
+            :func:`~c2s_cli.model.nonlocal_means.nl_reach`).
         context_weight: a series model (``volumes`` > 0) only: every view's estimate (after ``blend``) moved
             towards the first context channel (the volume's prediction from the other volumes, in the target's
             network units) by this weight, f ← f + w·(P − f), before the inverse.
@@ -188,7 +190,8 @@ def _accumulate(
     gvols = [(np.moveaxis(np.asarray(g, np.float32), axis, 0), gd) for g, gd in guides]
     weight = np.float32(blend.weight) if blend is not None and blend.weight > 0 else None
     c = model.cfg.context
-    margin = max(c, 1) if weight is not None else c  # NL of a slice needs both its neighbours in the slab
+    # NL of a slice needs its neighbours in the slab (and theirs, for 3×3×3 patches)
+    margin = max(c, nl_reach(blend.depth)) if weight is not None and blend is not None else c
     n = vol.shape[0]
     if batch_size is None:  # about one 256² slice per pass: the fastest on CPUs (benchmarks/README.md, speed)
         batch_size = max(1, int(256 * 256 // (vol.shape[1] * vol.shape[2])))
@@ -206,7 +209,7 @@ def _accumulate(
                 slab = domain.forward(vol[lo:hi], domain.local(axis, slice(lo, hi)))
                 if weight is not None and blend is not None:
                     nl_slab = nonlocal_means_volume(torch.from_numpy(slab), float(domain.sigma_d), blend.radius,
-                                                    blend.h).numpy()
+                                                    blend.h, depth=blend.depth).numpy()
             idx = np.clip(k[:, None] + np.arange(-c, c + 1)[None, :], 0, n - 1) - lo
             stack = slab[idx]
             if gvols:
@@ -253,7 +256,11 @@ def self_similarity(
     :func:`denoise_frame` conditions it (``strength``·σ_d), and the NL estimate, on the input and on the input moved
     by ε times a seeded Rademacher probe. ``guides``: as for :func:`denoise_frame` (a series model's context volumes,
     a multi-contrast model's guides): extra input channels, not moved — their noise is independent of the target's,
-    so SURE stays unbiased for the target. Not for a model with an NL channel. Memory: a few slices."""
+    so SURE stays unbiased for the target. Not for a model with an NL channel. Memory: a few slices.
+
+    With several NL variants (``cfg.depths``: 3×3 and 3×3×3 patches), each gets its own weight from the same network
+    passes and probe, and the fit kept is the one whose SURE falls most (``BlendFit.sure_gain``; the others are in
+    ``candidates``): which patch suits a scan depends on the scan and on how well σ is known (session 22)."""
     if model.cfg.nonlocal_radius:
         raise ValueError("the self-similarity blend is not for a model with an NL channel (it has one inside)")
     want = model.cfg.volumes + model.cfg.guides
@@ -269,8 +276,9 @@ def self_similarity(
     ks = np.unique(np.linspace(0, n - 1, count + 2)[1:-1].round().astype(int)) if n > 2 else np.arange(n)
     gen = torch.Generator().manual_seed(cfg.seed)
     eps = cfg.epsilon * sd
-    half = max(c, 1)
-    sums = SureSums(domain.level(MASK_SNR))
+    reach = max(nl_reach(depth) for depth in cfg.depths)
+    half = max(c, reach)
+    sums = {depth: SureSums(domain.level(MASK_SNR)) for depth in cfg.depths}
     model = model.to(device).to(memory_format=torch.channels_last)
     step = batch_size or max(1, int(256 * 256 // (vol.shape[1] * vol.shape[2])))
     with torch.inference_mode():
@@ -285,20 +293,26 @@ def self_similarity(
                 idx = torch.from_numpy(np.clip(k + np.arange(-c, c + 1), 0, n - 1) - lo)
                 plain.append(sub[idx].numpy())
                 moved.append(mv[idx].numpy())
-                a0, a1 = max(0, k - 1) - lo, min(n, k + 2) - lo  # NL of slice k: it and its neighbours suffice
-                rows.append((sub[k - lo].numpy(),
-                             nonlocal_means_volume(sub[a0:a1], sd, cfg.radius, cfg.h)[k - lo - a0].numpy(),
-                             nonlocal_means_volume(mv[a0:a1], sd, cfg.radius, cfg.h)[k - lo - a0].numpy(),
-                             b[k - lo].numpy()))
+                nls = {}
+                for depth in cfg.depths:
+                    r = nl_reach(depth)
+                    a0, a1 = max(0, k - r) - lo, min(n, k + r + 1) - lo  # all NL of slice k reads
+                    both = nonlocal_means_centre(torch.stack([sub[a0:a1], mv[a0:a1]]), k - lo - a0, sd, cfg.radius,
+                                                 cfg.h, depth).numpy()
+                    nls[depth] = (both[0], both[1])
+                rows.append((sub[k - lo].numpy(), nls, b[k - lo].numpy()))
             plain_s, moved_s = np.stack(plain), np.stack(moved)
             if gvols:
                 extra = np.stack([gd.forward(gv[batch], gd.local(axis, batch)) for gv, gd in gvols], axis=1)
                 plain_s, moved_s = (np.concatenate([a, extra], axis=1) for a in (plain_s, moved_s))
             d = _forward(model, np.ascontiguousarray(plain_s), sd * strength, device, False)
             dm = _forward(model, np.ascontiguousarray(moved_s), sd * strength, device, False)
-            for j, (y, nl, nlm, probe) in enumerate(rows):
-                sums.add(y, d[j], nl, dm[j], nlm, probe)
-    return sums.fit(eps, sd, cfg.max_weight, radius=cfg.radius, h=cfg.h)
+            for j, (y, nls, probe) in enumerate(rows):
+                for depth, (nl, nlm) in nls.items():
+                    sums[depth].add(y, d[j], nl, dm[j], nlm, probe)
+    fits = [sums[depth].fit(eps, sd, cfg.max_weight, radius=cfg.radius, h=cfg.h, depth=depth) for depth in cfg.depths]
+    best = max(fits, key=lambda f: f.sure_gain)  # the first of equals
+    return dataclasses.replace(best, candidates=tuple((f.depth, f.weight, f.sure_gain) for f in fits))
 
 
 def denoise_network_units(

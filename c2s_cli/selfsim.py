@@ -37,7 +37,10 @@ class BlendFit:
         raw: SURE's minimiser before clipping.
         voxels: how many voxels the sums ran over (0: none; the weight is then 0).
         div_d, div_nl: the divergences per voxel of D and NL (Monte-Carlo estimates).
-        radius, h: the NL estimate the weight is for (:class:`c2s_cli.config.SelfSimilarity`).
+        radius, h, depth: the NL estimate the weight is for (:class:`c2s_cli.config.SelfSimilarity`).
+        sure_gain: SURE(0) − SURE(weight) per voxel, in units of σ_d²: the squared error the blend is expected to
+            remove (the variant with the largest is kept when several are fitted).
+        candidates: (depth, weight, sure_gain) of every NL variant fitted for this choice.
     """
 
     weight: float
@@ -47,10 +50,16 @@ class BlendFit:
     div_nl: float
     radius: int = 2
     h: float = 1.0
+    depth: int = 1
+    sure_gain: float = 0.0
+    candidates: tuple[tuple[int, float, float], ...] = ()
 
     def summary(self) -> dict[str, object]:
         return {"weight": round(self.weight, 4), "sure_minimiser": round(self.raw, 4), "voxels": self.voxels,
-                "div_d": round(self.div_d, 4), "div_nl": round(self.div_nl, 4), "radius": self.radius, "h": self.h}
+                "div_d": round(self.div_d, 4), "div_nl": round(self.div_nl, 4), "radius": self.radius, "h": self.h,
+                "depth": self.depth,
+                "sure_gain": round(self.sure_gain, 6),
+                "candidates": [{"depth": d, "weight": round(w, 4), "sure_gain": round(g, 6)} for d, w, g in self.candidates]}
 
 
 @dataclass
@@ -83,7 +92,8 @@ class SureSums:
         self.div_d += float(bm @ (dm[mask] - d[mask]).astype(np.float64))
         self.div_nl += float(bm @ (nlm[mask] - nl[mask]).astype(np.float64))
 
-    def fit(self, epsilon: float, sigma_d: float, max_weight: float, *, radius: int = 2, h: float = 1.0) -> BlendFit:
+    def fit(self, epsilon: float, sigma_d: float, max_weight: float, *, radius: int = 2, h: float = 1.0,
+            depth: int = 1) -> BlendFit:
         """SURE's minimiser a* from the sums, clipped to [0, ``max_weight``] (see the module docstring)."""
         if not epsilon > 0 or not sigma_d > 0:
             raise ValueError(f"epsilon and sigma_d must be > 0, got {epsilon} and {sigma_d}")
@@ -91,20 +101,23 @@ class SureSums:
             raise ValueError(f"max_weight must be in [0, 1], got {max_weight}")
         n = self.voxels
         if n == 0:
-            return BlendFit(0.0, 0.0, 0, 0.0, 0.0, radius, h)
+            return BlendFit(0.0, 0.0, 0, 0.0, 0.0, radius, h, depth)
         div_d, div_nl = self.div_d / epsilon, self.div_nl / epsilon
         if self.uu == 0.0:
-            return BlendFit(0.0, 0.0, n, div_d / n, div_nl / n, radius, h)
+            return BlendFit(0.0, 0.0, n, div_d / n, div_nl / n, radius, h, depth)
         raw = (self.uv - sigma_d**2 * (div_nl - div_d)) / self.uu
         if not np.isfinite(raw):
             raise ValueError("SURE's blend weight is not finite (NaN or infinite estimates)")
-        return BlendFit(float(np.clip(raw, 0.0, max_weight)), raw, n, div_d / n, div_nl / n, radius, h)
+        a = float(np.clip(raw, 0.0, max_weight))
+        # SURE(0) − SURE(a), per voxel, in units of σ_d²: what the blend is expected to remove from the squared error
+        gain = (2 * a * self.uv - a * a * self.uu - 2 * sigma_d**2 * a * (div_nl - div_d)) / (n * sigma_d**2)
+        return BlendFit(a, raw, n, div_d / n, div_nl / n, radius, h, depth, gain)
 
 
 def sure_weight(
     y: NDArray[np.floating], d: NDArray[np.floating], nl: NDArray[np.floating],
     d_moved: NDArray[np.floating], nl_moved: NDArray[np.floating], probe: NDArray[np.floating], epsilon: float,
-    sigma_d: float, max_weight: float, mask_level: float, *, radius: int = 2, h: float = 1.0,
+    sigma_d: float, max_weight: float, mask_level: float, *, radius: int = 2, h: float = 1.0, depth: int = 1,
 ) -> BlendFit:
     """SURE's blend weight from estimates on the same voxels (any equal shapes, network units): one
     :class:`SureSums` part.
@@ -117,8 +130,8 @@ def sure_weight(
         sigma_d: the noise std in network units (> 0).
         max_weight: the largest weight returned (0 … 1).
         mask_level: the sums run over the voxels where ``d`` > mask_level (network units; the object).
-        radius, h: recorded in the fit (the NL estimate it is for).
+        radius, h, depth: recorded in the fit (the NL estimate it is for).
     """
     sums = SureSums(mask_level)
     sums.add(y, d, nl, d_moved, nl_moved, probe)
-    return sums.fit(epsilon, sigma_d, max_weight, radius=radius, h=h)
+    return sums.fit(epsilon, sigma_d, max_weight, radius=radius, h=h, depth=depth)

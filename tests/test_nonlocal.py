@@ -10,7 +10,7 @@ import torch
 
 from c2s_cli.config import ModelConfig
 from c2s_cli.model import Precond
-from c2s_cli.model.nonlocal_means import nonlocal_means, nonlocal_means_volume
+from c2s_cli.model.nonlocal_means import nl_reach, nonlocal_means, nonlocal_means_centre, nonlocal_means_volume
 from c2s_cli.model.precond import with_nonlocal
 
 SMALL = ModelConfig(channels=(8, 16, 16), emb_dim=16)
@@ -153,10 +153,76 @@ def test_the_volume_version_equals_its_definition_whatever_the_chunk(radius: int
                                atol=1e-5, rtol=0)
 
 
+def _brute_volume_3d(v: torch.Tensor, s: float, r: int, h: float) -> torch.Tensor:
+    """The definition of the 3×3×3-patch version, voxel by voxel: every offset of the (2r+1)² window in the slice
+    and its two neighbours, 3×3×3 patches, on the volume reflect-padded in-plane and replicate-padded through-plane."""
+    z, hh, ww = v.shape
+    p = r + 1
+    x = torch.nn.functional.pad(v[None], (p,) * 4, mode="reflect")[0].double()
+    x = torch.cat([x[:1], x[:1], x, x[-1:], x[-1:]])
+    out = torch.empty(v.shape, dtype=torch.float64)
+    for k in range(z):
+        for i in range(hh):
+            for j in range(ww):
+                kk, ii, jj = k + 2, i + p, j + p
+                a = x[kk - 1 : kk + 2, ii - 1 : ii + 2, jj - 1 : jj + 2]
+                num = den = 0.0
+                for dz in (-1, 0, 1):
+                    for dy in range(-r, r + 1):
+                        for dx in range(-r, r + 1):
+                            q = (kk + dz, ii + dy, jj + dx)
+                            b = x[q[0] - 1 : q[0] + 2, q[1] - 1 : q[1] + 2, q[2] - 1 : q[2] + 2]
+                            d = float((a - b).pow(2).mean())
+                            w = np.exp(-max(d - 2 * s * s, 0.0) / (h * h * s * s))
+                            num += w * float(x[q])
+                            den += w
+                out[k, i, j] = num / den
+    return out.float()
+
+
+@pytest.mark.parametrize("shape", [(5, 9, 8), (1, 7, 6), (2, 7, 7)])
+def test_the_3d_patch_version_equals_its_definition_whatever_the_chunk(shape: tuple[int, int, int]) -> None:
+    g = torch.Generator().manual_seed(4)
+    v = torch.rand(*shape, generator=g)
+    want = _brute_volume_3d(v, 0.3, 2, 1.0)
+    for chunk in (1, 2, 8):
+        torch.testing.assert_close(nonlocal_means_volume(v, 0.3, 2, 1.0, chunk=chunk, depth=3), want, atol=1e-5,
+                                   rtol=0)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_the_one_slice_version_equals_the_volume_version(depth: int) -> None:
+    g = torch.Generator().manual_seed(6)
+    for z in (1, 2, 5):
+        slabs = torch.rand(2, z, 11, 9, generator=g)
+        for centre in range(z):
+            want = torch.stack([nonlocal_means_volume(s, 0.3, 2, 1.0, depth=depth)[centre] for s in slabs])
+            torch.testing.assert_close(nonlocal_means_centre(slabs, centre, 0.3, 2, 1.0, depth), want, atol=1e-6,
+                                       rtol=0)
+    for kwargs, name in (({"centre": 5}, "centre"), ({"depth": 2}, "depth"), ({"radius": 9}, "radius"),
+                         ({"noise_std": 0.0}, "noise_std"), ({"slabs": slabs[0]}, "slabs")):
+        args = {"slabs": slabs, "centre": 0, "noise_std": 0.3, "radius": 1, "h": 1.0, "depth": depth, **kwargs}
+        with pytest.raises(ValueError, match=name):
+            nonlocal_means_centre(**args)  # type: ignore[arg-type]
+
+
+def test_a_slab_gives_the_volume_result_where_nl_reach_says() -> None:
+    """infer's slabs rely on it: a slice's 3-D-patch estimate reads ±nl_reach(3) slices, no more."""
+    g = torch.Generator().manual_seed(5)
+    v = torch.rand(12, 10, 9, generator=g)
+    whole = nonlocal_means_volume(v, 0.3, 2, 1.0, depth=3)
+    reach = nl_reach(3)
+    k = 6
+    part = nonlocal_means_volume(v[k - reach : k + reach + 1], 0.3, 2, 1.0, depth=3)
+    torch.testing.assert_close(part[reach], whole[k], atol=1e-6, rtol=0)
+    short = nonlocal_means_volume(v[k - reach + 1 : k + reach], 0.3, 2, 1.0, depth=3)  # one slice too few
+    assert not torch.allclose(short[reach - 1], whole[k], atol=1e-4)
+
+
 def test_the_volume_version_refuses_what_it_cannot_take() -> None:
     v = torch.rand(3, 8, 8)
     for kwargs, name in (({"volume": v[0]}, "volume"), ({"noise_std": 0.0}, "noise_std"), ({"radius": 7}, "radius"),
-                         ({"h": 0.0}, "h")):
+                         ({"h": 0.0}, "h"), ({"depth": 2}, "depth")):
         args = {"volume": v, "noise_std": 0.1, "radius": 1, "h": 1.0, **kwargs}
         with pytest.raises(ValueError, match=name):
             nonlocal_means_volume(**args)  # type: ignore[arg-type]

@@ -52,6 +52,29 @@ def test_sure_weight_finds_the_blend_the_clean_image_would_choose(seed: int) -> 
     assert fit.div_nl == pytest.approx(centre(0.6) ** 2, rel=0.05)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sure_gain_is_the_fall_of_sure_and_ranks_variants_as_the_clean_image_does(seed: int) -> None:
+    x, y, probe, sigma = _scene(seed)
+    d_of = lambda v: ndimage.gaussian_filter(v, (1.6, 1.6, 0), mode="wrap")  # noqa: E731
+    eps = 0.01 * sigma
+    d = d_of(y)
+    n = x.size
+    fits, oracle = [], []
+    for s_nl in (0.3, 1.2):  # two candidate second estimates, as the 3×3 and 3×3×3 NL variants
+        nl_of = lambda v, s_nl=s_nl: ndimage.gaussian_filter(v, (s_nl, s_nl, 0), mode="wrap")  # noqa: E731
+        nl = nl_of(y)
+        fit = sure_weight(y, d, nl, d_of(y + eps * probe), nl_of(y + eps * probe), probe, eps, sigma, 1.0, -np.inf)
+        a = fit.weight
+        sure = lambda f, div: float(np.sum((f - y) ** 2) - n * sigma**2 + 2 * sigma**2 * div)  # noqa: E731
+        by_definition = (sure(d, fit.div_d * n) - sure(d + a * (nl - d), ((1 - a) * fit.div_d + a * fit.div_nl) * n))
+        assert fit.sure_gain == pytest.approx(by_definition / (n * sigma**2), rel=1e-6)
+        fits.append(fit.sure_gain)
+        oracle.append(float(np.mean((d - x) ** 2) - np.mean((d + a * (nl - d) - x) ** 2)) / sigma**2)
+    # an unbiased estimate of the error removed (about 0.01–0.02 σ² per voxel here), within 0.002
+    assert fits == pytest.approx(oracle, abs=0.002)
+    assert np.argmax(fits) == np.argmax(oracle) and abs(oracle[0] - oracle[1]) > 0.008
+
+
 def test_the_sums_add_up_part_by_part() -> None:
     x, y, probe, sigma = _scene(2)
     d_of = lambda v: ndimage.gaussian_filter(v, (1.6, 1.6, 0), mode="wrap")  # noqa: E731
@@ -88,7 +111,8 @@ def test_sure_weight_clips_masks_and_refuses() -> None:
 
 def test_the_config_refuses_out_of_range_values() -> None:
     SELF_SIMILARITY.validate()
-    for name, value in (("radius", 0), ("h", 0.0), ("fit_slices", 0), ("epsilon", 0.0), ("max_weight", 2.0)):
+    for name, value in (("radius", 0), ("h", 0.0), ("depths", (2,)), ("depths", ()), ("depths", (3, 3)),
+                        ("fit_slices", 0), ("epsilon", 0.0), ("max_weight", 2.0)):
         with pytest.raises(ValueError, match=f"SelfSimilarity.{name}"):
             dataclasses.replace(SelfSimilarity(), **{name: value}).validate()
 
@@ -105,6 +129,14 @@ def test_the_fit_is_deterministic_and_the_blend_is_what_it_says(tiny_model: Path
     assert self_similarity(den.model, scan, dom, SELF_SIMILARITY) == fit
     assert 0.0 <= fit.weight <= SELF_SIMILARITY.max_weight and fit.voxels > 0
     assert (fit.radius, fit.h) == (SELF_SIMILARITY.radius, SELF_SIMILARITY.h)
+    # one fit per NL variant from the same passes; the one SURE expects to remove the most error is kept
+    assert [c[0] for c in fit.candidates] == list(SELF_SIMILARITY.depths)
+    assert (fit.depth, fit.weight, fit.sure_gain) == max(fit.candidates, key=lambda c: c[2])
+    for depth, weight, gain in fit.candidates:  # each as a fit of that variant alone (whose probe may span fewer
+        # slices: its Monte-Carlo divergence differs a little)
+        alone = self_similarity(den.model, scan, dom, dataclasses.replace(SELF_SIMILARITY, depths=(depth,)))
+        assert alone.depth == depth and alone.candidates == ((depth, alone.weight, alone.sure_gain),)
+        assert alone.weight == pytest.approx(weight, abs=0.01) and alone.sure_gain == pytest.approx(gain, rel=0.02)
     # the blend is D + a·(NL − D) in network units, then the inverse; NL of the whole frame (computed slab by slab
     # in denoise_frame, whatever the batch size); a = 0 gives the network's output alone
     plain = denoise_frame(den.model, scan, dom)
@@ -115,7 +147,7 @@ def test_the_fit_is_deterministic_and_the_blend_is_what_it_says(tiny_model: Path
                                                      batch_size=3))
     z = dom.forward(scan)
     nl = np.moveaxis(nonlocal_means_volume(torch.from_numpy(np.moveaxis(z, 2, 0).copy()), dom.sigma_d,
-                                           fit.radius, fit.h).numpy(), 0, 2)
+                                           fit.radius, fit.h, depth=fit.depth).numpy(), 0, 2)
     d_net = dom.expected(denoise_frame(den.model, scan, dom, passthrough=False))  # D (expected inverts inverse)
     want = dom.inverse(d_net + 0.5 * (nl - d_net))
     inside = scan > 200
