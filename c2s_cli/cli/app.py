@@ -163,7 +163,7 @@ class _Log:
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Only warnings and errors on stderr.")]
 # options shared by several commands: one declaration each (the commands must not drift apart)
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.", envvar="C2S_DEVICE")]
-SelfSimilarityOpt = Annotated[bool, typer.Option("--self-similarity/--no-self-similarity", help="Blend the network's output with the scan's non-local-means estimate by the weight SURE chooses per volume (plain models; the record shows the weight).")]
+SelfSimilarityOpt = Annotated[bool, typer.Option("--self-similarity/--no-self-similarity", help="Blend the network's output with the scan's non-local-means estimate (3×3 or 3×3×3 patches) by the weight and patch SURE chooses per volume (plain models; the record shows them).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(min=1, help="CPU threads.")]
 PrecisionOpt = Annotated[str, typer.Option(
     help="auto (bf16 where the CPU/GPU runs it natively, else fp32), fp32 or bf16.", envvar="C2S_PRECISION")]
