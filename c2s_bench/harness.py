@@ -107,6 +107,37 @@ def load_colin_2mm(path: Path = COLIN) -> np.ndarray:
     return (v / float(np.percentile(v[v > 0], 99.5))).astype(np.float32)
 
 
+VALIDATION = "colin-2mm,mni-heldout"  # the validation references (never the test subject)
+
+
+def add_validation_args(ap: argparse.ArgumentParser) -> None:
+    """``--colin`` (Colin27's path) and ``--subjects`` (validation references, comma-separated) for the probes that
+    score the validation references only."""
+    ap.add_argument("--colin", default=str(COLIN))
+    ap.add_argument("--subjects", default=VALIDATION)
+
+
+def validation_references(args: argparse.Namespace) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, clean reference, head mask) of each of ``args.subjects``: ``colin-2mm`` (:func:`load_colin_2mm` of
+    ``args.colin``) or ``mni-heldout`` (:func:`load_mni_heldout` of ``args.data``)."""
+    for subject in args.subjects.split(","):
+        if subject not in VALIDATION.split(","):
+            raise SystemExit(f"--subjects: {subject!r} is not a validation reference ({VALIDATION})")
+        ref = load_colin_2mm(Path(args.colin)) if subject == "colin-2mm" else load_mni_heldout(args.data)
+        yield subject, ref, head_mask(ref)
+
+
+def start_probe(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """Set torch's threads to ``args.threads``, load ``args.model`` on the CPU; return it and the result's header with
+    an empty ``rows`` list."""
+    import torch
+
+    from c2s_cli.api import Denoiser
+
+    torch.set_num_threads(args.threads)
+    return Denoiser(args.model, "cpu", threads=args.threads), {**run_header(args.threads), "rows": []}
+
+
 def head_mask(clean: np.ndarray) -> np.ndarray:
     m = ndimage.gaussian_filter(clean, (2, 2, 0)) > 0.08
     return np.stack([ndimage.binary_fill_holes(m[:, :, k]) for k in range(m.shape[2])], axis=2)

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from c2s_bench.harness import COLIN, head_mask, load_colin_2mm, load_mni_heldout, metrics, parser, rician, run_header
-from c2s_cli.api import Denoiser
+from c2s_bench.harness import add_validation_args, metrics, parser, rician, start_probe, validation_references
 from c2s_cli.infer import denoise_network_units
 from c2s_cli.model.nonlocal_means import EXP_FLOOR, nonlocal_means_volume
 from c2s_cli.noise.policy import NoiseSpec, fit
@@ -52,18 +51,13 @@ def nl_3d_patches(volume: torch.Tensor, noise_std: float, radius: int, zradius: 
 
 def main() -> None:
     ap = parser(__doc__, "nl3d_probe")
-    ap.add_argument("--colin", default=str(COLIN))
-    ap.add_argument("--subjects", default="colin-2mm,mni-heldout")
+    add_validation_args(ap)
     ap.add_argument("--levels", default="0.05,0.10")
     ap.add_argument("--variants", default="2:2:1:1.0,3:2:1:1.0,3:2:1:1.5,3:3:1:1.5,3:2:2:1.5")
     ap.add_argument("--max-weight", type=float, default=0.5)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    den = Denoiser(args.model, "cpu", threads=args.threads)
-    res: dict[str, object] = {**run_header(args.threads), "rows": []}
-    for subject in args.subjects.split(","):
-        ref = load_colin_2mm(args.colin) if subject == "colin-2mm" else load_mni_heldout(args.data)
-        mask = head_mask(ref)
+    den, res = start_probe(args)
+    for subject, ref, mask in validation_references(args):
         for i, level in enumerate(float(v) for v in args.levels.split(",")):
             noisy = rician(ref, level, seed=201 + i)
             domain = fit(noisy, NoiseSpec()).domains[0]

@@ -13,11 +13,9 @@ import json
 import time
 
 import numpy as np
-import torch
 from scipy import ndimage
 
-from c2s_bench.harness import COLIN, head_mask, load_colin_2mm, load_mni_heldout, metrics, parser, rician, run_header
-from c2s_cli.api import Denoiser
+from c2s_bench.harness import add_validation_args, metrics, parser, rician, start_probe, validation_references
 
 C1, C2 = (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2  # skimage's constants at data range 1
 
@@ -51,18 +49,13 @@ def ssim_terms(x: np.ndarray, ref: np.ndarray) -> dict[str, np.ndarray]:
 
 def main() -> None:
     ap = parser(__doc__, "ssim_gap_probe")
-    ap.add_argument("--colin", default=str(COLIN))
-    ap.add_argument("--subjects", default="colin-2mm,mni-heldout")
+    add_validation_args(ap)
     ap.add_argument("--level", type=float, default=0.05)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     import bm4d
 
-    den = Denoiser(args.model, "cpu", threads=args.threads)
-    res: dict[str, object] = {**run_header(args.threads), "rows": []}
-    for subject in args.subjects.split(","):
-        ref = load_colin_2mm(args.colin) if subject == "colin-2mm" else load_mni_heldout(args.data)
-        mask = head_mask(ref)
+    den, res = start_probe(args)
+    for subject, ref, mask in validation_references(args):
         noisy = rician(ref, args.level, seed=201)  # the 5 % draw of selfsim's validation is seed 200; another one
         outs = {"BM4D (true σ)": bm4d.bm4d(noisy, sigma_psd=args.level).astype(np.float32), "c2s default": den.denoise(noisy),
                 "c2s --no-self-similarity": den.denoise(noisy, self_similarity=False)}

@@ -17,8 +17,7 @@ import time
 import numpy as np
 import torch
 
-from c2s_bench.harness import COLIN, head_mask, load_colin_2mm, load_mni_heldout, metrics, parser, rician, run_header
-from c2s_cli.api import Denoiser
+from c2s_bench.harness import add_validation_args, metrics, parser, rician, start_probe, validation_references
 
 
 def dct_matrix(n: int) -> torch.Tensor:
@@ -68,16 +67,13 @@ def dct_wiener(noisy: np.ndarray, pilot: np.ndarray, sigma: float, block: int = 
 
 def main() -> None:
     ap = parser(__doc__, "wiener_probe")
-    ap.add_argument("--colin", default=str(COLIN))
-    ap.add_argument("--subjects", default="colin-2mm,mni-heldout")
+    add_validation_args(ap)
     ap.add_argument("--levels", default="0.05,0.10")
     ap.add_argument("--variants", default="bm4d-wiener,dct8s4,dct8s2,dct4s2,dct16s8")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     import bm4d
 
-    den = Denoiser(args.model, "cpu", threads=args.threads)
-    res: dict[str, object] = {**run_header(args.threads), "rows": []}
+    den, res = start_probe(args)
 
     def row(subject: str, level: float, name: str, out: np.ndarray, seconds: float, ref: np.ndarray,
             mask: np.ndarray) -> None:
@@ -87,9 +83,7 @@ def main() -> None:
         res["rows"].append(r)  # type: ignore[union-attr]
         print(json.dumps(r), flush=True)
 
-    for subject in args.subjects.split(","):
-        ref = load_colin_2mm(args.colin) if subject == "colin-2mm" else load_mni_heldout(args.data)
-        mask = head_mask(ref)
+    for subject, ref, mask in validation_references(args):
         for level in (float(v) for v in args.levels.split(",")):
             noisy = rician(ref, level, seed=201)
             t = time.perf_counter()
