@@ -161,9 +161,10 @@ class SelfSimilarity:
 
     radius / h: NL's in-plane search radius (pixels, in the slice and its two neighbours) and filtering strength
     (units of σ_d); depths: NL's patches, 3×3 in-plane (1) and/or 3×3×3 (3): SURE fits a weight for each and
-    keeps the one it expects to remove more error (session 22); fit_slices: slices (evenly spaced along the acquisition axis) on which SURE is evaluated, in
-    fp32, with one extra network pass each; epsilon: the Monte-Carlo divergence step (units of σ_d); max_weight:
-    the largest weight; seed: the Rademacher probe's generator seed (the weight is deterministic).
+    keeps the one it expects to remove more error (session 22); fit_slices: slices (evenly spaced along the
+    acquisition axis) on which SURE is evaluated, in fp32, with one extra network pass each; epsilon: the
+    Monte-Carlo divergence step (units of σ_d); max_weight: the largest weight; seed: the Rademacher probe's
+    generator seed (the weight is deterministic).
     """
 
     radius: int = 2
@@ -176,8 +177,8 @@ class SelfSimilarity:
 
     def validate(self) -> None:
         """Raise ValueError naming the first field out of range."""
-        checks = {"radius": 1 <= self.radius <= 4, "h": 0 < self.h <= 10, "depths": len(self.depths) > 0 and len(set(self.depths)) == len(self.depths)
-                  and all(d in (1, 3) for d in self.depths),
+        depths_ok = 0 < len(self.depths) == len(set(self.depths)) and all(d in (1, 3) for d in self.depths)
+        checks = {"radius": 1 <= self.radius <= 4, "h": 0 < self.h <= 10, "depths": depths_ok,
                   "fit_slices": 1 <= self.fit_slices <= 256,
                   "epsilon": 0 < self.epsilon <= 1, "max_weight": 0 <= self.max_weight <= 1}
         bad = [k for k, ok in checks.items() if not ok]

@@ -16,6 +16,10 @@ clipped to [0, ``max_weight``]. The divergences are Monte-Carlo estimates (Raman
 Rademacher vector and a small ε, div f ≈ ⟨b, f(y + ε·b) − f(y)⟩ / ε. SURE is unbiased for the MSE on any fixed set of
 voxels; the sums run over the object (voxels whose estimate is above the stabilised level of a signal of
 ``MASK_SNR``·σ), where the stabilised noise is close to Gaussian — the background's is not.
+
+Several NL estimates (3×3 and 3×3×3 patches, session 22) each get their a*, and the one with the largest fall of SURE,
+SURE(0) − SURE(a*) = 2a*⟨NL − D, y − D⟩ − a*²‖NL − D‖² − 2σ_d²·a*·(div NL − div D) (:attr:`BlendFit.sure_gain`), is
+kept: an estimate of the squared error each removes, from the same sums.
 """
 
 from __future__ import annotations
@@ -57,9 +61,9 @@ class BlendFit:
     def summary(self) -> dict[str, object]:
         return {"weight": round(self.weight, 4), "sure_minimiser": round(self.raw, 4), "voxels": self.voxels,
                 "div_d": round(self.div_d, 4), "div_nl": round(self.div_nl, 4), "radius": self.radius, "h": self.h,
-                "depth": self.depth,
-                "sure_gain": round(self.sure_gain, 6),
-                "candidates": [{"depth": d, "weight": round(w, 4), "sure_gain": round(g, 6)} for d, w, g in self.candidates]}
+                "depth": self.depth, "sure_gain": round(self.sure_gain, 6),
+                "candidates": [{"depth": d, "weight": round(w, 4), "sure_gain": round(g, 6)}
+                               for d, w, g in self.candidates]}
 
 
 @dataclass
