@@ -12,12 +12,15 @@ Rows of c2s: `--sigma-map none` (one σ, the whole-scan estimate and its heurist
 given no noise flag (`noise.policy.choose`: the map settles a whole-scan estimate in doubt, within the do-no-harm rules),
 `--sigma-map auto` (always the estimated map) and the true map.
 
+`--subject unseen-2mm` runs them on the clean reference of `unseen.py --subject unseen-2mm` (the same subject averaged
+to 2 mm, its own noise 0.68 %), the map's width halved in voxels (the same in millimetres; session 22).
+
 `--subject mni-heldout` runs the same cases on the MNI152 template's held-out axial slab (z 70–113, 197×233×44):
 a clean reference (no own noise), used to decide the default's rules. It is NOT an unseen subject (the template's
 other slices are training data), so its rows are validation, not zero-shot quality.
 
 Usage:  python -m c2s_bench.sigma_map --data ../shared/data [--methods bm4d,bm3d] [--threads 2]
-        [--subject unseen|mni-heldout]
+        [--subject unseen|unseen-2mm|mni-heldout]
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch
 from scipy import ndimage
 
 from c2s_bench.harness import anchor_rows, head_mask, load_mni_heldout, metrics, parser, run_header
-from c2s_bench.unseen import load
+from c2s_bench.unseen import load, load_2mm
 from c2s_cli.api import Denoiser
 from c2s_cli.noise.estimate import estimate_noise
 from c2s_cli.noise.sigma_map import estimate_sigma_map
@@ -42,30 +45,36 @@ def rician_map(clean: np.ndarray, sigma: np.ndarray, seed: int) -> np.ndarray:
                     sigma * rng.standard_normal(clean.shape)).astype(np.float32)
 
 
-def centre_high(ref: np.ndarray, mask: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def centre_high(ref: np.ndarray, mask: np.ndarray, lo: float, hi: float, width: float = 55.0) -> np.ndarray:
+    """σ(r) = lo + (hi − lo)·exp(−r²/2·width²), r in voxels from the head mask's centre of mass."""
     c = np.array(ndimage.center_of_mass(mask))
     grid = np.meshgrid(*[np.arange(n) for n in ref.shape], indexing="ij")
     r2 = sum((g - ci) ** 2 for g, ci in zip(grid, c))
-    return (lo + (hi - lo) * np.exp(-r2 / (2 * 55.0**2))).astype(np.float32)
+    return (lo + (hi - lo) * np.exp(-r2 / (2 * width**2))).astype(np.float32)
 
 
 def main() -> None:
     ap = parser(__doc__, "sigma_map")
     ap.add_argument("--methods", default="bm4d,bm3d", help="classical rows of the varying cases")
-    ap.add_argument("--subject", choices=("unseen", "mni-heldout"), default="unseen")
+    ap.add_argument("--subject", choices=("unseen", "unseen-2mm", "mni-heldout"), default="unseen")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     want = set(args.methods.split(","))
+    width = 55.0  # the map's width in 1 mm voxels
     if args.subject == "unseen":
         ref, sigma_ref = load(args.data)
+    elif args.subject == "unseen-2mm":  # the clean reference: the same subject at 2 mm, the same map in millimetres
+        ref, sigma_ref = load_2mm(args.data)
+        width = 27.5
     else:
         ref, sigma_ref = load_mni_heldout(args.data), 0.0
     mask = head_mask(ref)
     den = Denoiser(args.model, "cpu", threads=args.threads)
     res: dict[str, object] = {
         **run_header(args.threads),
-        "subject": ("pycortex S1 T1, central 48 coronal slices (unseen)" if args.subject == "unseen" else
-                    "MNI152 2009a held-out axial slab z 70-113 (validation, not unseen)"),
+        "subject": {"unseen": "pycortex S1 T1, central 48 coronal slices (unseen)",
+                    "unseen-2mm": "pycortex S1 T1 averaged to 2 mm, central 40 coronal slices (unseen, clean reference)",
+                    "mni-heldout": "MNI152 2009a held-out axial slab z 70-113 (validation, not unseen)"}[args.subject],
         "precision": den.precision,
         "reference_sigma_pct": round(100 * sigma_ref, 2), "rows": [], "maps": [],
     }
@@ -75,8 +84,8 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=1))
 
-    cases = [("varying 3→7.5 %", centre_high(ref, mask, 0.03, 0.075), 300),
-             ("varying 4→6 %", centre_high(ref, mask, 0.04, 0.06), 301)]
+    cases = [("varying 3→7.5 %", centre_high(ref, mask, 0.03, 0.075, width), 300),
+             ("varying 4→6 %", centre_high(ref, mask, 0.04, 0.06, width), 301)]
     cases += [(f"stationary {round(100 * s)} %", np.full(ref.shape, s, np.float32), 200 + i)
               for i, s in enumerate((0.05, 0.10, 0.15))]
     for name, smap, seed in cases:
