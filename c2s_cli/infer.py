@@ -256,7 +256,8 @@ def self_similarity(
     :func:`denoise_frame` conditions it (``strength``·σ_d), and the NL estimate, on the input and on the input moved
     by ε times a seeded Rademacher probe. ``guides``: as for :func:`denoise_frame` (a series model's context volumes,
     a multi-contrast model's guides): extra input channels, not moved — their noise is independent of the target's,
-    so SURE stays unbiased for the target. Not for a model with an NL channel. Memory: a few slices.
+    so SURE stays unbiased for the target. Not for a model with an NL channel. Memory: a few slices. Slices no
+    wider than NL's search window (``cfg.radius`` + 1 pixels on a side) get weight 0 (no blend, ``voxels`` 0).
 
     With several NL variants (``cfg.depths``: 3×3 and 3×3×3 patches), each gets its own weight from the same network
     passes and probe, and the fit kept is the one whose SURE falls most (``BlendFit.sure_gain``; the others are in
@@ -270,6 +271,8 @@ def self_similarity(
     device = device or torch.device("cpu")
     sd = float(domain.sigma_d)
     vol = np.moveaxis(np.asarray(data, np.float32), axis, 0)  # a view: (Z, H, W)
+    if min(vol.shape[1], vol.shape[2]) <= cfg.radius + 1:  # slices too small for NL's search window: no blend
+        return BlendFit(0.0, 0.0, 0, 0.0, 0.0, cfg.radius, cfg.h, cfg.depths[0])
     gvols = [(np.moveaxis(np.asarray(g, np.float32), axis, 0), gd) for g, gd in guides or []]
     n, c = vol.shape[0], model.cfg.context
     count = max(1, min(cfg.fit_slices, -(-n // 4)))

@@ -187,3 +187,17 @@ def test_guides_enter_as_channels_and_an_nl_channel_model_is_refused(scan: np.nd
     with pytest.raises(ValueError, match="NL channel"):
         self_similarity(Precond(ModelConfig(channels=(8, 8), emb_dim=8, nonlocal_radius=1)), scan, dom,
                         SELF_SIMILARITY)
+
+
+def test_slices_smaller_than_the_search_window_are_not_blended(tiny_model: Path) -> None:
+    """A 2×9 or 3×3 slice cannot hold NL's ±2-pixel search: the fit says weight 0 (no voxels) and the network's
+    output is returned, instead of an error from the NL estimate."""
+    den = Denoiser(str(tiny_model), "cpu", precision="fp32")
+    rng = np.random.default_rng(0)
+    for shape in ((2, 9, 4), (3, 3, 1)):
+        scan = (rng.random(shape) * 100 + 50).astype(np.float32)
+        rep = DenoiseReport()
+        out = den.denoise(scan, sigma=10.0, report=rep)
+        assert rep.blends and all(b.weight == 0.0 and b.voxels == 0 for b in rep.blends)
+        np.testing.assert_array_equal(out, den.denoise(scan, sigma=10.0, self_similarity=False))
+
