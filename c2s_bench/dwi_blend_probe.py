@@ -12,13 +12,10 @@ import dataclasses
 import json
 import time
 
-import torch
-
 from c2s_bench.dwi import scores, t1_2mm, tensor_maps, validation_phantom
 from c2s_bench.fetch_data import source_file
-from c2s_bench.harness import parser, run_header
+from c2s_bench.harness import parser, start_probe
 from c2s_cli import config
-from c2s_cli.api import Denoiser
 
 
 def main() -> None:
@@ -26,10 +23,10 @@ def main() -> None:
     ap.add_argument("--cases", default="0.03:2.5,0.05:1,0.10:1")
     ap.add_argument("--variants", default="1:1,1:13,1:3", help="radius:depths, comma-separated")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    den, head = start_probe(args)
+    head.pop("rows")
+    print(json.dumps(head), flush=True)
     mni = t1_2mm(source_file(args.data, "mni152_2009a_t1_1mm.nii.gz"))
-    den = Denoiser(args.model, "cpu", threads=args.threads)
-    print(json.dumps(run_header(args.threads)), flush=True)
     shipped = config.SERIES_SELF_SIMILARITY
     try:
         for case in args.cases.split(","):
