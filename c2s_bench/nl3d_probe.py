@@ -4,6 +4,10 @@ network units: y = the stabilised noisy volume (the noise policy's domain, σ es
 (fp32), NL = a non-local-means variant, f = D + a·(NL − D) with a SURE's weight over the object (as
 ``c2s_cli.selfsim``, its Monte-Carlo divergence from one Rademacher probe on the whole volume), back to image units.
 
+This probe's own 3×3×3 version (``nl_3d_patches``, replicate padding everywhere, any through-plane radius) came
+before the product's, ``nonlocal_means_volume(depth=3)`` (through-plane radius 1, reflect padding in-plane), and is
+kept as what produced ``results/nl3d_probe*.json``; the two agree away from the in-plane borders.
+
 Variants ``P:R:Z:H``: P = 2 (3×3 in-plane patches, the shipped ``nonlocal_means_volume``; Z must be 1) or 3 (3×3×3
 patches), R = in-plane search radius, Z = through-plane search radius, H = filtering strength (units of σ_d).
 Session 22.

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from c2s_cli.config import SelfSimilarity, check_tta
 from c2s_cli.model import Precond
-from c2s_cli.model.nonlocal_means import nl_reach, nonlocal_means_centre, nonlocal_means_volume
+from c2s_cli.model.nonlocal_means import nl_reach, nonlocal_means_centre, nonlocal_means_volume, search_fits
 from c2s_cli.noise.domain import NoiseDomain
 from c2s_cli.selfsim import MASK_SNR, BlendFit, SureSums
 
@@ -271,7 +271,7 @@ def self_similarity(
     device = device or torch.device("cpu")
     sd = float(domain.sigma_d)
     vol = np.moveaxis(np.asarray(data, np.float32), axis, 0)  # a view: (Z, H, W)
-    if min(vol.shape[1], vol.shape[2]) <= cfg.radius + 1:  # slices too small for NL's search window: no blend
+    if not search_fits(cfg.radius, vol.shape[1], vol.shape[2]):  # slices too small for NL's search: no blend
         return BlendFit(0.0, 0.0, 0, 0.0, 0.0, cfg.radius, cfg.h, cfg.depths[0])
     gvols = [(np.moveaxis(np.asarray(g, np.float32), axis, 0), gd) for g, gd in guides or []]
     n, c = vol.shape[0], model.cfg.context

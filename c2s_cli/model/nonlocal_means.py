@@ -58,6 +58,24 @@ def nl_reach(depth: int) -> int:
     return 2 if depth == 3 else 1
 
 
+def search_fits(radius: int, height: int, width: int) -> bool:
+    """Whether slices of ``height`` × ``width`` pixels hold the NL search of ``radius`` (its reflect padding, the
+    farthest candidate and its patch: radius + 1 pixels, needs more than that on a side)."""
+    return 1 <= radius and radius + 1 < min(height, width)
+
+
+def _check(depth: int, noise_std: float, radius: int, h: float, height: int, width: int) -> None:
+    """Raise ValueError naming the first argument of the volume and one-slice versions that is out of range."""
+    if depth not in (1, 3):
+        raise ValueError(f"depth must be 1 (3×3 patches) or 3 (3×3×3 patches), got {depth}")
+    if not noise_std > 0:
+        raise ValueError(f"noise_std must be > 0, got {noise_std}")
+    if not search_fits(radius, height, width):
+        raise ValueError(f"radius must be 1 to {min(height, width) - 2} for {height}×{width} slices, got {radius}")
+    if not h > 0:
+        raise ValueError(f"h must be > 0, got {h}")
+
+
 def nonlocal_means_volume(volume: Tensor, noise_std: float, radius: int = 1, h: float = 1.0,
                           chunk: int = 8, depth: int = 1) -> Tensor:
     """NL-means estimate of every voxel of ``volume`` (Z, H, W) from the (2·radius + 1)² in-plane offsets in its own
@@ -73,17 +91,10 @@ def nonlocal_means_volume(volume: Tensor, noise_std: float, radius: int = 1, h: 
 
     ``depth`` 3: 3×3×3 patches instead (:func:`_nonlocal_means_3d`); 1: the 3×3 in-plane patches above.
     """
-    if depth not in (1, 3):
-        raise ValueError(f"depth must be 1 (3×3 patches) or 3 (3×3×3 patches), got {depth}")
     if volume.ndim != 3:
         raise ValueError(f"volume must be (Z, H, W), got shape {tuple(volume.shape)}")
-    if not noise_std > 0:
-        raise ValueError(f"noise_std must be > 0, got {noise_std}")
     z, hh, ww = volume.shape
-    if radius < 1 or radius + 1 >= min(hh, ww):
-        raise ValueError(f"radius must be 1 to {min(hh, ww) - 2} for {hh}×{ww} slices, got {radius}")
-    if not h > 0:
-        raise ValueError(f"h must be > 0, got {h}")
+    _check(depth, noise_std, radius, h, hh, ww)
     if depth == 3:
         return _nonlocal_means_3d(volume, float(noise_std), radius, float(h), chunk)
     p = radius + 1  # padding: the farthest candidate and its patch
@@ -167,17 +178,12 @@ def nonlocal_means_centre(slabs: Tensor, centre: int, noise_std: float, radius: 
     another order). For SURE's fit, which needs a few slices' estimates: the volume version would compute every
     slice of each slab (3 or 5 for one) and, to halve its work, each pair of voxels once; here every offset is
     evaluated for the one slice."""
-    if depth not in (1, 3):
-        raise ValueError(f"depth must be 1 (3×3 patches) or 3 (3×3×3 patches), got {depth}")
     if slabs.ndim != 4:
         raise ValueError(f"slabs must be (B, Z, H, W), got shape {tuple(slabs.shape)}")
     b, z, hh, ww = slabs.shape
     if not 0 <= centre < z:
         raise ValueError(f"centre {centre} is not a slice of {z}")
-    if radius < 1 or radius + 1 >= min(hh, ww):
-        raise ValueError(f"radius must be 1 to {min(hh, ww) - 2} for {hh}×{ww} slices, got {radius}")
-    if not noise_std > 0 or not h > 0:
-        raise ValueError(f"noise_std and h must be > 0, got {noise_std} and {h}")
+    _check(depth, noise_std, radius, h, hh, ww)
     p = radius + 1
     x = F.pad(slabs.float(), (p,) * 4, mode="reflect")  # (B, Z, Hp, Wp)
     s2 = float(noise_std) ** 2
